@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imapgate/imapgate/auth"
+)
+
+// handleAuthenticate runs AUTHENTICATE (RFC 3501 6.2.2) with SASL-IR
+// (RFC 4959). Credentials are accepted only over TLS, and only the
+// configured mechanisms are offered.
+func (s *session) handleAuthenticate(cmd *command) (done, keep bool) {
+	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != tokAtom ||
+		(len(cmd.args) == 2 && cmd.args[1].kind != tokAtom) {
+		return false, s.bad(cmd.tag, "AUTHENTICATE expects a mechanism and an optional initial response")
+	}
+	mech := strings.ToUpper(cmd.args[0].value)
+	ev := s.event(EventAuth)
+	ev.Mechanism, ev.ClientID = truncate(mech, 32), s.clientID
+	if !s.isTLS {
+		ev.Result, ev.Reason = ResultRefused, "tls_required"
+		s.cfg.Audit.Log(ev)
+		s.reply(cmd.tag + " NO [PRIVACYREQUIRED] Use STARTTLS before authenticating.")
+		return false, s.countAuthFailure()
+	}
+	if !slices.Contains(s.cfg.mechanisms(), mech) || !auth.Supported(mech) {
+		ev.Result, ev.Reason = ResultRefused, "mechanism_not_allowed"
+		s.cfg.Audit.Log(ev)
+		s.reply(cmd.tag + " NO Unsupported authentication mechanism.")
+		return false, true
+	}
+
+	var response []byte
+	if len(cmd.args) == 2 {
+		ir := cmd.args[1].value
+		if ir == "=" {
+			response = []byte{}
+		} else {
+			var err error
+			if response, err = base64.StdEncoding.DecodeString(ir); err != nil {
+				return false, s.bad(cmd.tag, "Invalid base64 in initial response")
+			}
+		}
+	}
+
+	var creds auth.Credentials
+	srv, err := auth.NewServer(mech, func(c auth.Credentials) error {
+		creds = c
+		return errCredentialsReady
+	})
+	if err != nil {
+		return false, s.bad(cmd.tag, "Unsupported authentication mechanism")
+	}
+	for {
+		challenge, _, err := srv.Next(response)
+		if errors.Is(err, errCredentialsReady) {
+			return s.login(cmd.tag, creds.Mechanism, creds.Username, creds.Password)
+		}
+		if err != nil {
+			ev.Result, ev.Reason = ResultFailure, saslFailureReason(err)
+			s.cfg.Audit.Log(ev)
+			s.failureDelay()
+			s.reply(cmd.tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+			return false, s.countAuthFailure()
+		}
+		s.reply("+ " + base64.StdEncoding.EncodeToString(challenge))
+		if !s.flush() {
+			return false, false
+		}
+		line, err := readLine(s.r, maxSASLLineLength)
+		if err != nil {
+			s.readFailed(err)
+			return false, false
+		}
+		if string(line) == "*" {
+			ev.Result, ev.Reason = ResultFailure, "client_cancelled"
+			s.cfg.Audit.Log(ev)
+			s.reply(cmd.tag + " BAD Authentication cancelled.")
+			return false, true
+		}
+		if response, err = base64.StdEncoding.DecodeString(string(line)); err != nil {
+			return false, s.bad(cmd.tag, "Invalid base64 in authentication response")
+		}
+	}
+}
+
+// errCredentialsReady stops the SASL exchange once the mechanism has
+// produced credentials: the upstream login happens outside the callback,
+// where its errors and timing are the session's to handle.
+var errCredentialsReady = errors.New("credentials ready")
+
+func saslFailureReason(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrAuthzidNotAllowed):
+		return "authzid_not_allowed"
+	case errors.Is(err, auth.ErrEmptyCredentials):
+		return "empty_credentials"
+	}
+	return "malformed_response"
+}
+
+// login logs in to the upstream as user. On success the client gets the
+// upstream's capabilities and the session moves to the relay.
+func (s *session) login(tag, mech, user, password string) (done, keep bool) {
+	ev := s.event(EventAuth)
+	ev.Mechanism, ev.User, ev.ClientID = mech, safeUser(user), s.clientID
+	ev.Upstream = s.cfg.Upstream.Address
+	ci := ClientInfo{Session: s.id}
+	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
+	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
+	uc, err := s.cfg.Upstream.Login(s.ctx, user, password, ci)
+	switch {
+	case err == nil:
+		ev.Result = ResultSuccess
+		s.cfg.Audit.Log(ev)
+		s.user = ev.User
+		s.upstream = uc
+		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
+		return true, true
+	case errors.Is(err, ErrBadCredentials):
+		ev.Result, ev.Reason = ResultFailure, "bad_credentials"
+		s.cfg.Audit.Log(ev)
+		s.failureDelay()
+		s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+		return false, s.countAuthFailure()
+	default:
+		ev.Result, ev.Reason = ResultError, "upstream_unavailable"
+		if errors.Is(err, ErrUpstreamProtocol) {
+			ev.Reason = "upstream_protocol_error"
+		}
+		s.cfg.Audit.Log(ev)
+		s.cfg.log().Warn("upstream login failed", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
+		if s.ctx.Err() != nil {
+			s.endReason = endShutdown
+			s.bye("Server shutting down.")
+			return false, false
+		}
+		s.reply(tag + " NO [UNAVAILABLE] The mail server is not available right now, try again later.")
+		return false, true
+	}
+}
+
+// failureDelay waits before a failed answer, unless the session is ending.
+func (s *session) failureDelay() {
+	if s.cfg.FailureDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(s.cfg.FailureDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
+
+// countAuthFailure counts a failed or refused attempt; false means too
+// many on this connection: the session ends with BYE.
+func (s *session) countAuthFailure() bool {
+	s.authFailures++
+	if s.authFailures >= s.cfg.maxAuthFailures() {
+		s.endReason = "too_many_auth_failures"
+		s.bye("Too many failed authentication attempts.")
+		return false
+	}
+	return true
+}
+
+// hiddenCapabilities must not reach the client after login: they describe
+// the upstream's pre-login state or would let the client bypass the proxy.
+func hiddenCapability(c string) bool {
+	u := strings.ToUpper(c)
+	return u == "STARTTLS" || u == "SASL-IR" || u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")
+}
+
+// clientCapabilities filters the upstream's post-login capabilities.
+func clientCapabilities(upstream []string) []string {
+	out := make([]string, 0, len(upstream))
+	for _, c := range upstream {
+		if !hiddenCapability(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,378 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// Limits of the pre-auth parser. Nothing a legitimate client sends before
+// authentication comes close; anything larger is an attack or a bug.
+const (
+	// maxLineLength caps one line of a command (between literals).
+	maxLineLength = 8 << 10
+	// maxSASLLineLength caps one SASL response line. OAUTHBEARER tokens can
+	// be several kilobytes; go-imap's 4 KiB cap is too small for them.
+	maxSASLLineLength = 64 << 10
+	// maxLiteralSize caps one literal before authentication.
+	maxLiteralSize = 8 << 10
+	// maxCommandSize caps a whole command, literals included.
+	maxCommandSize = 32 << 10
+	// maxTokens caps the number of tokens in one command.
+	maxTokens = 256
+)
+
+// Parser errors. errFatal* errors end the connection with BYE; the others
+// answer BAD and let the client go on.
+var (
+	errLineTooLong    = errors.New("command line too long")
+	errLiteralTooBig  = errors.New("literal too large")
+	errCommandTooBig  = errors.New("command too large")
+	errSyntax         = errors.New("syntax error")
+	errLiteralRefused = errors.New("literal refused")
+)
+
+// tokenKind says what a token is.
+type tokenKind uint8
+
+const (
+	tokAtom    tokenKind = iota // an atom, including NIL and numbers
+	tokQuoted                   // a quoted string, unescaped
+	tokLiteral                  // a literal's content
+	tokLParen                   // "("
+	tokRParen                   // ")"
+)
+
+// token is one lexical element of a command.
+type token struct {
+	kind  tokenKind
+	value string
+}
+
+// isString reports whether t is an IMAP string or atom (an astring).
+func (t token) isString() bool {
+	return t.kind == tokAtom || t.kind == tokQuoted || t.kind == tokLiteral
+}
+
+// command is one parsed client command.
+type command struct {
+	tag  string
+	name string // upper-cased
+	args []token
+}
+
+// literalFunc is asked before the parser accepts a literal. It returns nil to
+// accept it. For a synchronizing literal a non-nil error refuses it: the
+// client has not sent the literal yet, so the command simply ends. sync is
+// false for LITERAL+ / LITERAL- literals, which the client sends unasked.
+type literalFunc func(tag, name string, size int64, sync bool) error
+
+// commandReader reads pre-auth commands from a client. It never holds more
+// than maxCommandSize bytes of one command.
+type commandReader struct {
+	r *bufio.Reader
+	w *bufio.Writer // for "+ " continuation requests
+	// onLiteral, if not nil, may refuse a literal before it is read.
+	onLiteral literalFunc
+	size      int // bytes of the current command so far
+}
+
+// readLine reads one CRLF- (or LF-) terminated line without the terminator,
+// refusing lines longer than max. The returned slice is only valid until the
+// next read.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var long []byte
+	for {
+		frag, err := r.ReadSlice('\n')
+		if err == nil {
+			line := frag
+			if long != nil {
+				long = append(long, frag...)
+				line = long
+			}
+			if len(line) > max+2 {
+				return nil, errLineTooLong
+			}
+			line = line[:len(line)-1]
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			return line, nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if len(long)+len(frag) > max+2 {
+				return nil, errLineTooLong
+			}
+			long = append(long, frag...)
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(frag) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+}
+
+// syntaxError is a parse failure that still knows the tag, so the answer
+// can be "tag BAD ...".
+type syntaxError struct {
+	tag string
+	msg string
+	err error
+}
+
+func (e *syntaxError) Error() string { return e.msg }
+func (e *syntaxError) Unwrap() error { return e.err }
+
+// read reads and tokenizes one command. Syntax errors come back as
+// *syntaxError (the connection can continue); I/O errors and size limits
+// are returned as they are (the connection should end).
+func (cr *commandReader) read() (*command, error) {
+	cr.size = 0
+	line, err := readLine(cr.r, maxLineLength)
+	if err != nil {
+		return nil, err
+	}
+	cr.size += len(line)
+	cmd := &command{}
+	p := line
+	// Tag.
+	i := 0
+	for i < len(p) && isTagChar(p[i]) {
+		i++
+	}
+	if i == 0 || i >= len(p) || p[i] != ' ' {
+		if len(bytes.TrimSpace(p)) == 0 {
+			return nil, &syntaxError{msg: "Empty command line", err: errSyntax}
+		}
+		return nil, &syntaxError{msg: "Error in IMAP command: missing or invalid tag", err: errSyntax}
+	}
+	cmd.tag = string(p[:i])
+	p = p[i+1:]
+	// Command name.
+	i = 0
+	for i < len(p) && isAtomChar(p[i]) {
+		i++
+	}
+	if i == 0 {
+		return nil, &syntaxError{tag: cmd.tag, msg: "Error in IMAP command: missing command name", err: errSyntax}
+	}
+	cmd.name = upperASCII(p[:i])
+	p = p[i:]
+	for {
+		if len(p) == 0 {
+			return cmd, nil
+		}
+		if p[0] != ' ' {
+			return nil, cr.badSyntax(cmd, "expected a space between arguments")
+		}
+		// Be lenient with a trailing or doubled space.
+		for len(p) > 0 && p[0] == ' ' {
+			p = p[1:]
+		}
+		if len(p) == 0 {
+			return cmd, nil
+		}
+		if len(cmd.args) >= maxTokens {
+			return nil, cr.badSyntax(cmd, "too many arguments")
+		}
+		// Parentheses may be glued to their neighbours: "(a b)".
+		for len(p) > 0 && p[0] == '(' {
+			cmd.args = append(cmd.args, token{kind: tokLParen})
+			p = p[1:]
+		}
+		if len(p) == 0 {
+			return cmd, nil
+		}
+		switch c := p[0]; {
+		case c == '"':
+			s, rest, ok := parseQuoted(p)
+			if !ok {
+				return nil, cr.badSyntax(cmd, "invalid quoted string")
+			}
+			cmd.args = append(cmd.args, token{kind: tokQuoted, value: s})
+			p = rest
+		case c == '{':
+			size, sync, ok := parseLiteralHeader(p)
+			if !ok {
+				return nil, cr.badSyntax(cmd, "invalid literal")
+			}
+			lit, err := cr.readLiteral(cmd, size, sync)
+			if err != nil {
+				return nil, err
+			}
+			cmd.args = append(cmd.args, token{kind: tokLiteral, value: lit})
+			// The command goes on after the literal.
+			line, err := readLine(cr.r, maxLineLength)
+			if err != nil {
+				return nil, err
+			}
+			cr.size += len(line)
+			if cr.size > maxCommandSize {
+				return nil, errCommandTooBig
+			}
+			p = line
+		case c == ')':
+			// handled below
+		default:
+			i := 0
+			for i < len(p) && isAtomChar(p[i]) || i < len(p) && p[i] == ']' {
+				i++
+			}
+			if i == 0 {
+				return nil, cr.badSyntax(cmd, fmt.Sprintf("unexpected character %q", c))
+			}
+			cmd.args = append(cmd.args, token{kind: tokAtom, value: string(p[:i])})
+			p = p[i:]
+		}
+		for len(p) > 0 && p[0] == ')' {
+			cmd.args = append(cmd.args, token{kind: tokRParen})
+			p = p[1:]
+		}
+	}
+}
+
+func (cr *commandReader) badSyntax(cmd *command, msg string) error {
+	return &syntaxError{tag: cmd.tag, msg: "Error in IMAP command " + cmd.name + ": " + msg, err: errSyntax}
+}
+
+// readLiteral handles a literal announced at the end of a line.
+func (cr *commandReader) readLiteral(cmd *command, size int64, sync bool) (string, error) {
+	tooBig := size > maxLiteralSize || int64(cr.size)+size > maxCommandSize
+	if sync {
+		if tooBig {
+			// The client waits for "+" and sends nothing more: answer and go on.
+			return "", &syntaxError{tag: cmd.tag, msg: "Literal too large", err: errLiteralTooBig}
+		}
+		if cr.onLiteral != nil {
+			if err := cr.onLiteral(cmd.tag, cmd.name, size, true); err != nil {
+				return "", err
+			}
+		}
+		if _, err := cr.w.WriteString("+ Ready for literal data\r\n"); err != nil {
+			return "", err
+		}
+		if err := cr.w.Flush(); err != nil {
+			return "", err
+		}
+	} else {
+		if tooBig {
+			// The client sends the literal unasked; we cannot tell where the
+			// next command starts without reading it. End the connection.
+			return "", errLiteralTooBig
+		}
+		if cr.onLiteral != nil {
+			if err := cr.onLiteral(cmd.tag, cmd.name, size, false); err != nil {
+				return "", err
+			}
+		}
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(cr.r, buf); err != nil {
+		return "", err
+	}
+	cr.size += int(size)
+	return string(buf), nil
+}
+
+// parseQuoted parses a quoted string at the start of p.
+func parseQuoted(p []byte) (s string, rest []byte, ok bool) {
+	var b []byte
+	for i := 1; i < len(p); i++ {
+		switch c := p[i]; c {
+		case '"':
+			if b == nil {
+				return string(p[1:i]), p[i+1:], true
+			}
+			return string(b), p[i+1:], true
+		case '\\':
+			if i+1 >= len(p) || (p[i+1] != '\\' && p[i+1] != '"') {
+				return "", nil, false
+			}
+			if b == nil {
+				b = append([]byte(nil), p[1:i]...)
+			}
+			i++
+			b = append(b, p[i])
+		case 0, '\r', '\n':
+			return "", nil, false
+		default:
+			if b != nil {
+				b = append(b, c)
+			}
+		}
+	}
+	return "", nil, false
+}
+
+// parseLiteralHeader parses "{N}", "{N+}" or "{N-}", which must end the line.
+func parseLiteralHeader(p []byte) (size int64, sync, ok bool) {
+	if len(p) < 3 || p[0] != '{' || p[len(p)-1] != '}' {
+		return 0, false, false
+	}
+	digits := p[1 : len(p)-1]
+	sync = true
+	if n := len(digits); n > 0 && (digits[n-1] == '+' || digits[n-1] == '-') {
+		sync = false
+		digits = digits[:n-1]
+	}
+	if len(digits) == 0 || len(digits) > 10 {
+		return 0, false, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false, false
+		}
+	}
+	n, err := strconv.ParseInt(string(digits), 10, 64)
+	if err != nil {
+		return 0, false, false
+	}
+	return n, sync, true
+}
+
+// isAtomChar reports whether c may appear in an atom (RFC 3501 ATOM-CHAR).
+func isAtomChar(c byte) bool {
+	switch c {
+	case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
+		return false
+	}
+	return c > 0x1f && c < 0x7f
+}
+
+// isTagChar reports whether c may appear in a tag: ASTRING-CHAR except "+".
+func isTagChar(c byte) bool {
+	return c != '+' && (isAtomChar(c) || c == ']')
+}
+
+func upperASCII(b []byte) string {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return string(out)
+}
+
+// quote renders s as an IMAP quoted string, or reports false when s cannot
+// be quoted (CR, LF or NUL) and needs a literal.
+func quote(s string) (string, bool) {
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0, '\r', '\n':
+			return "", false
+		case '"', '\\':
+			b = append(b, '\\', c)
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(append(b, '"')), true
+}

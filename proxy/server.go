@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/imapgate/imapgate/policy"
+)
+
+// TLSMode is how a listener secures client connections.
+type TLSMode string
+
+// Listener TLS modes.
+const (
+	TLSImplicit TLSMode = "implicit" // TLS from the first byte (port 993)
+	TLSStartTLS TLSMode = "starttls" // plaintext greeting, then STARTTLS (port 143)
+)
+
+// Listener describes one client-facing listener.
+type Listener struct {
+	// Name identifies the listener in audit events; usually its address.
+	Name string
+	// Mode is TLSImplicit or TLSStartTLS. Required.
+	Mode TLSMode
+	// TLSConfig serves the client handshake. Required.
+	TLSConfig *tls.Config
+}
+
+// Config is everything a session needs. Defaults apply to zero fields.
+// A Config must not be changed once given to a Server; use SetConfig.
+type Config struct {
+	// Upstream is the server behind the proxy. Required.
+	Upstream *Upstream
+	// Mechanisms are the SASL mechanisms offered after TLS. Empty = PLAIN.
+	Mechanisms []string
+	// AllowLoginOverTLS accepts the LOGIN command over TLS (never before).
+	// False (the default) refuses LOGIN everywhere and advertises LOGINDISABLED.
+	AllowLoginOverTLS bool
+	// PreauthTimeout bounds the time from accept to a completed login.
+	// Zero means 60s.
+	PreauthTimeout time.Duration
+	// IdleTimeout ends a relayed session after this long without a byte
+	// either way. Zero means 31m (RFC 2177 clients re-IDLE every 29m).
+	IdleTimeout time.Duration
+	// FailureDelay is waited before answering a failed authentication.
+	FailureDelay time.Duration
+	// MaxBadCommands ends a pre-auth connection with BYE after this many
+	// BAD answers. Zero means 10.
+	MaxBadCommands int
+	// MaxAuthFailures ends a connection with BYE after this many failed
+	// authentications. Zero means 3.
+	MaxAuthFailures int
+	// Access is checked at accept time. Nil allows everyone.
+	Access *policy.Access
+	// Conns limits open connections. Nil means no limit.
+	Conns *policy.ConnLimiter
+	// Audit receives audit events. Nil discards them.
+	Audit *Auditor
+	// Log is the operational log. Nil means slog.Default().
+	Log *slog.Logger
+}
+
+func (c *Config) preauthTimeout() time.Duration {
+	if c.PreauthTimeout > 0 {
+		return c.PreauthTimeout
+	}
+	return 60 * time.Second
+}
+
+func (c *Config) idleTimeout() time.Duration {
+	if c.IdleTimeout > 0 {
+		return c.IdleTimeout
+	}
+	return 31 * time.Minute
+}
+
+func (c *Config) maxBadCommands() int {
+	if c.MaxBadCommands > 0 {
+		return c.MaxBadCommands
+	}
+	return 10
+}
+
+func (c *Config) maxAuthFailures() int {
+	if c.MaxAuthFailures > 0 {
+		return c.MaxAuthFailures
+	}
+	return 3
+}
+
+func (c *Config) log() *slog.Logger {
+	if c.Log != nil {
+		return c.Log
+	}
+	return slog.Default()
+}
+
+func (c *Config) mechanisms() []string {
+	if len(c.Mechanisms) > 0 {
+		return c.Mechanisms
+	}
+	return []string{"PLAIN"}
+}
+
+// Server accepts client connections on any number of listeners and runs one
+// session per connection. Create it with NewServer.
+type Server struct {
+	cfg atomic.Pointer[Config]
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+	// base is cancelled by Shutdown: pre-auth sessions end at once.
+	base       context.Context
+	cancelBase context.CancelFunc
+}
+
+// NewServer returns a Server using cfg.
+func NewServer(cfg *Config) *Server {
+	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.cfg.Store(cfg)
+	return s
+}
+
+// SetConfig replaces the configuration for new sessions; sessions already
+// running keep the one they started with.
+func (s *Server) SetConfig(cfg *Config) { s.cfg.Store(cfg) }
+
+// Config returns the current configuration.
+func (s *Server) Config() *Config { return s.cfg.Load() }
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Serve accepts connections on ln until ln fails or Shutdown is called.
+func (s *Server) Serve(ln net.Listener, l Listener) error {
+	if l.TLSConfig == nil {
+		return fmt.Errorf("proxy: listener %s has no TLS config", l.Name)
+	}
+	if l.Name == "" {
+		l.Name = ln.Addr().String()
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				// EMFILE and friends: wait a little instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Config().log().Warn("accept failed; retrying", "listener", l.Name, "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		sess := s.newSession(conn, l)
+		if sess == nil {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go sess.serve()
+	}
+}
+
+// newSession registers a session, or returns nil when shutting down.
+func (s *Server) newSession(conn net.Conn, l Listener) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil
+	}
+	sess := newSession(s, s.cfg.Load(), conn, l)
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return sess
+}
+
+func (s *Server) sessionDone(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Sessions returns the number of open sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Shutdown stops accepting, ends sessions that have not logged in yet with
+// BYE, and waits for relayed sessions to end by themselves until ctx is
+// done; then it closes the rest and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	s.cancelBase()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.abort(endShutdown)
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}

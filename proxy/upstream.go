@@ -1,0 +1,575 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// UpstreamTLS says how imapgate secures its connection to the upstream.
+type UpstreamTLS string
+
+// Upstream TLS modes.
+const (
+	UpstreamPlaintext UpstreamTLS = "none"     // trusted network only
+	UpstreamSTARTTLS  UpstreamTLS = "starttls" // default
+	UpstreamImplicit  UpstreamTLS = "implicit"
+)
+
+// LoginMethod says which command logs in to the upstream.
+type LoginMethod string
+
+// Login methods.
+const (
+	LoginAuto  LoginMethod = "auto"  // AUTHENTICATE PLAIN when offered, else LOGIN
+	LoginPlain LoginMethod = "plain" // AUTHENTICATE PLAIN only
+	LoginLogin LoginMethod = "login" // LOGIN only
+)
+
+// ForwardMode says how the client's address reaches the upstream.
+type ForwardMode string
+
+// Forward modes.
+const (
+	ForwardNone    ForwardMode = "none"
+	ForwardID      ForwardMode = "id"       // ID ("x-originating-ip" ...), honoured by Dovecot from login_trusted_networks
+	ForwardProxyV2 ForwardMode = "proxy-v2" // a PROXY protocol v2 header before the first byte
+)
+
+// Upstream login errors. Callers map them to the client's answer with
+// errors.Is; the upstream's own text is never shown to the client.
+var (
+	// ErrBadCredentials: the upstream refused the user's credentials.
+	ErrBadCredentials = errors.New("upstream rejected the credentials")
+	// ErrUnavailable: the upstream could not be reached, was too slow, or
+	// said it was unavailable.
+	ErrUnavailable = errors.New("upstream unavailable")
+	// ErrUpstreamProtocol: the upstream did something unsafe or broken
+	// (PREAUTH, STARTTLS injection, garbage). Also wraps ErrUnavailable.
+	ErrUpstreamProtocol = errors.New("upstream protocol violation")
+)
+
+// maxUpstreamLine caps a response line from the upstream during login, and
+// maxUpstreamLiteral a literal inside one.
+const (
+	maxUpstreamLine    = 64 << 10
+	maxUpstreamLiteral = 64 << 10
+)
+
+// Upstream describes the legacy server and how to log in to it.
+// The zero value is not useful: Address is required.
+type Upstream struct {
+	// Address is "host:port". Required.
+	Address string
+	// TLS is the transport security. Empty means UpstreamSTARTTLS.
+	TLS UpstreamTLS
+	// TLSConfig verifies the upstream (CA file, system roots or a pin).
+	// Required unless TLS is UpstreamPlaintext.
+	TLSConfig *tls.Config
+	// Method picks the login command. Empty means LoginAuto.
+	Method LoginMethod
+	// Forward says how to tell the upstream the client's address.
+	// Empty means ForwardNone.
+	Forward ForwardMode
+	// ConnectTimeout bounds the whole login: dial, TLS and the exchange.
+	// Zero means 10s.
+	ConnectTimeout time.Duration
+	// Dialer dials the upstream. If nil, a net.Dialer is used.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// ClientInfo describes the client on whose behalf imapgate logs in.
+type ClientInfo struct {
+	Addr    *net.TCPAddr // the client's address
+	Local   *net.TCPAddr // the proxy address the client connected to
+	Session string       // the session id
+}
+
+// UpstreamConn is an upstream connection, logged in and ready for the relay.
+type UpstreamConn struct {
+	Conn net.Conn
+	// R holds bytes the upstream sent after its tagged OK; the relay must
+	// copy them to the client first.
+	R *bufio.Reader
+	// Capabilities are the upstream's post-login capabilities.
+	Capabilities []string
+}
+
+// upstreamClient runs one upstream login exchange.
+type upstreamClient struct {
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	tag  int
+	caps []string
+}
+
+// Login connects to the upstream and logs in as user. On success the
+// connection is handed over for relaying; the password is forgotten.
+func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (*UpstreamConn, error) {
+	timeout := u.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	conn, err := u.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnavailable, u.Address, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close()
+		}
+	}()
+	// One deadline bounds the whole exchange; ctx cancellation also breaks it.
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	var cancelled atomic.Bool
+	stop := context.AfterFunc(ctx, func() {
+		cancelled.Store(true)
+		conn.SetDeadline(time.Unix(1, 0))
+	})
+	defer stop()
+
+	if u.Forward == ForwardProxyV2 {
+		if _, err := conn.Write(proxyV2Header(client)); err != nil {
+			return nil, unavailable("write PROXY header", err)
+		}
+	}
+	if u.TLS == UpstreamImplicit {
+		tc := tls.Client(conn, u.tlsConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, unavailable("TLS handshake", err)
+		}
+		conn = tc
+	}
+	c := &upstreamClient{conn: conn, r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 1024)}
+	if err := c.greeting(); err != nil {
+		return nil, err
+	}
+	if u.TLS == UpstreamSTARTTLS || u.TLS == "" {
+		if err := c.startTLS(ctx, u.tlsConfig()); err != nil {
+			return nil, err
+		}
+	}
+	if c.caps == nil {
+		if err := c.capability(); err != nil {
+			return nil, err
+		}
+	}
+	if u.Forward == ForwardID && c.has("ID") {
+		if err := c.sendID(client); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.login(u.Method, user, password); err != nil {
+		return nil, err
+	}
+	if c.caps == nil {
+		if err := c.capability(); err != nil {
+			return nil, err
+		}
+	}
+	conn.SetDeadline(time.Time{})
+	if cancelled.Load() {
+		return nil, unavailable("login", ctx.Err())
+	}
+	ok = true
+	return &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps}, nil
+}
+
+func (u *Upstream) dial(ctx context.Context) (net.Conn, error) {
+	if u.Dialer != nil {
+		return u.Dialer(ctx, "tcp", u.Address)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", u.Address)
+}
+
+func (u *Upstream) tlsConfig() *tls.Config {
+	if u.TLSConfig != nil {
+		return u.TLSConfig
+	}
+	host, _, _ := net.SplitHostPort(u.Address)
+	return &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+}
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
+
+func protocolError(format string, args ...any) error {
+	return fmt.Errorf("%w: %w: %s", ErrUnavailable, ErrUpstreamProtocol, fmt.Sprintf(format, args...))
+}
+
+// greeting reads the server greeting.
+func (c *upstreamClient) greeting() error {
+	line, err := c.readResponse()
+	if err != nil {
+		return unavailable("greeting", err)
+	}
+	switch status, code, _ := parseStatus(line, "*"); status {
+	case "OK":
+		c.caps = capsFromCode(code)
+		return nil
+	case "PREAUTH":
+		// A server that logs everyone in would make the proxy's
+		// authentication meaningless.
+		return protocolError("upstream greeted with PREAUTH")
+	case "BYE":
+		return unavailable("greeting", errors.New("upstream said BYE"))
+	default:
+		return protocolError("unexpected greeting %.40q", line)
+	}
+}
+
+// startTLS upgrades the connection and re-reads capabilities.
+func (c *upstreamClient) startTLS(ctx context.Context, cfg *tls.Config) error {
+	if c.caps != nil && !c.has("STARTTLS") {
+		return protocolError("upstream does not offer STARTTLS")
+	}
+	status, _, err := c.simple("STARTTLS")
+	if err != nil {
+		return err
+	}
+	if status != "OK" {
+		return protocolError("upstream refused STARTTLS")
+	}
+	if c.r.Buffered() > 0 {
+		// Bytes after the OK were sent in plaintext and would be read as if
+		// they came over TLS: the CVE-2011-0411 injection.
+		return protocolError("upstream sent %d bytes after STARTTLS OK", c.r.Buffered())
+	}
+	tc := tls.Client(c.conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return unavailable("STARTTLS handshake", err)
+	}
+	c.conn = tc
+	c.r.Reset(tc)
+	c.w.Reset(tc)
+	c.caps = nil // RFC 3501 6.2.1: forget what was said before TLS
+	return nil
+}
+
+func (c *upstreamClient) capability() error {
+	status, _, err := c.simple("CAPABILITY")
+	if err != nil {
+		return err
+	}
+	if status != "OK" || c.caps == nil {
+		return protocolError("CAPABILITY failed")
+	}
+	return nil
+}
+
+// sendID tells the upstream who the client is (Dovecot's login_trusted_networks).
+func (c *upstreamClient) sendID(ci ClientInfo) error {
+	var b strings.Builder
+	b.WriteString("ID (")
+	if ci.Addr != nil {
+		fmt.Fprintf(&b, `"x-originating-ip" "%s" "x-originating-port" "%d" `, ci.Addr.IP.String(), ci.Addr.Port)
+	}
+	if ci.Local != nil {
+		fmt.Fprintf(&b, `"x-connected-ip" "%s" "x-connected-port" "%d" `, ci.Local.IP.String(), ci.Local.Port)
+	}
+	fmt.Fprintf(&b, `"x-session-id" "%s")`, ci.Session)
+	_, _, err := c.simple(b.String())
+	return err // a NO to ID is harmless
+}
+
+// login logs in with AUTHENTICATE PLAIN or LOGIN.
+func (c *upstreamClient) login(method LoginMethod, user, password string) error {
+	usePlain := c.has("AUTH=PLAIN")
+	switch method {
+	case LoginPlain:
+		if !usePlain {
+			return protocolError("upstream does not offer AUTH=PLAIN")
+		}
+	case LoginLogin:
+		usePlain = false
+	}
+	var status, code string
+	var err error
+	if usePlain {
+		status, code, err = c.authenticatePlain(user, password)
+	} else {
+		if c.has("LOGINDISABLED") {
+			return protocolError("upstream offers neither AUTH=PLAIN nor LOGIN")
+		}
+		status, code, err = c.loginCommand(user, password)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case status == "OK":
+		return nil
+	case status == "NO" && strings.EqualFold(code, "UNAVAILABLE"):
+		return unavailable("login", errors.New("upstream answered NO [UNAVAILABLE]"))
+	case status == "NO":
+		return fmt.Errorf("%w (code %q)", ErrBadCredentials, code)
+	default:
+		return protocolError("login answered %s", status)
+	}
+}
+
+func (c *upstreamClient) authenticatePlain(user, password string) (status, code string, err error) {
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
+	tag := c.nextTag()
+	if c.has("SASL-IR") {
+		err = c.send(tag + " AUTHENTICATE PLAIN " + ir + "\r\n")
+	} else {
+		err = c.send(tag + " AUTHENTICATE PLAIN\r\n")
+		if err == nil {
+			var line []byte
+			line, err = c.readUntilContinuation(tag)
+			if err == nil && line != nil {
+				// Tagged answer instead of "+": the server refused outright.
+				status, code, _ = parseStatus(line, tag)
+				return status, code, nil
+			}
+			if err == nil {
+				err = c.send(ir + "\r\n")
+			}
+		}
+	}
+	if err != nil {
+		return "", "", unavailable("AUTHENTICATE", err)
+	}
+	for {
+		line, err := c.readResponse()
+		if err != nil {
+			return "", "", unavailable("AUTHENTICATE", err)
+		}
+		if len(line) > 0 && line[0] == '+' {
+			// PLAIN has one step; a second challenge is broken. Cancel.
+			if err := c.send("*\r\n"); err != nil {
+				return "", "", unavailable("AUTHENTICATE", err)
+			}
+			continue
+		}
+		if s, cd, ok := parseStatus(line, tag); ok {
+			c.noteCapsFromCode(s, cd)
+			return s, cd, nil
+		}
+		c.untagged(line)
+	}
+}
+
+func (c *upstreamClient) loginCommand(user, password string) (status, code string, err error) {
+	tag := c.nextTag()
+	// Each argument is quoted when it can be, else a literal.
+	args := []string{user, password}
+	if err := c.sendString(tag + " LOGIN "); err != nil {
+		return "", "", unavailable("LOGIN", err)
+	}
+	for i, a := range args {
+		if i > 0 {
+			c.sendString(" ")
+		}
+		if q, ok := quote(a); ok && isASCII(a) {
+			if err := c.sendString(q); err != nil {
+				return "", "", unavailable("LOGIN", err)
+			}
+			continue
+		}
+		if c.has("LITERAL+") || (c.has("LITERAL-") && len(a) <= 4096) {
+			c.sendString("{" + strconv.Itoa(len(a)) + "+}\r\n" + a)
+			continue
+		}
+		if err := c.send("{" + strconv.Itoa(len(a)) + "}\r\n"); err != nil {
+			return "", "", unavailable("LOGIN", err)
+		}
+		line, err := c.readUntilContinuation(tag)
+		if err != nil {
+			return "", "", unavailable("LOGIN", err)
+		}
+		if line != nil {
+			status, code, _ = parseStatus(line, tag)
+			return status, code, nil
+		}
+		c.sendString(a)
+	}
+	if err := c.send("\r\n"); err != nil {
+		return "", "", unavailable("LOGIN", err)
+	}
+	for {
+		line, err := c.readResponse()
+		if err != nil {
+			return "", "", unavailable("LOGIN", err)
+		}
+		if s, cd, ok := parseStatus(line, tag); ok {
+			c.noteCapsFromCode(s, cd)
+			return s, cd, nil
+		}
+		c.untagged(line)
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// readUntilContinuation reads until "+ ..." (returns nil) or the tagged
+// answer (returns it).
+func (c *upstreamClient) readUntilContinuation(tag string) ([]byte, error) {
+	for {
+		line, err := c.readResponse()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) > 0 && line[0] == '+' {
+			return nil, nil
+		}
+		if _, _, ok := parseStatus(line, tag); ok {
+			return line, nil
+		}
+		c.untagged(line)
+	}
+}
+
+// simple sends "TAG cmd" and reads to its tagged answer, noting untagged
+// CAPABILITY responses on the way.
+func (c *upstreamClient) simple(cmd string) (status, code string, err error) {
+	tag := c.nextTag()
+	if err := c.send(tag + " " + cmd + "\r\n"); err != nil {
+		return "", "", unavailable(cmd, err)
+	}
+	for {
+		line, err := c.readResponse()
+		if err != nil {
+			return "", "", unavailable(firstWord(cmd), err)
+		}
+		if s, cd, ok := parseStatus(line, tag); ok {
+			c.noteCapsFromCode(s, cd)
+			return s, cd, nil
+		}
+		c.untagged(line)
+	}
+}
+
+func firstWord(s string) string {
+	if i := strings.IndexByte(s, ' '); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func (c *upstreamClient) untagged(line []byte) {
+	if caps, ok := bytes.CutPrefix(line, []byte("* CAPABILITY ")); ok {
+		c.caps = strings.Fields(string(caps))
+	}
+}
+
+func (c *upstreamClient) noteCapsFromCode(status, code string) {
+	if status == "OK" {
+		if caps := capsFromCode(code); caps != nil {
+			c.caps = caps
+		}
+	}
+}
+
+func (c *upstreamClient) nextTag() string {
+	c.tag++
+	return "ig" + strconv.Itoa(c.tag)
+}
+
+func (c *upstreamClient) sendString(s string) error {
+	_, err := c.w.WriteString(s)
+	return err
+}
+
+func (c *upstreamClient) send(s string) error {
+	if _, err := c.w.WriteString(s); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+// readResponse reads one response line, with any literals inlined, bounded
+// by maxUpstreamLine and maxUpstreamLiteral.
+func (c *upstreamClient) readResponse() ([]byte, error) {
+	var out []byte
+	for {
+		line, err := readLine(c.r, maxUpstreamLine)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, line...)
+		if len(out) > maxUpstreamLine {
+			return nil, errLineTooLong
+		}
+		i := bytes.LastIndexByte(line, '{')
+		if i < 0 || line[len(line)-1] != '}' {
+			return out, nil
+		}
+		size, _, ok := parseLiteralHeader(line[i:])
+		if !ok {
+			return out, nil
+		}
+		if size > maxUpstreamLiteral {
+			return nil, errLiteralTooBig
+		}
+		lit := make([]byte, size)
+		if _, err := io.ReadFull(c.r, lit); err != nil {
+			return nil, err
+		}
+		out = append(out, "\r\n"...)
+		out = append(out, lit...)
+	}
+}
+
+func (c *upstreamClient) has(capability string) bool {
+	for _, cp := range c.caps {
+		if strings.EqualFold(cp, capability) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStatus parses "TAG STATUS [CODE ...] text" for the given tag ("*" for
+// untagged). It returns the status word upper-cased and the response code's
+// content without brackets.
+func parseStatus(line []byte, tag string) (status, code string, ok bool) {
+	rest, found := bytes.CutPrefix(line, []byte(tag+" "))
+	if !found {
+		return "", "", false
+	}
+	word, rest, _ := bytes.Cut(rest, []byte(" "))
+	status = strings.ToUpper(string(word))
+	if bytes.HasPrefix(rest, []byte("[")) {
+		if end := bytes.IndexByte(rest, ']'); end > 0 {
+			code = string(rest[1:end])
+		}
+	}
+	return status, code, true
+}
+
+// capsFromCode returns the capabilities in a "CAPABILITY ..." response code,
+// or nil.
+func capsFromCode(code string) []string {
+	name, list, _ := strings.Cut(code, " ")
+	if !strings.EqualFold(name, "CAPABILITY") {
+		return nil
+	}
+	return strings.Fields(list)
+}

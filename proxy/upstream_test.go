@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/tlsconf"
+)
+
+// scriptedUpstream is a tiny IMAP server whose behaviour each test writes:
+// handle gets every command line and returns the lines to send back.
+type scriptedUpstream struct {
+	addr     string
+	mu       sync.Mutex
+	received []string
+}
+
+func startScripted(t *testing.T, greeting string, handle func(c *scriptedConn, line string) bool) *scriptedUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	su := &scriptedUpstream{addr: ln.Addr().String()}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				c := &scriptedConn{Conn: conn, r: bufio.NewReader(conn)}
+				c.write(greeting)
+				for {
+					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					line, err := c.r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					line = strings.TrimRight(line, "\r\n")
+					su.mu.Lock()
+					su.received = append(su.received, line)
+					su.mu.Unlock()
+					if !handle(c, line) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return su
+}
+
+func (su *scriptedUpstream) lines() []string {
+	su.mu.Lock()
+	defer su.mu.Unlock()
+	return append([]string(nil), su.received...)
+}
+
+type scriptedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *scriptedConn) write(lines ...string) {
+	for _, l := range lines {
+		c.Conn.Write([]byte(l + "\r\n"))
+	}
+}
+
+func tagOf(line string) string { t, _, _ := strings.Cut(line, " "); return t }
+
+func TestUpstreamRefusesPREAUTH(t *testing.T) {
+	su := startScripted(t, "* PREAUTH [CAPABILITY IMAP4rev1] logged in already", func(c *scriptedConn, line string) bool { return true })
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext}
+	_, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if !errors.Is(err, ErrUpstreamProtocol) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want a protocol error", err)
+	}
+	if len(su.lines()) != 0 {
+		t.Fatalf("proxy sent %q to a PREAUTH server", su.lines())
+	}
+}
+
+func TestUpstreamSTARTTLSInjectionRefused(t *testing.T) {
+	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi", func(c *scriptedConn, line string) bool {
+		if strings.HasSuffix(line, "STARTTLS") {
+			// The attack: an OK plus a forged response in the same
+			// plaintext segment.
+			c.Conn.Write([]byte(tagOf(line) + " OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"))
+		}
+		return true
+	})
+	u := &Upstream{Address: su.addr, TLS: UpstreamSTARTTLS, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
+	_, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if !errors.Is(err, ErrUpstreamProtocol) || !strings.Contains(err.Error(), "after STARTTLS") {
+		t.Fatalf("err = %v, want the injection refused", err)
+	}
+}
+
+func TestUpstreamLoginQuotingAndLiterals(t *testing.T) {
+	tests := []struct {
+		name     string
+		caps     string
+		user     string
+		password string
+		want     []string // lines the server must receive
+	}{
+		{"quoted", "IMAP4rev1", "alice", `p"w\d`, []string{`ig1 LOGIN "alice" "p\"w\\d"`}},
+		{"sync literal for 8-bit", "IMAP4rev1", "jürgen", "pw", []string{`ig1 LOGIN {7}`, `jürgen "pw"`}},
+		{"literal+ when offered", "IMAP4rev1 LITERAL+", "alice", "pässword", []string{`ig1 LOGIN "alice" {9+}`, `pässword`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			su := startScripted(t, "* OK [CAPABILITY "+tt.caps+"] hi", func(c *scriptedConn, line string) bool {
+				switch {
+				case strings.HasSuffix(line, "}") && !strings.HasSuffix(line, "+}"):
+					c.write("+ go ahead")
+				case strings.HasPrefix(line, "ig1 LOGIN") && !strings.HasSuffix(line, "}"),
+					!strings.HasPrefix(line, "ig"):
+					c.write("ig1 OK [CAPABILITY IMAP4rev1 IDLE] done")
+				}
+				return true
+			})
+			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext}
+			uc, err := u.Login(context.Background(), tt.user, tt.password, ClientInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			uc.Conn.Close()
+			got := su.lines()
+			// The line after a literal starts with the literal's bytes.
+			for i, w := range tt.want {
+				if i >= len(got) || !strings.HasPrefix(got[i], w) {
+					t.Fatalf("server received %q, want %q", got, tt.want)
+				}
+			}
+			if strings.Join(uc.Capabilities, " ") != "IMAP4rev1 IDLE" {
+				t.Fatalf("capabilities = %v", uc.Capabilities)
+			}
+		})
+	}
+}
+
+func TestUpstreamOutcomes(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer string
+		want   error
+	}{
+		{"bad credentials", "NO [AUTHENTICATIONFAILED] Authentication failed.", ErrBadCredentials},
+		{"plain NO", "NO go away", ErrBadCredentials},
+		{"unavailable", "NO [UNAVAILABLE] backend down", ErrUnavailable},
+		{"BAD", "BAD what", ErrUpstreamProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] hi", func(c *scriptedConn, line string) bool {
+				c.write(tagOf(line) + " " + tt.answer)
+				return true
+			})
+			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext}
+			_, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "backend down") || strings.Contains(err.Error(), "go away") {
+				// Only the code is kept; the text could leak internals.
+				t.Fatalf("upstream text kept in the error: %v", err)
+			}
+			if got := su.lines(); len(got) != 1 || !strings.HasPrefix(got[0], "ig1 AUTHENTICATE PLAIN ") {
+				t.Fatalf("server received %q, want one AUTHENTICATE with SASL-IR", got)
+			}
+		})
+	}
+}
+
+func TestUpstreamAuthenticateWithoutSASLIR(t *testing.T) {
+	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", func(c *scriptedConn, line string) bool {
+		if strings.HasSuffix(line, "AUTHENTICATE PLAIN") {
+			c.write("+ ")
+			return true
+		}
+		c.write("ig1 OK [CAPABILITY IMAP4rev1 MOVE] welcome")
+		return true
+	})
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext}
+	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Conn.Close()
+	if got := su.lines(); len(got) != 2 || got[1] != plainIR("alice", "pw") {
+		t.Fatalf("server received %q", got)
+	}
+}
+
+func TestUpstreamForwardsClientIPWithID(t *testing.T) {
+	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		c.write(tagOf(line) + " OK done")
+		return true
+	})
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, Forward: ForwardID}
+	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{
+		Addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 51234}, Session: "s123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Conn.Close()
+	got := su.lines()
+	if len(got) < 1 || !strings.Contains(got[0], `"x-originating-ip" "192.0.2.7"`) || !strings.Contains(got[0], `"x-session-id" "s123"`) {
+		t.Fatalf("server received %q", got)
+	}
+}
+
+func TestUpstreamImplicitTLSWithPin(t *testing.T) {
+	cert, _, err := tlsconf.SelfSigned(time.Hour, "legacy.internal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				r := bufio.NewReader(conn)
+				conn.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n"))
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					conn.Write([]byte(tagOf(line) + " OK [CAPABILITY IMAP4rev1] ok\r\n"))
+				}
+			}()
+		}
+	}()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	good, err := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: "legacy.internal", PinSHA256: tlsconf.SPKIPin(leaf)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &Upstream{Address: ln.Addr().String(), TLS: UpstreamImplicit, TLSConfig: good}
+	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if err != nil {
+		t.Fatalf("pinned login: %v", err)
+	}
+	uc.Conn.Close()
+
+	other, _, _ := tlsconf.SelfSigned(time.Hour, "legacy.internal")
+	otherLeaf, _ := x509.ParseCertificate(other.Certificate[0])
+	bad, _ := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: "legacy.internal", PinSHA256: tlsconf.SPKIPin(otherLeaf)})
+	u.TLSConfig = bad
+	if _, err := u.Login(context.Background(), "alice", "pw", ClientInfo{}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "pin") {
+		t.Fatalf("wrong pin: err = %v", err)
+	}
+}
