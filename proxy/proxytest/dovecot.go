@@ -1,0 +1,608 @@
+// Package proxytest starts a real Dovecot for integration tests, the way
+// net/http/httptest starts an HTTP server:
+//
+//	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Messages: 50})
+//	c, err := imapclient.DialInsecure(d.Addr, nil)
+//	// ... drive the proxy against d.Addr or d.ImplicitAddr ...
+//	if n := d.AuthAttempts().Failure; n != 0 {
+//		t.Errorf("%d failed logins reached Dovecot, want 0", n)
+//	}
+//
+// Each Dovecot runs as its own master process ("dovecot -F") from a
+// configuration generated in a fresh temporary directory, listens on free
+// loopback ports only, and is stopped by t.Cleanup. Neither the system's
+// Dovecot service nor anything under /etc is used.
+//
+// The configuration needs Dovecot 2.3 (Debian 12's dovecot-imapd). When
+// dovecot is not installed the test is skipped, unless CI=true, where a
+// missing tool fails the test instead: .ci/run installs it.
+package proxytest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// DovecotOptions configures StartDovecot. The zero value is a Dovecot with
+// the default users, empty mailboxes, AUTH=PLAIN and AUTH=LOGIN, and no
+// trusted networks.
+type DovecotOptions struct {
+	// Users maps user names to passwords. If nil, DefaultUsers() is used.
+	// Names are limited to Dovecot's default auth_username_chars
+	// (letters, digits and ".-_@").
+	Users map[string]string
+
+	// Messages is the number of messages written into the INBOX of user1
+	// (or of the first user in sorted order when there is no user1) before
+	// Dovecot starts. Each has distinct Message-ID and realistic headers;
+	// see MakeMessage.
+	Messages int
+
+	// MessageSize is the approximate size in bytes of each pre-generated
+	// message. If zero, 2048 is used.
+	MessageSize int
+
+	// LoginOnly makes a server that does not advertise AUTH=PLAIN, on any
+	// port, before or after TLS, while the LOGIN command (and AUTHENTICATE
+	// LOGIN) still works; AUTHENTICATE PLAIN is refused with NO.
+	//
+	// Dovecot 2.3 alone cannot do this: its imap-login runs the LOGIN
+	// command through the PLAIN mechanism, so auth_mechanisms = login
+	// also disables LOGIN (the capability then says LOGINDISABLED). A
+	// LoginOnly server therefore puts a small relay in front of Dovecot
+	// for the pre-authentication phase; see loginonly.go. Set
+	// AuthMechanisms = "login" instead for Dovecot's own behaviour.
+	LoginOnly bool
+
+	// TrustedNetworks is Dovecot's login_trusted_networks (for example
+	// "127.0.0.0/8"): clients from there may set their address with
+	// ID ("x-originating-ip" ...), and are exempt from the auth penalty.
+	// If empty, no network is trusted.
+	TrustedNetworks string
+
+	// AuthMechanisms is Dovecot's auth_mechanisms. If empty, "plain login"
+	// is used.
+	AuthMechanisms string
+
+	// AuthPenalty keeps Dovecot's per-IP auth penalty: after a failure,
+	// each next attempt from the same IP waits 2, 4, 8, then 15 seconds.
+	// Everything here connects from 127.0.0.1, so by default it is off
+	// (Dovecot's anvil-auth-penalty listener is not created).
+	AuthPenalty bool
+}
+
+// DefaultUsers returns the users a Dovecot has when DovecotOptions.Users
+// is nil: user1 and user2, each with a password that has a capital
+// letter, a digit and punctuation.
+func DefaultUsers() map[string]string {
+	return map[string]string{"user1": "pass1-Secret!", "user2": "pass2-Secret!"}
+}
+
+// Dovecot is a running Dovecot started by StartDovecot.
+type Dovecot struct {
+	// Addr is the plaintext IMAP listener, "127.0.0.1:PORT". It offers
+	// STARTTLS, and plaintext LOGIN is allowed (disable_plaintext_auth =
+	// no) so the proxy's 'none' upstream mode works.
+	Addr string
+	// ImplicitAddr is the implicit TLS (imaps) listener, "127.0.0.1:PORT".
+	ImplicitAddr string
+	// CAFile is the PEM file of the self-signed certificate Dovecot
+	// serves (ECDSA P-256, SAN localhost and 127.0.0.1), for use as a CA
+	// file. CertPEM is its content.
+	CAFile  string
+	CertPEM []byte
+	// Dir holds everything: dovecot.conf, users, mail/, run/, the log.
+	Dir string
+	// LogFile is Dovecot's log (log_path), written with auth_verbose =
+	// yes and auth_verbose_passwords = no. See AuthAttempts.
+	LogFile string
+	// Users is the effective user -> password map.
+	Users map[string]string
+	// PID is the process id of the Dovecot master.
+	PID int
+
+	direct     string // Dovecot's own plaintext listener (Addr, unless LoginOnly)
+	stderrFile string
+	cmd        *exec.Cmd
+	exited     chan struct{} // closed when the master process has exited
+}
+
+// Limits of the generated configuration. Tests may open more than a
+// thousand sessions at once; each logged-in session is one imap process.
+const (
+	maxSessions   = 5000  // service imap process_limit
+	loginClients  = 5000  // service imap-login client_limit, per process
+	loginProcs    = 4     // service imap-login process_limit
+	clientLimit   = 10000 // default_client_limit: log, anvil, auth, ...
+	userIPConns   = 10000 // mail_max_userip_connections
+	startTimeout  = 10 * time.Second
+	stopTimeout   = 10 * time.Second
+	bindAttempts  = 3
+	logTailOnFail = 50
+)
+
+// StartDovecot starts a Dovecot for the test and registers a t.Cleanup
+// that stops it (SIGTERM to its PID) and removes its directory. It returns
+// once both listeners accept connections and send a greeting, or fails the
+// test with the end of Dovecot's log after 10 seconds.
+//
+// Starting takes about 0.1s; stopping about 1s (Dovecot's master waits a
+// second for its children), so tests of a package may share one Dovecot.
+// A failed login is answered within about 0.5s (auth_failure_delay = 0
+// leaves only the auth process's 500ms flush timer).
+//
+// Without dovecot installed the test is skipped, or fails when CI=true.
+func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
+	t.Helper()
+	bin := dovecotBinary(t)
+
+	if o.Users == nil {
+		o.Users = DefaultUsers()
+	}
+	if len(o.Users) == 0 {
+		t.Fatal("proxytest: DovecotOptions.Users is empty: give at least one user, or nil for the defaults")
+	}
+	for u := range o.Users {
+		if !validUsername(u) {
+			t.Fatalf("proxytest: user name %q: use only letters, digits and .-_@ (Dovecot's auth_username_chars)", u)
+		}
+	}
+	if o.MessageSize == 0 {
+		o.MessageSize = 2048
+	}
+	if o.AuthMechanisms == "" {
+		o.AuthMechanisms = "plain login"
+	}
+
+	dir := makeDir(t)
+	ids := lookupAccounts(t)
+	d := &Dovecot{
+		Dir:        dir,
+		LogFile:    filepath.Join(dir, "dovecot.log"),
+		CAFile:     filepath.Join(dir, "cert.pem"),
+		stderrFile: filepath.Join(dir, "stderr.log"),
+		Users:      make(map[string]string, len(o.Users)),
+	}
+	for u, p := range o.Users {
+		d.Users[u] = p
+	}
+
+	certPEM, keyPEM, err := selfSignedCert()
+	if err != nil {
+		t.Fatalf("proxytest: certificate: %v", err)
+	}
+	d.CertPEM = certPEM
+	writeFile(t, d.CAFile, certPEM, 0o644, -1, -1)
+	writeFile(t, filepath.Join(dir, "key.pem"), keyPEM, 0o600, -1, -1)
+	// The auth process runs as the internal user and reads the users file.
+	writeFile(t, filepath.Join(dir, "users"), passwdFile(d.Users), 0o600, ids.internalUID, ids.internalGID)
+	for _, sub := range []string{"run", "state"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatalf("proxytest: %v", err)
+		}
+	}
+	if err := writeMailboxes(filepath.Join(dir, "mail"), d.Users, o.Messages, o.MessageSize, ids.mailUID, ids.mailGID); err != nil {
+		t.Fatalf("proxytest: writing mail: %v", err)
+	}
+
+	t.Cleanup(func() { removeDir(t, dir) })
+
+	for attempt := 1; ; attempt++ {
+		plain, implicit := FreePort(t), FreePort(t)
+		conf := config(dir, plain, implicit, o, ids)
+		writeFile(t, filepath.Join(dir, "dovecot.conf"), []byte(conf), 0o644, -1, -1)
+		err := d.start(bin)
+		if err == nil {
+			err = d.waitReady(plain, implicit)
+		}
+		if err == nil {
+			d.Addr, d.ImplicitAddr, d.direct = plain, implicit, plain
+			break
+		}
+		d.stop()
+		tail := d.startupOutput()
+		if attempt < bindAttempts && strings.Contains(tail, "Address already in use") {
+			// Another process took a port between FreePort and bind.
+			t.Logf("proxytest: port %s or %s was taken before Dovecot bound it; retrying", plain, implicit)
+			os.Remove(d.LogFile)
+			continue
+		}
+		t.Fatalf("proxytest: dovecot did not start: %v\n%s", err, tail)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxytest: last %d lines of %s:\n%s", logTailOnFail, d.LogFile, d.LogTail(logTailOnFail))
+		}
+		d.stop()
+	})
+
+	if o.LoginOnly {
+		front, err := startLoginOnlyFront(d.Addr, d.ImplicitAddr, certPEM, keyPEM)
+		if err != nil {
+			t.Fatalf("proxytest: LoginOnly relay: %v", err)
+		}
+		d.Addr, d.ImplicitAddr = front.plainAddr(), front.implicitAddr()
+		t.Cleanup(front.close) // runs before d.stop
+	}
+	return d
+}
+
+// dovecotBinary finds dovecot and checks that it is 2.3.x, whose
+// configuration syntax this package writes.
+func dovecotBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("dovecot")
+	if err != nil {
+		// /usr/sbin is not on every user's PATH.
+		if _, serr := os.Stat("/usr/sbin/dovecot"); serr == nil {
+			bin, err = "/usr/sbin/dovecot", nil
+		}
+	}
+	if err != nil {
+		missing(t, "dovecot not installed: run .ci/run or apt-get install dovecot-imapd")
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("proxytest: %s --version: %v", bin, err)
+	}
+	if v := strings.TrimSpace(string(out)); !strings.HasPrefix(v, "2.3.") {
+		missing(t, fmt.Sprintf("proxytest needs Dovecot 2.3.x (Debian 12's dovecot-imapd); %s is %s", bin, v))
+	}
+	return bin
+}
+
+// config renders dovecot.conf. Every path is inside dir, so nothing from
+// /etc/dovecot is read and nothing of the system instance is touched.
+func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string {
+	_, plainPort, _ := net.SplitHostPort(plain)
+	_, implicitPort, _ := net.SplitHostPort(implicit)
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+
+	p("# Written by github.com/imapgate/imapgate/proxy/proxytest for one test.")
+	p("instance_name = proxytest")
+	p("base_dir = %s/run", dir)
+	p("state_dir = %s/state", dir)
+	p("log_path = %s/dovecot.log", dir)
+	p("protocols = imap")
+	p("listen = 127.0.0.1")
+	p("")
+	p("ssl = yes")
+	p("ssl_cert = <%s/cert.pem", dir)
+	p("ssl_key = <%s/key.pem", dir)
+	p("# The proxy's 'none' upstream mode logs in without TLS.")
+	p("disable_plaintext_auth = no")
+	p("")
+	p("auth_mechanisms = %s", o.AuthMechanisms)
+	p("auth_verbose = yes")
+	p("auth_verbose_passwords = no")
+	p("auth_debug = no")
+	p("# Answer failures at once (the default tarpits them for 2s).")
+	p("auth_failure_delay = 0")
+	p("verbose_proctitle = no")
+	p("login_trusted_networks = %s", o.TrustedNetworks)
+	p("# Log every ID a client sends; AuthAttempts uses it to skip the")
+	p("# harness's own sessions (Append).")
+	p("imap_id_log = *")
+	p("")
+	p("default_internal_user = %s", ids.internal)
+	p("default_login_user = %s", ids.login)
+	if ids.rootless {
+		p("default_internal_group = %s", ids.internalGroup)
+	}
+	p("first_valid_uid = 0")
+	p("first_valid_gid = 0")
+	p("# Dovecot refuses mail access as root.")
+	p("mail_uid = %d", ids.mailUID)
+	p("mail_gid = %d", ids.mailGID)
+	p("mail_location = maildir:%s/mail/%%u", dir)
+	p("namespace inbox {")
+	p("  inbox = yes")
+	p("  separator = /")
+	p("}")
+	p("default_client_limit = %d", clientLimit)
+	p("")
+	p("passdb {")
+	p("  driver = passwd-file")
+	p("  args = username_format=%%u %s/users", dir)
+	p("}")
+	p("userdb {")
+	p("  driver = passwd-file")
+	p("  args = username_format=%%u %s/users", dir)
+	p("}")
+	p("")
+	p("service imap-login {")
+	p("  inet_listener imap {")
+	p("    address = 127.0.0.1")
+	p("    port = %s", plainPort)
+	p("  }")
+	p("  inet_listener imaps {")
+	p("    address = 127.0.0.1")
+	p("    port = %s", implicitPort)
+	p("    ssl = yes")
+	p("  }")
+	p("  # High-performance mode: few processes, many clients each.")
+	p("  service_count = 0")
+	p("  client_limit = %d", loginClients)
+	p("  process_limit = %d", loginProcs)
+	p("  process_min_avail = 1")
+	if ids.rootless {
+		p("  chroot =")
+	}
+	p("}")
+	p("service imap {")
+	p("  process_limit = %d", maxSessions)
+	p("  client_limit = 1")
+	p("}")
+	if !o.AuthPenalty || ids.rootless {
+		p("service anvil {")
+		if !o.AuthPenalty {
+			p("  # No listener, no auth penalty: every test client is 127.0.0.1.")
+			p("  unix_listener anvil-auth-penalty {")
+			p("    mode = 0")
+			p("  }")
+		}
+		if ids.rootless {
+			p("  chroot =")
+		}
+		p("}")
+	}
+	p("protocol imap {")
+	p("  mail_max_userip_connections = %d", userIPConns)
+	p("}")
+	return b.String()
+}
+
+// start runs the master in the foreground. A shell raises the soft file
+// descriptor limit to the hard one first (Go restores the original soft
+// limit for children; thousands of sessions need more) and then execs
+// dovecot, so the PID is Dovecot's.
+func (d *Dovecot) start(bin string) error {
+	stderr, err := os.OpenFile(d.stderrFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer stderr.Close()
+	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -F -c "$1"`,
+		bin, filepath.Join(d.Dir, "dovecot.conf"))
+	cmd.Dir = d.Dir
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = sysProcAttr()
+	d.exited = make(chan struct{})
+	started := make(chan error)
+	go func() {
+		defer close(d.exited)
+		// Pdeathsig fires when the thread that started Dovecot ends,
+		// so that thread stays locked here until Dovecot has exited.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return err
+	}
+	d.cmd, d.PID = cmd, cmd.Process.Pid
+	return nil
+}
+
+// waitReady waits until both listeners greet a client.
+func (d *Dovecot) waitReady(plain, implicit string) error {
+	deadline := time.Now().Add(startTimeout)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(d.CertPEM)
+	tlsConf := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("dovecot exited: %v", d.cmd.ProcessState)
+		default:
+		}
+		last = greets(plain, nil)
+		if last == nil {
+			last = greets(implicit, tlsConf)
+		}
+		if last == nil {
+			return nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return fmt.Errorf("no greeting on %s and %s within %v: %v", plain, implicit, startTimeout, last)
+}
+
+// greets connects to addr (with TLS if conf is set) and reads "* OK".
+func greets(addr string, conf *tls.Config) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if conf != nil {
+		tc := tls.Client(c, conf)
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		c = tc
+	}
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if !bytes.HasPrefix(buf[:n], []byte("* OK")) {
+		return fmt.Errorf("greeting from %s: %q %v", addr, buf[:n], err)
+	}
+	return nil
+}
+
+// stop sends SIGTERM to the master, which stops all its processes, and
+// waits; after stopTimeout it kills it.
+func (d *Dovecot) stop() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(stopTimeout):
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.cmd = nil
+}
+
+// startupOutput is what Dovecot said while failing to start.
+func (d *Dovecot) startupOutput() string {
+	out, _ := os.ReadFile(d.stderrFile)
+	s := d.LogTail(logTailOnFail)
+	if len(bytes.TrimSpace(out)) > 0 {
+		s = "stderr:\n" + string(out) + "\nlog:\n" + s
+	}
+	return s
+}
+
+// diagnostics is what a failure message shows of a running Dovecot: its
+// processes and the end of its log.
+func (d *Dovecot) diagnostics() string {
+	return fmt.Sprintf("processes (pid ppid state wchan command):\n%s\nlast %d lines of %s:\n%s",
+		processTree(d.PID), logTailOnFail, d.LogFile, d.LogTail(logTailOnFail))
+}
+
+// LogTail returns the last n lines of LogFile.
+func (d *Dovecot) LogTail(n int) string {
+	b, err := os.ReadFile(d.LogFile)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// FreePort returns a loopback address, "127.0.0.1:N", whose port was free
+// a moment ago (it listens on port 0 and closes). Another process can take
+// it before it is used; StartDovecot retries when that happens.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxytest: no free loopback port: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// RequireTool skips the test when the named program is not on PATH, or
+// fails it when CI=true (.ci/run installs every tool the tests use).
+func RequireTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		missing(t, fmt.Sprintf("%s not installed: run .ci/run (it installs the tools the tests use)", name))
+	}
+}
+
+// missing skips the test, or fails it on CI where nothing may be missing.
+func missing(t testing.TB, msg string) {
+	t.Helper()
+	if onCI() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func onCI() bool {
+	switch strings.ToLower(os.Getenv("CI")) {
+	case "true", "1", "yes":
+		return true
+	}
+	return false
+}
+
+// makeDir creates the instance directory. Unix socket paths under it
+// must stay short (108 bytes), and every Dovecot process, whatever its
+// user, must reach them, so it is a short, world-traversable path.
+func makeDir(t testing.TB) string {
+	t.Helper()
+	base := os.TempDir()
+	if len(base) > 40 || strings.ContainsAny(base, " \t\"'<>#\\") {
+		base = "/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "dovecot-")
+	if err != nil {
+		t.Fatalf("proxytest: %v", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("proxytest: %v", err)
+	}
+	return dir
+}
+
+func removeDir(t testing.TB, dir string) {
+	// Dovecot's last children may still be closing their files.
+	var err error
+	for range 20 {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("proxytest: removing %s: %v", dir, err)
+}
+
+func writeFile(t testing.TB, name string, data []byte, mode os.FileMode, uid, gid int) {
+	t.Helper()
+	if err := os.WriteFile(name, data, mode); err != nil {
+		t.Fatalf("proxytest: %v", err)
+	}
+	if uid >= 0 {
+		if err := os.Chown(name, uid, gid); err != nil {
+			t.Fatalf("proxytest: %v", err)
+		}
+	}
+}
+
+func validUsername(u string) bool {
+	if u == "" {
+		return false
+	}
+	for _, r := range u {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '.', r == '-', r == '_', r == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sortedUsers returns the user names in order.
+func sortedUsers(users map[string]string) []string {
+	names := make([]string, 0, len(users))
+	for u := range users {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	return names
+}
