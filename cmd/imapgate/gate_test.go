@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/proxy/proxytest"
+	"github.com/imapgate/imapgate/tlsconf"
+)
+
+// gate is an imapgate started in-process with `serve` and a generated
+// config, as an admin would run it.
+type gate struct {
+	implicit, starttls string
+	caFile             string
+	roots              *x509.CertPool
+	auditFile          string
+	stderr             *lockedBuffer
+	dir                string
+	cancel             context.CancelFunc
+	exit               chan int
+	secrets            []string
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// gateOptions shape the generated config.
+type gateOptions struct {
+	upstream string // the [upstream] table body
+	policy   string // extra [policy] lines
+	auth     string // the [auth] table body
+	secrets  []string
+}
+
+// startGate writes a config and runs `imapgate serve` until the test ends;
+// the cleanup stops it, checks the exit code and scans every log it wrote
+// for the given secrets.
+func startGate(t *testing.T, o gateOptions) *gate {
+	t.Helper()
+	dir := t.TempDir()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{
+		implicit:  proxytest.FreePort(t),
+		starttls:  proxytest.FreePort(t),
+		caFile:    filepath.Join(dir, "ca.pem"),
+		auditFile: filepath.Join(dir, "audit.log"),
+		stderr:    &lockedBuffer{},
+		dir:       dir,
+		exit:      make(chan int, 1),
+		secrets:   o.secrets,
+	}
+	os.WriteFile(g.caFile, certPEM, 0o644)
+	g.roots = x509.NewCertPool()
+	g.roots.AppendCertsFromPEM(certPEM)
+	cfg := fmt.Sprintf(`shutdown_timeout = "5s"
+
+[[listen]]
+address = %q
+tls = "implicit"
+
+[[listen]]
+address = %q
+tls = "starttls"
+
+[tls]
+cert_file = %q
+key_file = %q
+
+[upstream]
+%s
+
+[auth]
+%s
+
+[policy]
+failure_delay = "0s"
+%s
+
+[audit]
+output = %q
+`, g.implicit, g.starttls, certFile, keyFile, o.upstream, o.auth, o.policy, g.auditFile)
+	path := filepath.Join(dir, "imapgate.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	go func() { g.exit <- serve(ctx, path, g.stderr) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", g.starttls)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case code := <-g.exit:
+			t.Fatalf("serve exited with %d: %s", code, g.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy did not start: %s", g.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-g.exit:
+			if code != 0 {
+				t.Errorf("serve exited with %d: %s", code, g.stderr.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop within 15s of SIGTERM")
+		}
+		g.assertNoSecrets(t)
+	})
+	return g
+}
+
+// assertNoSecrets fails if a password, or the base64 form of any SASL
+// payload containing it, reached the audit log or the operational log.
+func (g *gate) assertNoSecrets(t *testing.T) {
+	t.Helper()
+	audit, _ := os.ReadFile(g.auditFile)
+	logs := string(audit) + g.stderr.String()
+	for _, s := range g.secrets {
+		if s == "" {
+			continue
+		}
+		if strings.Contains(logs, s) {
+			t.Errorf("a secret %q appears in the logs", s[:min(3, len(s))]+"...")
+		}
+		for _, user := range []string{"user1", "user2"} {
+			if b := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + s)); strings.Contains(logs, b) {
+				t.Errorf("a SASL payload appears in the logs")
+			}
+		}
+	}
+}
+
+// events returns the audit events written so far.
+func (g *gate) events(t *testing.T) []map[string]any {
+	t.Helper()
+	data, _ := os.ReadFile(g.auditFile)
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("audit line not JSON: %q", sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// authEvents returns "result/reason" of every auth event.
+func (g *gate) authEvents(t *testing.T) []string {
+	var out []string
+	for _, e := range g.events(t) {
+		if e["event"] == "auth" {
+			r, _ := e["reason"].(string)
+			out = append(out, fmt.Sprintf("%v/%s", e["result"], r))
+		}
+	}
+	return out
+}
+
+// client is a raw IMAP text client.
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (g *gate) dialTLS(t *testing.T) *client {
+	t.Helper()
+	return g.dialTLSFrom(t, "")
+}
+
+// dialTLSFrom connects from a given loopback source address ("" = any).
+func (g *gate) dialTLSFrom(t *testing.T, source string) *client {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if source != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
+	}
+	conn, err := tls.DialWithDialer(d, "tcp", g.implicit, &tls.Config{RootCAs: g.roots, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	t.Cleanup(func() { conn.Close() })
+	c.expect("* OK")
+	return c
+}
+
+func (g *gate) dialPlain(t *testing.T) *client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", g.starttls, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	t.Cleanup(func() { conn.Close() })
+	c.expect("* OK")
+	return c
+}
+
+func (c *client) startTLS(roots *x509.CertPool) {
+	c.t.Helper()
+	c.send("s STARTTLS")
+	c.expect("s OK")
+	tc := tls.Client(c.conn, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.conn, c.r = tc, bufio.NewReader(tc)
+}
+
+func (c *client) send(line string) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// expect reads until a line starting with prefix; a tagged line of the
+// same tag that does not match fails the test.
+func (c *client) expect(prefix string) string {
+	c.t.Helper()
+	tag, _, _ := strings.Cut(prefix, " ")
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("waiting for %q: %v", prefix, err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+		if tag != "*" && strings.HasPrefix(line, tag+" ") {
+			c.t.Fatalf("got %q, want %q", line, prefix)
+		}
+	}
+}
+
+func plainIR(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+}
