@@ -1,12 +1,17 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 )
 
 // relayBufferSize is the copy buffer per direction: one full TLS record of
@@ -135,26 +140,135 @@ func (r *relay) copyUpstreamToClient() {
 
 // copy moves bytes from src to dst until src reaches EOF (both errors nil),
 // reading fails (rerr) or writing fails (werr).
+//
+// An idle phone must cost as little as possible, so a direction waiting for
+// bytes holds no buffer: it waits for the socket to become readable through
+// its syscall.RawConn, takes a pooled buffer, copies what is ready and gives
+// the buffer back.
+//
+// "Ready" includes bytes buffered above the socket, which the socket's
+// readability cannot see: crypto/tls keeps records it read ahead (also
+// during the pre-auth phase), and the PROXY protocol reader keeps what
+// followed its header. Before every wait, reads with an expired deadline
+// return those bytes without touching the socket.
 func (r *relay) copy(dst, src net.Conn, n *atomic.Int64) (rerr, werr error) {
-	bp := relayBuffers.Get().(*[]byte)
-	defer relayBuffers.Put(bp)
-	buf := *bp
-	for {
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			r.touch()
-			nw, werr := dst.Write(buf[:nr])
-			n.Add(int64(nw))
-			if werr != nil {
-				return nil, werr
+	defer func() {
+		if errors.Is(rerr, io.EOF) {
+			rerr = nil
+		}
+	}()
+	rc := rawConnOf(src)
+	if rc == nil {
+		// No way to wait without a buffer: hold one.
+		bp := relayBuffers.Get().(*[]byte)
+		defer relayBuffers.Put(bp)
+		for {
+			if _, rerr, werr = r.copyOnce(dst, src, *bp, n); rerr != nil || werr != nil {
+				return rerr, werr
 			}
+		}
+	}
+	_, layered := src.(*tls.Conn)
+	for {
+		bp := relayBuffers.Get().(*[]byte)
+		if layered {
+			rerr, werr = r.drainBuffered(dst, src, *bp, n)
+		}
+		relayBuffers.Put(bp)
+		if rerr != nil || werr != nil {
+			return rerr, werr
+		}
+		if err := waitReadable(rc); err != nil {
+			return err, nil
+		}
+		bp = relayBuffers.Get().(*[]byte)
+		for {
+			var nr int
+			nr, rerr, werr = r.copyOnce(dst, src, *bp, n)
+			// A full buffer means more is probably waiting; otherwise go
+			// back to waiting without the buffer.
+			if rerr != nil || werr != nil || nr < len(*bp) {
+				break
+			}
+		}
+		relayBuffers.Put(bp)
+		if rerr != nil || werr != nil {
+			return rerr, werr
+		}
+	}
+}
+
+// copyOnce does one read from src and writes what it got to dst.
+func (r *relay) copyOnce(dst, src net.Conn, buf []byte, n *atomic.Int64) (nr int, rerr, werr error) {
+	nr, rerr = src.Read(buf)
+	if nr > 0 {
+		r.touch()
+		nw, err := dst.Write(buf[:nr])
+		n.Add(int64(nw))
+		if err != nil {
+			return nr, nil, err
+		}
+	}
+	return nr, rerr, nil
+}
+
+// drainBuffered copies whatever src returns without waiting for the socket,
+// until a read finds nothing (its expired deadline) or fails.
+func (r *relay) drainBuffered(dst, src net.Conn, buf []byte, n *atomic.Int64) (rerr, werr error) {
+	src.SetReadDeadline(pastDeadline)
+	defer src.SetReadDeadline(time.Time{})
+	for {
+		_, rerr, werr := r.copyOnce(dst, src, buf, n)
+		if werr != nil {
+			return nil, werr
+		}
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			return nil, nil
 		}
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				return nil, nil
-			}
 			return rerr, nil
 		}
+	}
+}
+
+// pastDeadline is a read deadline that has always expired.
+var pastDeadline = time.Unix(1, 0)
+
+// waitReadable blocks until the socket has bytes (or EOF, or an error)
+// ready, without reading them. The runtime clears a socket's readiness
+// before it calls the function given to RawConn.Read, so the function
+// first asks the socket itself (MSG_PEEK) and only waits for the next
+// readiness edge when nothing is there.
+func waitReadable(rc syscall.RawConn) error {
+	return rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+	})
+}
+
+// rawConnOf returns the socket under c (through TLS and PROXY protocol
+// wrappers), or nil when there is none.
+func rawConnOf(c net.Conn) syscall.RawConn {
+	for {
+		switch t := c.(type) {
+		case *tls.Conn:
+			c = t.NetConn()
+			continue
+		case *proxyproto.Conn:
+			if tc, ok := t.TCPConn(); ok {
+				c = tc
+				continue
+			}
+			return nil
+		case syscall.Conn:
+			rc, err := t.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			return rc
+		}
+		return nil
 	}
 }
 

@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/tlsconf"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (a, b net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	a, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-accepted
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// tlsPair returns a TLS client and the proxy-side TLS server over TCP.
+func tlsPair(t testing.TB) (client, server *tls.Conn) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	client = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
+	errc := make(chan error, 1)
+	go func() { errc <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return client, server
+}
+
+// runRelay relays between the proxy's client side and upstream side.
+func runRelay(client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
+	r := newRelay(client, upstream, idle)
+	done := make(chan struct{})
+	go func() {
+		r.run()
+		close(done)
+	}()
+	return r, done
+}
+
+// TestRelayCopiesLargeStreamsBothWays sends 4 MiB each way at once through
+// TLS on the client side and plain TCP upstream, and checks every byte.
+func TestRelayCopiesLargeStreamsBothWays(t *testing.T) {
+	phone, proxyClientSide := tlsPair(t)
+	proxyUpSide, server := tcpPair(t)
+	r, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+
+	up := make([]byte, 4<<20)
+	down := make([]byte, 4<<20)
+	rand.Read(up)
+	rand.Read(down)
+	gotUp := make(chan []byte, 1)
+	gotDown := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(io.LimitReader(server, int64(len(up)))); gotUp <- b }()
+	go func() { b, _ := io.ReadAll(io.LimitReader(phone, int64(len(down)))); gotDown <- b }()
+	go func() {
+		// Many small writes: many TLS records, many bursts.
+		for off := 0; off < len(up); off += 777 {
+			phone.Write(up[off:min(off+777, len(up))])
+		}
+	}()
+	server.Write(down)
+	if b := <-gotUp; !bytes.Equal(b, up) {
+		t.Fatalf("client->upstream: got %d bytes, want %d identical", len(b), len(up))
+	}
+	if b := <-gotDown; !bytes.Equal(b, down) {
+		t.Fatalf("upstream->client: got %d bytes, want %d identical", len(b), len(down))
+	}
+	// The upstream answers and closes in one go: the answer must arrive.
+	server.Write([]byte("* BYE bye\r\n"))
+	server.Close()
+	phone.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(phone)
+	if string(rest) != "* BYE bye\r\n" {
+		t.Fatalf("after upstream close: %q, %v", rest, err)
+	}
+	<-done
+	if r.in.Load() != int64(len(up)) || r.out.Load() != int64(len(down))+11 {
+		t.Fatalf("counted in=%d out=%d", r.in.Load(), r.out.Load())
+	}
+	if r.reason() != endUpstreamClosed {
+		t.Fatalf("reason = %s", r.reason())
+	}
+}
+
+// TestRelayForwardsRecordsTLSReadAhead: the pre-auth phase may leave whole
+// TLS records inside crypto/tls (read ahead with the last command). The
+// relay must forward them without waiting for more bytes on the socket.
+func TestRelayForwardsRecordsTLSReadAhead(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		phone, proxyClientSide := tlsPair(t)
+		proxyUpSide, server := tcpPair(t)
+		phone.Write([]byte("a1 AUTHENTICATE PLAIN x\r\n"))
+		phone.Write([]byte("a2 SELECT INBOX\r\n")) // a second record
+		time.Sleep(5 * time.Millisecond)           // let both records arrive
+		br := bufio.NewReader(proxyClientSide)
+		if line, _ := br.ReadString('\n'); line != "a1 AUTHENTICATE PLAIN x\r\n" {
+			t.Fatalf("pre-auth read %q", line)
+		}
+		// What bufio holds is the session's to forward; the rest may be in crypto/tls.
+		pending := make([]byte, br.Buffered())
+		br.Read(pending)
+		proxyUpSide.Write(pending)
+		_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+		server.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got, err := bufio.NewReader(server).ReadString('\n')
+		if got != "a2 SELECT INBOX\r\n" {
+			t.Fatalf("round %d: upstream got %q, %v", i, got, err)
+		}
+		phone.Close()
+		server.Close()
+		<-done
+	}
+}
+
+// TestRelayHalfClose: a client that sends its last command and half-closes
+// still gets the upstream's answer.
+func TestRelayHalfClose(t *testing.T) {
+	phone, proxyClientSide := tcpPair(t)
+	proxyUpSide, server := tcpPair(t)
+	_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+	phone.Write([]byte("a LOGOUT\r\n"))
+	phone.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(server)
+	if line, _ := br.ReadString('\n'); line != "a LOGOUT\r\n" {
+		t.Fatalf("upstream got %q", line)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("upstream did not see the half-close: %v", err)
+	}
+	server.Write([]byte("* BYE\r\na OK\r\n"))
+	server.Close()
+	phone.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, _ := io.ReadAll(phone)
+	if string(rest) != "* BYE\r\na OK\r\n" {
+		t.Fatalf("client got %q", rest)
+	}
+	<-done
+}
+
+// TestRelayIdleTimeoutCountsBothDirections: bytes in either direction keep
+// the session alive (an IDLE client sends nothing for 29 minutes while the
+// server sends updates); silence both ways ends it.
+func TestRelayIdleTimeoutCountsBothDirections(t *testing.T) {
+	phone, proxyClientSide := tcpPair(t)
+	proxyUpSide, server := tcpPair(t)
+	r, done := runRelay(proxyClientSide, proxyUpSide, 300*time.Millisecond)
+	go io.Copy(io.Discard, phone)
+	for i := 0; i < 6; i++ { // 600ms of upstream-only traffic
+		server.Write([]byte("* OK still here\r\n"))
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatal("relay ended although the upstream kept sending")
+	default:
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("relay did not end after 300ms of silence")
+	}
+	if r.reason() != endIdleTimeout {
+		t.Fatalf("reason = %s", r.reason())
+	}
+}
+
+// BenchmarkRelayThroughput measures the copy loop: TLS to the client,
+// plain TCP from the upstream, as with a legacy server on a trusted network.
+func BenchmarkRelayThroughput(b *testing.B) {
+	phone, proxyClientSide := tlsPair(b)
+	proxyUpSide, server := tcpPair(b)
+	_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+	chunk := make([]byte, 256<<10)
+	rand.Read(chunk)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			server.Write(chunk)
+		}
+	}()
+	if _, err := io.CopyN(io.Discard, phone, int64(b.N)*int64(len(chunk))); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	server.Close()
+	phone.Close()
+	<-done
+}
