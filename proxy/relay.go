@@ -14,12 +14,9 @@ import (
 	"github.com/pires/go-proxyproto"
 )
 
-// relayBufferSize is the copy buffer per direction: one full TLS record of
-// plaintext, so a large FETCH goes out in maximal records.
+// relayBufferSize is the copy buffer of a direction while bytes move: one
+// full TLS record of plaintext, so a large FETCH goes out in maximal records.
 const relayBufferSize = 16 << 10
-
-// relayBuffers pools copy buffers across sessions.
-var relayBuffers = sync.Pool{New: func() any { b := make([]byte, relayBufferSize); return &b }}
 
 // Reasons a relayed session ends (session_end.reason).
 const (
@@ -31,23 +28,69 @@ const (
 	endUpstreamError  = "upstream_error"
 )
 
+// relayShared is what all relays of a Server share: the copy buffers and
+// the parker that watches idle sockets. The zero value is not usable; see
+// newRelayShared.
+type relayShared struct {
+	buffers sync.Pool
+	parker  *parker // nil: each waiting direction keeps a goroutine
+}
+
+func newRelayShared() *relayShared {
+	rs := &relayShared{parker: newParker()}
+	rs.buffers.New = func() any { b := make([]byte, relayBufferSize); return &b }
+	return rs
+}
+
 // relay copies bytes both ways between a logged-in client and its upstream
-// until one side closes, the session idles for longer than idle, or abort is
-// closed. It owns both connections and closes them before returning.
+// until one side closes, the session idles for longer than idle, or it is
+// aborted. It owns both connections and closes them at the end, then calls
+// onDone once.
+//
+// The memory an idle phone costs is the point of this design. A direction
+// that waits for bytes holds no buffer and, with a parker, no goroutine: its
+// socket is handed to the parker's epoll set, and a new goroutine is started
+// when bytes arrive. A buffer is taken from the pool only while bytes move.
 type relay struct {
 	client, upstream net.Conn
 	idle             time.Duration
+	shared           *relayShared
+	onDone           func()
 
 	in, out atomic.Int64 // bytes client->upstream, upstream->client
 	last    atomic.Int64 // unix nanos of the last byte either way
 	endOnce sync.Once
 	endWhy  atomic.Value // string
-	upDone  chan struct{}
 	timer   atomic.Pointer[time.Timer]
+	pending atomic.Int32 // directions still running or parked
+
+	mu     sync.Mutex // guards closed and the directions' parked flags
+	closed bool
+	toUp   direction // client -> upstream
+	toCli  direction // upstream -> client
 }
 
-func newRelay(client, upstream net.Conn, idle time.Duration) *relay {
-	return &relay{client: client, upstream: upstream, idle: idle, upDone: make(chan struct{})}
+// direction is one half of a relay.
+type direction struct {
+	r        *relay
+	dst, src net.Conn
+	rc       syscall.RawConn // src's socket; nil when it has none
+	layered  bool            // src buffers bytes above the socket (TLS)
+	n        *atomic.Int64
+	toClient bool
+	parked   bool   // in the parker's epoll set (guarded by r.mu)
+	parkID   uint64 // the parker's slot while parked
+}
+
+func newRelay(client, upstream net.Conn, idle time.Duration, shared *relayShared, onDone func()) *relay {
+	r := &relay{client: client, upstream: upstream, idle: idle, shared: shared, onDone: onDone}
+	r.toUp = direction{r: r, dst: upstream, src: client, n: &r.in}
+	r.toCli = direction{r: r, dst: client, src: upstream, n: &r.out, toClient: true}
+	for _, d := range []*direction{&r.toUp, &r.toCli} {
+		d.rc = rawConnOf(d.src)
+		_, d.layered = d.src.(*tls.Conn)
+	}
+	return r
 }
 
 // setReason records why the relay ended; the first reason wins.
@@ -62,43 +105,59 @@ func (r *relay) reason() string {
 	return endClientClosed
 }
 
-// abort ends the relay from outside (shutdown).
-func (r *relay) abort(why string) {
-	r.setReason(why)
-	r.client.Close()
-	r.upstream.Close()
-}
-
-// run relays until the end. The calling goroutine copies client->upstream;
-// one more goroutine copies upstream->client.
-func (r *relay) run() {
+// start begins relaying; it returns at once. onDone runs when both
+// directions have ended and both connections are closed.
+func (r *relay) start() {
 	r.touch()
+	r.pending.Store(2)
 	if r.idle > 0 {
 		r.timer.Store(time.AfterFunc(r.idle, r.checkIdle))
 	}
-	go r.copyUpstreamToClient()
-	rerr, werr := r.copy(r.upstream, r.client, &r.in)
-	switch {
-	case werr != nil:
-		if !isClosedErr(werr) {
-			r.setReason(endUpstreamError)
+	go r.toUp.pumpClientToUpstream()
+	go r.toCli.pumpUpstreamToClient()
+}
+
+// run starts the relay and waits for its end (for tests and simple callers).
+func (r *relay) run() {
+	done := make(chan struct{})
+	prev := r.onDone
+	r.onDone = func() {
+		if prev != nil {
+			prev()
 		}
-		r.upstream.Close()
-	case rerr == nil: // client sent EOF: let the upstream finish its answers
-		r.setReason(endClientClosed)
-		closeWrite(r.upstream)
-	case isClosedErr(rerr):
-		// closed by us (upstream ended, idle, abort): reason already set
-		r.upstream.Close()
-	default:
-		r.setReason(endClientError)
-		r.upstream.Close()
+		close(done)
 	}
-	<-r.upDone
+	r.start()
+	<-done
+}
+
+// abort ends the relay from outside (shutdown, idle timeout).
+func (r *relay) abort(why string) {
+	r.setReason(why)
+	r.closeAll()
+}
+
+// closeAll closes both connections. Directions parked in the parker have
+// no goroutine to notice, so they are taken out and finished here.
+func (r *relay) closeAll() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	var orphans []*direction
+	for _, d := range []*direction{&r.toUp, &r.toCli} {
+		if d.parked && r.shared.parker.unpark(d) {
+			d.parked = false
+			orphans = append(orphans, d)
+		}
+	}
+	r.mu.Unlock()
 	r.client.Close()
 	r.upstream.Close()
-	if t := r.timer.Load(); t != nil {
-		t.Stop()
+	for _, d := range orphans {
+		d.finish(net.ErrClosed, nil)
 	}
 }
 
@@ -117,108 +176,122 @@ func (r *relay) checkIdle() {
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
 
-// copyUpstreamToClient is the relay's second goroutine; a named function so
-// goroutine dumps of 20,000 idle sessions say what each one is.
-func (r *relay) copyUpstreamToClient() {
-	defer close(r.upDone)
-	rerr, werr := r.copy(r.client, r.upstream, &r.out)
-	switch {
-	case werr != nil:
-		if !isClosedErr(werr) {
-			r.setReason(endClientError)
-		}
-	case rerr == nil:
-		r.setReason(endUpstreamClosed)
-	case isClosedErr(rerr):
-	default:
-		r.setReason(endUpstreamError)
+// pumpClientToUpstream and pumpUpstreamToClient are the relay's goroutines,
+// named so that a goroutine dump says what each one is.
+func (d *direction) pumpClientToUpstream() { d.pump() }
+func (d *direction) pumpUpstreamToClient() { d.pump() }
+
+// resume is started by the parker when a parked socket has bytes.
+func (d *direction) resume() {
+	if rerr, werr := d.burst(); rerr != nil || werr != nil {
+		d.finish(rerr, werr)
+		return
 	}
-	// The upstream is gone: nothing the client sends can be answered.
-	r.client.Close()
-	r.upstream.Close()
+	d.pump()
 }
 
-// copy moves bytes from src to dst until src reaches EOF (both errors nil),
-// reading fails (rerr) or writing fails (werr).
-//
-// An idle phone must cost as little as possible, so a direction waiting for
-// bytes holds no buffer: it waits for the socket to become readable through
-// its syscall.RawConn, takes a pooled buffer, copies what is ready and gives
-// the buffer back.
-//
-// "Ready" includes bytes buffered above the socket, which the socket's
-// readability cannot see: crypto/tls keeps records it read ahead (also
-// during the pre-auth phase), and the PROXY protocol reader keeps what
-// followed its header. Before every wait, reads with an expired deadline
-// return those bytes without touching the socket.
-func (r *relay) copy(dst, src net.Conn, n *atomic.Int64) (rerr, werr error) {
-	defer func() {
-		if errors.Is(rerr, io.EOF) {
-			rerr = nil
-		}
-	}()
-	rc := rawConnOf(src)
-	if rc == nil {
-		// No way to wait without a buffer: hold one.
-		bp := relayBuffers.Get().(*[]byte)
-		defer relayBuffers.Put(bp)
-		for {
-			if _, rerr, werr = r.copyOnce(dst, src, *bp, n); rerr != nil || werr != nil {
-				return rerr, werr
-			}
-		}
+// pump copies until the direction ends or parks. Before each wait it drains
+// bytes buffered above the socket, which the socket's readability cannot
+// see: crypto/tls keeps records it read ahead (also during the pre-auth
+// phase), and the PROXY protocol reader keeps what followed its header.
+func (d *direction) pump() {
+	if d.rc == nil {
+		d.finish(d.copyBlocking())
+		return
 	}
-	_, layered := src.(*tls.Conn)
 	for {
-		bp := relayBuffers.Get().(*[]byte)
-		if layered {
-			rerr, werr = r.drainBuffered(dst, src, *bp, n)
-		}
-		relayBuffers.Put(bp)
-		if rerr != nil || werr != nil {
-			return rerr, werr
-		}
-		if err := waitReadable(rc); err != nil {
-			return err, nil
-		}
-		bp = relayBuffers.Get().(*[]byte)
-		for {
-			var nr int
-			nr, rerr, werr = r.copyOnce(dst, src, *bp, n)
-			// A full buffer means more is probably waiting; otherwise go
-			// back to waiting without the buffer.
-			if rerr != nil || werr != nil || nr < len(*bp) {
-				break
+		if d.layered {
+			if rerr, werr := d.drainBuffered(); rerr != nil || werr != nil {
+				d.finish(rerr, werr)
+				return
 			}
 		}
-		relayBuffers.Put(bp)
-		if rerr != nil || werr != nil {
+		switch d.park() {
+		case parkedOK:
+			return // the parker starts resume when bytes arrive
+		case parkClosed:
+			d.finish(net.ErrClosed, nil)
+			return
+		}
+		if err := waitReadable(d.rc); err != nil {
+			d.finish(err, nil)
+			return
+		}
+		if rerr, werr := d.burst(); rerr != nil || werr != nil {
+			d.finish(rerr, werr)
+			return
+		}
+	}
+}
+
+type parkResult int
+
+const (
+	parkUnavailable parkResult = iota // no parker: wait in this goroutine
+	parkedOK
+	parkClosed
+)
+
+// park hands the socket to the parker, unless the relay is closing.
+func (d *direction) park() parkResult {
+	p := d.r.shared.parker
+	if p == nil {
+		return parkUnavailable
+	}
+	d.r.mu.Lock()
+	defer d.r.mu.Unlock()
+	if d.r.closed {
+		return parkClosed
+	}
+	if !p.park(d) {
+		return parkUnavailable
+	}
+	d.parked = true
+	return parkedOK
+}
+
+// woken is called by the parker after it took d out of its set.
+func (d *direction) woken() {
+	d.r.mu.Lock()
+	d.parked = false
+	d.r.mu.Unlock()
+	go d.resume()
+}
+
+// burst copies what the socket has ready: it reads while reads fill the
+// buffer (more is probably waiting) and stops after a short one.
+func (d *direction) burst() (rerr, werr error) {
+	bp := d.r.shared.buffers.Get().(*[]byte)
+	defer d.r.shared.buffers.Put(bp)
+	for {
+		nr, rerr, werr := d.copyOnce(*bp)
+		if rerr != nil || werr != nil || nr < len(*bp) {
 			return rerr, werr
 		}
 	}
 }
 
-// copyOnce does one read from src and writes what it got to dst.
-func (r *relay) copyOnce(dst, src net.Conn, buf []byte, n *atomic.Int64) (nr int, rerr, werr error) {
-	nr, rerr = src.Read(buf)
-	if nr > 0 {
-		r.touch()
-		nw, err := dst.Write(buf[:nr])
-		n.Add(int64(nw))
-		if err != nil {
-			return nr, nil, err
+// copyBlocking is the fallback for a src without a socket: it keeps a
+// buffer and reads until an error.
+func (d *direction) copyBlocking() (rerr, werr error) {
+	bp := d.r.shared.buffers.Get().(*[]byte)
+	defer d.r.shared.buffers.Put(bp)
+	for {
+		if _, rerr, werr = d.copyOnce(*bp); rerr != nil || werr != nil {
+			return rerr, werr
 		}
 	}
-	return nr, rerr, nil
 }
 
 // drainBuffered copies whatever src returns without waiting for the socket,
 // until a read finds nothing (its expired deadline) or fails.
-func (r *relay) drainBuffered(dst, src net.Conn, buf []byte, n *atomic.Int64) (rerr, werr error) {
-	src.SetReadDeadline(pastDeadline)
-	defer src.SetReadDeadline(time.Time{})
+func (d *direction) drainBuffered() (rerr, werr error) {
+	bp := d.r.shared.buffers.Get().(*[]byte)
+	defer d.r.shared.buffers.Put(bp)
+	d.src.SetReadDeadline(pastDeadline)
+	defer d.src.SetReadDeadline(time.Time{})
 	for {
-		_, rerr, werr := r.copyOnce(dst, src, buf, n)
+		_, rerr, werr := d.copyOnce(*bp)
 		if werr != nil {
 			return nil, werr
 		}
@@ -227,6 +300,62 @@ func (r *relay) drainBuffered(dst, src net.Conn, buf []byte, n *atomic.Int64) (r
 		}
 		if rerr != nil {
 			return rerr, nil
+		}
+	}
+}
+
+// copyOnce does one read from src and writes what it got to dst.
+func (d *direction) copyOnce(buf []byte) (nr int, rerr, werr error) {
+	nr, rerr = d.src.Read(buf)
+	if nr > 0 {
+		d.r.touch()
+		nw, err := d.dst.Write(buf[:nr])
+		d.n.Add(int64(nw))
+		if err != nil {
+			return nr, nil, err
+		}
+	}
+	return nr, rerr, nil
+}
+
+// finish ends a direction: it records why, closes what must be closed and,
+// for the last direction, completes the relay. A client that half-closes
+// still gets the upstream's remaining answers; an upstream that closes ends
+// the session, since nothing the client sends could be answered.
+func (d *direction) finish(rerr, werr error) {
+	r := d.r
+	eof := rerr == nil && werr == nil || errors.Is(rerr, io.EOF)
+	switch {
+	case werr != nil && !isClosedErr(werr):
+		if d.toClient {
+			r.setReason(endClientError)
+		} else {
+			r.setReason(endUpstreamError)
+		}
+		r.closeAll()
+	case werr != nil || isClosedErr(rerr):
+		r.closeAll() // closed by us: the reason is already set
+	case eof && !d.toClient:
+		r.setReason(endClientClosed)
+		closeWrite(r.upstream)
+	case eof:
+		r.setReason(endUpstreamClosed)
+		r.closeAll()
+	default:
+		if d.toClient {
+			r.setReason(endUpstreamError)
+		} else {
+			r.setReason(endClientError)
+		}
+		r.closeAll()
+	}
+	if r.pending.Add(-1) == 0 {
+		r.closeAll()
+		if t := r.timer.Load(); t != nil {
+			t.Stop()
+		}
+		if r.onDone != nil {
+			r.onDone()
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -61,21 +62,35 @@ func tlsPair(t testing.TB) (client, server *tls.Conn) {
 
 // runRelay relays between the proxy's client side and upstream side.
 func runRelay(client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
-	r := newRelay(client, upstream, idle)
+	return runRelayWith(newRelayShared(), client, upstream, idle)
+}
+
+func runRelayWith(shared *relayShared, client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
 	done := make(chan struct{})
-	go func() {
-		r.run()
-		close(done)
-	}()
+	r := newRelay(client, upstream, idle, shared, func() { close(done) })
+	r.start()
 	return r, done
 }
 
 // TestRelayCopiesLargeStreamsBothWays sends 4 MiB each way at once through
 // TLS on the client side and plain TCP upstream, and checks every byte.
 func TestRelayCopiesLargeStreamsBothWays(t *testing.T) {
+	forEachWaitMode(t, testRelayCopiesLargeStreamsBothWays)
+}
+
+// forEachWaitMode runs a relay test with idle directions parked in epoll
+// and, as on systems without it, waiting in their own goroutines.
+func forEachWaitMode(t *testing.T, test func(t *testing.T, shared func() *relayShared)) {
+	t.Run("parked", func(t *testing.T) { test(t, newRelayShared) })
+	t.Run("goroutines", func(t *testing.T) {
+		test(t, func() *relayShared { rs := newRelayShared(); rs.parker = nil; return rs })
+	})
+}
+
+func testRelayCopiesLargeStreamsBothWays(t *testing.T, shared func() *relayShared) {
 	phone, proxyClientSide := tlsPair(t)
 	proxyUpSide, server := tcpPair(t)
-	r, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+	r, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, time.Minute)
 
 	up := make([]byte, 4<<20)
 	down := make([]byte, 4<<20)
@@ -119,6 +134,10 @@ func TestRelayCopiesLargeStreamsBothWays(t *testing.T) {
 // TLS records inside crypto/tls (read ahead with the last command). The
 // relay must forward them without waiting for more bytes on the socket.
 func TestRelayForwardsRecordsTLSReadAhead(t *testing.T) {
+	forEachWaitMode(t, testRelayForwardsRecordsTLSReadAhead)
+}
+
+func testRelayForwardsRecordsTLSReadAhead(t *testing.T, shared func() *relayShared) {
 	for i := 0; i < 20; i++ {
 		phone, proxyClientSide := tlsPair(t)
 		proxyUpSide, server := tcpPair(t)
@@ -133,7 +152,7 @@ func TestRelayForwardsRecordsTLSReadAhead(t *testing.T) {
 		pending := make([]byte, br.Buffered())
 		br.Read(pending)
 		proxyUpSide.Write(pending)
-		_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+		_, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, time.Minute)
 		server.SetReadDeadline(time.Now().Add(3 * time.Second))
 		got, err := bufio.NewReader(server).ReadString('\n')
 		if got != "a2 SELECT INBOX\r\n" {
@@ -148,9 +167,13 @@ func TestRelayForwardsRecordsTLSReadAhead(t *testing.T) {
 // TestRelayHalfClose: a client that sends its last command and half-closes
 // still gets the upstream's answer.
 func TestRelayHalfClose(t *testing.T) {
+	forEachWaitMode(t, testRelayHalfClose)
+}
+
+func testRelayHalfClose(t *testing.T, shared func() *relayShared) {
 	phone, proxyClientSide := tcpPair(t)
 	proxyUpSide, server := tcpPair(t)
-	_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+	_, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, time.Minute)
 	phone.Write([]byte("a LOGOUT\r\n"))
 	phone.(*net.TCPConn).CloseWrite()
 	br := bufio.NewReader(server)
@@ -174,9 +197,13 @@ func TestRelayHalfClose(t *testing.T) {
 // the session alive (an IDLE client sends nothing for 29 minutes while the
 // server sends updates); silence both ways ends it.
 func TestRelayIdleTimeoutCountsBothDirections(t *testing.T) {
+	forEachWaitMode(t, testRelayIdleTimeoutCountsBothDirections)
+}
+
+func testRelayIdleTimeoutCountsBothDirections(t *testing.T, shared func() *relayShared) {
 	phone, proxyClientSide := tcpPair(t)
 	proxyUpSide, server := tcpPair(t)
-	r, done := runRelay(proxyClientSide, proxyUpSide, 300*time.Millisecond)
+	r, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, 300*time.Millisecond)
 	go io.Copy(io.Discard, phone)
 	for i := 0; i < 6; i++ { // 600ms of upstream-only traffic
 		server.Write([]byte("* OK still here\r\n"))
@@ -219,4 +246,51 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	server.Close()
 	phone.Close()
 	<-done
+}
+
+// TestIdleRelaysHoldNoGoroutines: with the parker, idle sessions cost no
+// goroutine, and an abort still ends parked sessions.
+func TestIdleRelaysHoldNoGoroutines(t *testing.T) {
+	shared := newRelayShared()
+	if shared.parker == nil {
+		t.Skip("no epoll parker on this system")
+	}
+	// Start the parker's own goroutine first.
+	warm, warmUp := tcpPair(t)
+	_, warmDone := runRelayWith(shared, warm, warmUp, time.Minute)
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	const n = 50
+	var relays []*relay
+	var dones []chan struct{}
+	var phones []net.Conn
+	for i := 0; i < n; i++ {
+		phone, proxyClientSide := tlsPair(t)
+		proxyUpSide, server := tcpPair(t)
+		r, done := runRelayWith(shared, proxyClientSide, proxyUpSide, time.Minute)
+		relays, dones, phones = append(relays, r), append(dones, done), append(phones, phone)
+		// One exchange, so both directions have run and parked again.
+		phone.Write([]byte("a NOOP\r\n"))
+		buf := make([]byte, 64)
+		server.SetReadDeadline(time.Now().Add(5 * time.Second))
+		server.Read(buf)
+		server.Write([]byte("a OK\r\n"))
+		phone.SetReadDeadline(time.Now().Add(5 * time.Second))
+		phone.Read(buf)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 })
+	for i, r := range relays {
+		r.abort(endShutdown)
+		select {
+		case <-dones[i]:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("aborting parked relay %d did not end it", i)
+		}
+		phones[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := phones[i].Read(make([]byte, 1)); err == nil {
+			t.Fatalf("relay %d: client connection still open after abort", i)
+		}
+	}
+	warm.Close()
+	<-warmDone
 }

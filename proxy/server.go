@@ -122,11 +122,13 @@ type Server struct {
 	// base is cancelled by Shutdown: pre-auth sessions end at once.
 	base       context.Context
 	cancelBase context.CancelFunc
+	// relays holds the copy buffers and the idle-socket parker.
+	relays *relayShared
 }
 
 // NewServer returns a Server using cfg.
 func NewServer(cfg *Config) *Server {
-	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}}
+	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, relays: newRelayShared()}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.cfg.Store(cfg)
 	return s

@@ -51,6 +51,9 @@ type session struct {
 	bytesIn      int64
 	bytesOut     int64
 
+	admitted bool   // passed admit: session_end is logged
+	release  func() // gives the connection slot back
+
 	mu    sync.Mutex
 	relay *relay // set while relaying, for abort
 }
@@ -91,26 +94,29 @@ func (s *session) abort(why string) {
 	s.raw.Close()
 }
 
-// serve runs the session to its end.
+// serve runs the session: everything before the relay happens in this
+// goroutine; once relaying, the goroutine returns and the relay calls
+// finish when the session ends, so a logged-in phone does not keep the
+// large stack the TLS handshake and the login grew.
 func (s *session) serve() {
-	defer s.srv.sessionDone(s)
-	defer s.cancel()
-	defer s.raw.Close()
+	if !s.preauth() {
+		s.lingerClose()
+		s.finish()
+	}
+}
 
+// preauth runs the session up to the relay. It reports whether the relay
+// took over (and will call finish).
+func (s *session) preauth() bool {
 	// With PROXY protocol, RemoteAddr reads the header: do it here, in the
 	// session's goroutine, never in the accept loop.
 	s.raw.SetReadDeadline(s.start.Add(s.cfg.preauthTimeout()))
 	if ap, err := netip.ParseAddrPort(s.raw.RemoteAddr().String()); err == nil {
 		s.clientAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	release, ok := s.admit()
-	if !ok {
-		return
+	if !s.admit() {
+		return false
 	}
-	defer release()
-	defer s.logEnd()
-	defer s.lingerClose()
-
 	// One deadline bounds everything before the relay; shutdown moves it
 	// to now so blocked reads return at once.
 	s.raw.SetDeadline(s.start.Add(s.cfg.preauthTimeout()))
@@ -121,31 +127,43 @@ func (s *session) serve() {
 	s.w = bufio.NewWriterSize(s.raw, 2048)
 	if s.l.Mode == TLSImplicit {
 		if !s.handshake() {
-			return
+			return false
 		}
 	}
 	s.cr = commandReader{r: s.r, w: s.w, onLiteral: s.onLiteral}
 	s.reply("* OK [CAPABILITY " + s.capabilities() + "] IMAP server ready.")
 	if !s.flush() {
-		return
+		return false
 	}
 	if !s.commandLoop() {
-		return
+		return false
 	}
 	// A shutdown that raced with the login does not matter: the client
 	// has its OK, and relayed sessions are drained, not cut.
 	stop()
-	s.relayLoop()
+	return s.startRelay()
+}
+
+// finish ends the session exactly once: the session_end event, the
+// connection slot, and the server's count.
+func (s *session) finish() {
+	s.raw.Close()
+	if s.admitted {
+		s.logEnd()
+		s.release()
+	}
+	s.cancel()
+	s.srv.sessionDone(s)
 }
 
 // admit applies the access rules and connection limits before any byte is
-// read, and logs the connect event.
-func (s *session) admit() (release func(), ok bool) {
+// read, and logs the connect event. It reports whether the client may go on.
+func (s *session) admit() bool {
 	ev := s.event(EventConnect)
 	if allowed, reason := s.cfg.Access.Allowed(s.clientAddr.Addr()); !allowed {
 		ev.Result, ev.Reason = ResultRefused, reason
 		s.cfg.Audit.Log(ev)
-		return nil, false
+		return false
 	}
 	release, reason := s.cfg.Conns.Acquire(s.clientAddr.Addr())
 	if release == nil {
@@ -156,11 +174,12 @@ func (s *session) admit() (release func(), ok bool) {
 			s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 			io.WriteString(s.raw, "* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
 		}
-		return nil, false
+		return false
 	}
 	ev.Result = "accepted"
 	s.cfg.Audit.Log(ev)
-	return release, true
+	s.admitted, s.release = true, release
+	return true
 }
 
 // handshake runs the server side of TLS over s.raw (implicit TLS, or after
@@ -361,7 +380,7 @@ func (s *session) capabilities() string {
 // so the kernel does not answer unread bytes with a reset that would
 // destroy the BYE before the client reads it.
 func (s *session) lingerClose() {
-	if s.relay != nil || s.upstream != nil {
+	if !s.admitted {
 		return
 	}
 	closeWrite(s.conn)
@@ -391,10 +410,11 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// relayLoop hands the logged-in session to the relay. Bytes the client
+// startRelay hands the logged-in session to the relay. Bytes the client
 // pipelined after its AUTHENTICATE, and bytes the upstream sent after its
-// OK, are delivered first, so nothing read so far is lost.
-func (s *session) relayLoop() {
+// OK, are delivered first, so nothing read so far is lost. It reports
+// whether the relay took over.
+func (s *session) startRelay() bool {
 	uc := s.upstream
 	s.raw.SetDeadline(time.Time{})
 	if n := uc.R.Buffered(); n > 0 {
@@ -404,26 +424,33 @@ func (s *session) relayLoop() {
 	}
 	if !s.flush() {
 		uc.Conn.Close()
-		return
+		return false
 	}
 	if n := s.r.Buffered(); n > 0 {
 		b, _ := s.r.Peek(n)
 		if _, err := uc.Conn.Write(b); err != nil {
 			s.endReason = endUpstreamError
 			uc.Conn.Close()
-			return
+			return false
 		}
 		s.bytesIn += int64(n)
 	}
-	// The bufio buffers are dropped here: the relay reads the connections
-	// directly and only holds a buffer while bytes are moving.
-	s.r, s.w, s.cr = nil, nil, commandReader{}
-	r := newRelay(s.conn, uc.Conn, s.cfg.idleTimeout())
+	// Everything the pre-auth phase needed is dropped here; the relay reads
+	// the connections directly and holds a buffer only while bytes move.
+	s.r, s.w, s.cr, s.clientID = nil, nil, commandReader{}, nil
+	s.upstream = &UpstreamConn{Conn: uc.Conn}
+	r := newRelay(s.conn, uc.Conn, s.cfg.idleTimeout(), s.srv.relays, func() {
+		s.mu.Lock()
+		r := s.relay
+		s.mu.Unlock()
+		s.bytesIn += r.in.Load()
+		s.bytesOut += r.out.Load()
+		s.endReason = r.reason()
+		s.finish()
+	})
 	s.mu.Lock()
 	s.relay = r
 	s.mu.Unlock()
-	r.run()
-	s.bytesIn += r.in.Load()
-	s.bytesOut += r.out.Load()
-	s.endReason = r.reason()
+	r.start()
+	return true
 }
