@@ -6,6 +6,6 @@ package proxy
 // its goroutine, parked in the runtime's poller.
 type parker struct{}
 
-func newParker() *parker                  { return nil }
+func newParker() *parker                   { return nil }
 func (p *parker) park(d *direction) bool   { return false }
 func (p *parker) unpark(d *direction) bool { return false }

@@ -3,10 +3,10 @@ package proxytest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/user"
 	"strconv"
-	"testing"
 )
 
 // accounts are the system users the Dovecot processes run as.
@@ -28,23 +28,22 @@ type accounts struct {
 
 const nobodyID = 65534
 
-func lookupAccounts(t testing.TB) accounts {
-	t.Helper()
+func lookupAccounts() (accounts, error) {
 	if os.Geteuid() != 0 {
 		u, err := user.Current()
 		if err != nil {
-			t.Fatalf("proxytest: current user: %v", err)
+			return accounts{}, fmt.Errorf("proxytest: current user: %w", err)
 		}
 		g, err := user.LookupGroupId(u.Gid)
 		if err != nil {
-			t.Fatalf("proxytest: group of %s: %v", u.Username, err)
+			return accounts{}, fmt.Errorf("proxytest: group of %s: %w", u.Username, err)
 		}
 		return accounts{
 			internal: u.Username, login: u.Username, internalGroup: g.Name,
 			internalUID: -1, internalGID: -1,
 			mailUID: os.Geteuid(), mailGID: os.Getegid(),
 			rootless: true,
-		}
+		}, nil
 	}
 	a := accounts{internal: "nobody", login: "nobody", internalUID: nobodyID, internalGID: nobodyID,
 		mailUID: nobodyID, mailGID: nobodyID}
@@ -58,7 +57,7 @@ func lookupAccounts(t testing.TB) accounts {
 	if _, err := user.Lookup("dovenull"); err == nil {
 		a.login = "dovenull"
 	}
-	return a
+	return a, nil
 }
 
 func atoi(s string) int {

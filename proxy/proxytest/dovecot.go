@@ -13,6 +13,12 @@
 // loopback ports only, and is stopped by t.Cleanup. Neither the system's
 // Dovecot service nor anything under /etc is used.
 //
+// Programs that are not tests (load tools) use NewDovecot and Close:
+//
+//	d, err := proxytest.NewDovecot(proxytest.DovecotOptions{Users: proxytest.NumberedUsers(2000, "pass"), Messages: 2000, MessageSize: 50_000})
+//	if err != nil { return err }
+//	defer d.Close()
+//
 // The configuration needs Dovecot 2.3 (Debian 12's dovecot-imapd). When
 // dovecot is not installed the test is skipped, unless CI=true, where a
 // missing tool fails the test instead: .ci/run installs it.
@@ -23,6 +29,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -30,13 +37,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// DovecotOptions configures StartDovecot. The zero value is a Dovecot with
+// DovecotOptions configures StartDovecot and NewDovecot. The zero value is a Dovecot with
 // the default users, empty mailboxes, AUTH=PLAIN and AUTH=LOGIN, and no
 // trusted networks.
 type DovecotOptions struct {
@@ -54,6 +63,19 @@ type DovecotOptions struct {
 	// MessageSize is the approximate size in bytes of each pre-generated
 	// message. If zero, 2048 is used.
 	MessageSize int
+
+	// OtherUsersMessages is the number of messages of about 1 KB written
+	// into the INBOX of every user but the one that gets Messages, so that
+	// load spread over thousands of users finds mail everywhere. If zero,
+	// their INBOX is empty (Dovecot creates it at first login).
+	OtherUsersMessages int
+
+	// MaxSessions is how many logged-in sessions Dovecot serves at once
+	// (service imap process_limit: one process each); the login and
+	// client limits are raised with it. If zero, 5000 is used. Dovecot
+	// runs with its soft file limit raised to the hard one, which must
+	// allow a few open files per session.
+	MaxSessions int
 
 	// LoginOnly makes a server that does not advertise AUTH=PLAIN, on any
 	// port, before or after TLS, while the LOGIN command (and AUTHENTICATE
@@ -77,6 +99,15 @@ type DovecotOptions struct {
 	// is used.
 	AuthMechanisms string
 
+	// IdleCheckInterval is Dovecot's mailbox_idle_check_interval: how
+	// often a session in IDLE looks for new mail by itself. Dovecot also
+	// learns of changes at once through inotify, but only while the mail
+	// user has inotify instances left (fs.inotify.max_user_instances,
+	// 128 by default, shared by every Dovecot of the machine, one per
+	// session in IDLE): under load it falls back to this interval. Whole
+	// seconds, at least one. If zero, Dovecot's default (30s) is used.
+	IdleCheckInterval time.Duration
+
 	// AuthPenalty keeps Dovecot's per-IP auth penalty: after a failure,
 	// each next attempt from the same IP waits 2, 4, 8, then 15 seconds.
 	// Everything here connects from 127.0.0.1, so by default it is off
@@ -91,7 +122,7 @@ func DefaultUsers() map[string]string {
 	return map[string]string{"user1": "pass1-Secret!", "user2": "pass2-Secret!"}
 }
 
-// Dovecot is a running Dovecot started by StartDovecot.
+// Dovecot is a running Dovecot started by StartDovecot or NewDovecot.
 type Dovecot struct {
 	// Addr is the plaintext IMAP listener, "127.0.0.1:PORT". It offers
 	// STARTTLS, and plaintext LOGIN is allowed (disable_plaintext_auth =
@@ -118,16 +149,23 @@ type Dovecot struct {
 	stderrFile string
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when the master process has exited
+	front      *loginOnlyFront
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Limits of the generated configuration. Tests may open more than a
 // thousand sessions at once; each logged-in session is one imap process.
+// The limits below are those of the default MaxSessions; the
+// configuration scales them with it.
 const (
 	maxSessions   = 5000  // service imap process_limit
 	loginClients  = 5000  // service imap-login client_limit, per process
 	loginProcs    = 4     // service imap-login process_limit
 	clientLimit   = 10000 // default_client_limit: log, anvil, auth, ...
 	userIPConns   = 10000 // mail_max_userip_connections
+	otherMsgSize  = 1024  // OtherUsersMessages' size
 	startTimeout  = 10 * time.Second
 	stopTimeout   = 10 * time.Second
 	bindAttempts  = 3
@@ -147,17 +185,46 @@ const (
 // Without dovecot installed the test is skipped, or fails when CI=true.
 func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 	t.Helper()
-	bin := dovecotBinary(t)
+	d, err := NewDovecot(o)
+	if errors.Is(err, ErrNoDovecot) {
+		missing(t, err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxytest: last %d lines of %s:\n%s", logTailOnFail, d.LogFile, d.LogTail(logTailOnFail))
+		}
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
 
+// ErrNoDovecot is the error of NewDovecot when Dovecot 2.3 is not
+// installed: StartDovecot skips the test then (or fails it on CI).
+var ErrNoDovecot = errors.New("proxytest: Dovecot 2.3 is not installed")
+
+// NewDovecot starts a Dovecot, like StartDovecot, for programs that are
+// not tests; Close stops it and removes its directory. The error wraps
+// ErrNoDovecot when Dovecot 2.3 is not installed. Dovecot also gets
+// SIGTERM from the kernel if this process dies without calling Close.
+func NewDovecot(o DovecotOptions) (*Dovecot, error) {
+	bin, err := dovecotBinary()
+	if err != nil {
+		return nil, err
+	}
 	if o.Users == nil {
 		o.Users = DefaultUsers()
 	}
 	if len(o.Users) == 0 {
-		t.Fatal("proxytest: DovecotOptions.Users is empty: give at least one user, or nil for the defaults")
+		return nil, errors.New("proxytest: DovecotOptions.Users is empty: give at least one user, or nil for the defaults")
 	}
 	for u := range o.Users {
 		if !validUsername(u) {
-			t.Fatalf("proxytest: user name %q: use only letters, digits and .-_@ (Dovecot's auth_username_chars)", u)
+			return nil, fmt.Errorf("proxytest: user name %q: use only letters, digits and .-_@ (Dovecot's auth_username_chars)", u)
 		}
 	}
 	if o.MessageSize == 0 {
@@ -166,9 +233,20 @@ func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 	if o.AuthMechanisms == "" {
 		o.AuthMechanisms = "plain login"
 	}
-
-	dir := makeDir(t)
-	ids := lookupAccounts(t)
+	if o.MaxSessions < 0 {
+		return nil, fmt.Errorf("proxytest: DovecotOptions.MaxSessions %d is negative", o.MaxSessions)
+	}
+	if o.MaxSessions == 0 {
+		o.MaxSessions = maxSessions
+	}
+	ids, err := lookupAccounts()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := makeDir()
+	if err != nil {
+		return nil, err
+	}
 	d := &Dovecot{
 		Dir:        dir,
 		LogFile:    filepath.Join(dir, "dovecot.log"),
@@ -179,32 +257,62 @@ func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 	for u, p := range o.Users {
 		d.Users[u] = p
 	}
+	if err := d.start(bin, o, ids); err != nil {
+		d.stop()
+		if rerr := removeDir(dir); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
 
+// start writes the instance directory and starts Dovecot (and the
+// LoginOnly relay), retrying when a port was taken.
+func (d *Dovecot) start(bin string, o DovecotOptions, ids accounts) error {
 	certPEM, keyPEM, err := selfSignedCert()
 	if err != nil {
-		t.Fatalf("proxytest: certificate: %v", err)
+		return fmt.Errorf("proxytest: certificate: %w", err)
 	}
 	d.CertPEM = certPEM
-	writeFile(t, d.CAFile, certPEM, 0o644, -1, -1)
-	writeFile(t, filepath.Join(dir, "key.pem"), keyPEM, 0o600, -1, -1)
+	if err := writeFile(d.CAFile, certPEM, 0o644, -1, -1); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(d.Dir, "key.pem"), keyPEM, 0o600, -1, -1); err != nil {
+		return err
+	}
 	// The auth process runs as the internal user and reads the users file.
-	writeFile(t, filepath.Join(dir, "users"), passwdFile(d.Users), 0o600, ids.internalUID, ids.internalGID)
+	if err := writeFile(filepath.Join(d.Dir, "users"), passwdFile(d.Users), 0o600, ids.internalUID, ids.internalGID); err != nil {
+		return err
+	}
 	for _, sub := range []string{"run", "state"} {
-		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatalf("proxytest: %v", err)
+		if err := os.Mkdir(filepath.Join(d.Dir, sub), 0o755); err != nil {
+			return fmt.Errorf("proxytest: %w", err)
 		}
 	}
-	if err := writeMailboxes(filepath.Join(dir, "mail"), d.Users, o.Messages, o.MessageSize, ids.mailUID, ids.mailGID); err != nil {
-		t.Fatalf("proxytest: writing mail: %v", err)
+	mail := mailboxes{
+		root: filepath.Join(d.Dir, "mail"), users: d.Users,
+		messages: o.Messages, size: o.MessageSize, others: o.OtherUsersMessages, othersSize: otherMsgSize,
+		uid: ids.mailUID, gid: ids.mailGID,
+	}
+	if err := mail.write(); err != nil {
+		return fmt.Errorf("proxytest: writing mail: %w", err)
 	}
 
-	t.Cleanup(func() { removeDir(t, dir) })
-
 	for attempt := 1; ; attempt++ {
-		plain, implicit := FreePort(t), FreePort(t)
-		conf := config(dir, plain, implicit, o, ids)
-		writeFile(t, filepath.Join(dir, "dovecot.conf"), []byte(conf), 0o644, -1, -1)
-		err := d.start(bin)
+		plain, err := freePort()
+		if err != nil {
+			return err
+		}
+		implicit, err := freePort()
+		if err != nil {
+			return err
+		}
+		conf := config(d.Dir, plain, implicit, o, ids)
+		if err := writeFile(filepath.Join(d.Dir, "dovecot.conf"), []byte(conf), 0o644, -1, -1); err != nil {
+			return err
+		}
+		err = d.run(bin)
 		if err == nil {
 			err = d.waitReady(plain, implicit)
 		}
@@ -215,35 +323,51 @@ func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 		d.stop()
 		tail := d.startupOutput()
 		if attempt < bindAttempts && strings.Contains(tail, "Address already in use") {
-			// Another process took a port between FreePort and bind.
-			t.Logf("proxytest: port %s or %s was taken before Dovecot bound it; retrying", plain, implicit)
+			// Another process took a port between freePort and bind.
 			os.Remove(d.LogFile)
 			continue
 		}
-		t.Fatalf("proxytest: dovecot did not start: %v\n%s", err, tail)
+		return fmt.Errorf("proxytest: dovecot did not start: %v\n%s", err, tail)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("proxytest: last %d lines of %s:\n%s", logTailOnFail, d.LogFile, d.LogTail(logTailOnFail))
-		}
-		d.stop()
-	})
 
 	if o.LoginOnly {
 		front, err := startLoginOnlyFront(d.Addr, d.ImplicitAddr, certPEM, keyPEM)
 		if err != nil {
-			t.Fatalf("proxytest: LoginOnly relay: %v", err)
+			return fmt.Errorf("proxytest: LoginOnly relay: %w", err)
 		}
+		d.front = front
 		d.Addr, d.ImplicitAddr = front.plainAddr(), front.implicitAddr()
-		t.Cleanup(front.close) // runs before d.stop
 	}
-	return d
+	return nil
+}
+
+// Close stops Dovecot (SIGTERM to its master, which stops its children;
+// SIGKILL after 10 seconds) and the LoginOnly relay, and removes Dir.
+// Later calls return the first call's result.
+func (d *Dovecot) Close() error {
+	d.closeOnce.Do(func() {
+		if d.front != nil {
+			d.front.close()
+		}
+		d.stop()
+		d.closeErr = removeDir(d.Dir)
+	})
+	return d.closeErr
+}
+
+// NumberedUsers returns n users, user1 .. userN, all with password: the
+// users of load tests that spread sessions over many accounts.
+func NumberedUsers(n int, password string) map[string]string {
+	users := make(map[string]string, n)
+	for i := 1; i <= n; i++ {
+		users["user"+strconv.Itoa(i)] = password
+	}
+	return users
 }
 
 // dovecotBinary finds dovecot and checks that it is 2.3.x, whose
 // configuration syntax this package writes.
-func dovecotBinary(t testing.TB) string {
-	t.Helper()
+func dovecotBinary() (string, error) {
 	bin, err := exec.LookPath("dovecot")
 	if err != nil {
 		// /usr/sbin is not on every user's PATH.
@@ -252,16 +376,16 @@ func dovecotBinary(t testing.TB) string {
 		}
 	}
 	if err != nil {
-		missing(t, "dovecot not installed: run .ci/run or apt-get install dovecot-imapd")
+		return "", fmt.Errorf("%w: run .ci/run or apt-get install dovecot-imapd", ErrNoDovecot)
 	}
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
-		t.Fatalf("proxytest: %s --version: %v", bin, err)
+		return "", fmt.Errorf("proxytest: %s --version: %v", bin, err)
 	}
 	if v := strings.TrimSpace(string(out)); !strings.HasPrefix(v, "2.3.") {
-		missing(t, fmt.Sprintf("proxytest needs Dovecot 2.3.x (Debian 12's dovecot-imapd); %s is %s", bin, v))
+		return "", fmt.Errorf("%w: proxytest needs Dovecot 2.3.x (Debian 12's dovecot-imapd); %s is %s", ErrNoDovecot, bin, v)
 	}
-	return bin
+	return bin, nil
 }
 
 // config renders dovecot.conf. Every path is inside dir, so nothing from
@@ -293,6 +417,9 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("# Answer failures at once (the default tarpits them for 2s).")
 	p("auth_failure_delay = 0")
 	p("verbose_proctitle = no")
+	if o.IdleCheckInterval > 0 {
+		p("mailbox_idle_check_interval = %d secs", max(int64(o.IdleCheckInterval/time.Second), 1))
+	}
 	p("login_trusted_networks = %s", o.TrustedNetworks)
 	p("# Log every ID a client sends; AuthAttempts uses it to skip the")
 	p("# harness's own sessions (Append).")
@@ -313,7 +440,7 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("  inbox = yes")
 	p("  separator = /")
 	p("}")
-	p("default_client_limit = %d", clientLimit)
+	p("default_client_limit = %d", max(clientLimit, 2*o.MaxSessions))
 	p("")
 	p("passdb {")
 	p("  driver = passwd-file")
@@ -336,7 +463,7 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("  }")
 	p("  # High-performance mode: few processes, many clients each.")
 	p("  service_count = 0")
-	p("  client_limit = %d", loginClients)
+	p("  client_limit = %d", max(loginClients, o.MaxSessions))
 	p("  process_limit = %d", loginProcs)
 	p("  process_min_avail = 1")
 	if ids.rootless {
@@ -344,7 +471,7 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	}
 	p("}")
 	p("service imap {")
-	p("  process_limit = %d", maxSessions)
+	p("  process_limit = %d", o.MaxSessions)
 	p("  client_limit = 1")
 	p("}")
 	if !o.AuthPenalty || ids.rootless {
@@ -361,16 +488,16 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 		p("}")
 	}
 	p("protocol imap {")
-	p("  mail_max_userip_connections = %d", userIPConns)
+	p("  mail_max_userip_connections = %d", max(userIPConns, 2*o.MaxSessions))
 	p("}")
 	return b.String()
 }
 
-// start runs the master in the foreground. A shell raises the soft file
+// run starts the master in the foreground. A shell raises the soft file
 // descriptor limit to the hard one first (Go restores the original soft
 // limit for children; thousands of sessions need more) and then execs
 // dovecot, so the PID is Dovecot's.
-func (d *Dovecot) start(bin string) error {
+func (d *Dovecot) run(bin string) error {
 	stderr, err := os.OpenFile(d.stderrFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -503,14 +630,22 @@ func (d *Dovecot) LogTail(n int) string {
 // it before it is used; StartDovecot retries when that happens.
 func FreePort(t testing.TB) string {
 	t.Helper()
+	addr, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func freePort() (string, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("proxytest: no free loopback port: %v", err)
+		return "", fmt.Errorf("proxytest: no free loopback port: %w", err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	return addr
+	return addr, nil
 }
 
 // RequireTool skips the test when the named program is not on PATH, or
@@ -542,44 +677,44 @@ func onCI() bool {
 // makeDir creates the instance directory. Unix socket paths under it
 // must stay short (108 bytes), and every Dovecot process, whatever its
 // user, must reach them, so it is a short, world-traversable path.
-func makeDir(t testing.TB) string {
-	t.Helper()
+func makeDir() (string, error) {
 	base := os.TempDir()
 	if len(base) > 40 || strings.ContainsAny(base, " \t\"'<>#\\") {
 		base = "/tmp"
 	}
 	dir, err := os.MkdirTemp(base, "dovecot-")
 	if err != nil {
-		t.Fatalf("proxytest: %v", err)
+		return "", fmt.Errorf("proxytest: %w", err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatalf("proxytest: %v", err)
+		os.Remove(dir)
+		return "", fmt.Errorf("proxytest: %w", err)
 	}
-	return dir
+	return dir, nil
 }
 
-func removeDir(t testing.TB, dir string) {
+func removeDir(dir string) error {
 	// Dovecot's last children may still be closing their files.
 	var err error
 	for range 20 {
 		if err = os.RemoveAll(dir); err == nil {
-			return
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Errorf("proxytest: removing %s: %v", dir, err)
+	return fmt.Errorf("proxytest: removing %s: %w", dir, err)
 }
 
-func writeFile(t testing.TB, name string, data []byte, mode os.FileMode, uid, gid int) {
-	t.Helper()
+func writeFile(name string, data []byte, mode os.FileMode, uid, gid int) error {
 	if err := os.WriteFile(name, data, mode); err != nil {
-		t.Fatalf("proxytest: %v", err)
+		return fmt.Errorf("proxytest: %w", err)
 	}
 	if uid >= 0 {
 		if err := os.Chown(name, uid, gid); err != nil {
-			t.Fatalf("proxytest: %v", err)
+			return fmt.Errorf("proxytest: %w", err)
 		}
 	}
+	return nil
 }
 
 func validUsername(u string) bool {

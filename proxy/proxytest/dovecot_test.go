@@ -297,7 +297,10 @@ func TestPregeneratedMessages(t *testing.T) {
 
 func TestAppendWakesIdleClientAndIsNotCounted(t *testing.T) {
 	t.Parallel()
-	d := StartDovecot(t, DovecotOptions{})
+	// Other Dovecots on the machine (load tests holding thousands of
+	// sessions in IDLE) may have used up the mail user's inotify
+	// instances: then Dovecot looks every IdleCheckInterval.
+	d := StartDovecot(t, DovecotOptions{IdleCheckInterval: time.Second})
 
 	exists := make(chan uint32, 10)
 	c, err := imapclient.DialInsecure(d.Addr, &imapclient.Options{

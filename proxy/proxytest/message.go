@@ -40,66 +40,108 @@ func makeMessage(seq, size int, eol string) []byte {
 		"Content-Type: text/plain; charset=utf-8",
 		"Content-Transfer-Encoding: 7bit",
 	}
-	var b strings.Builder
+	b := make([]byte, 0, size+1024)
 	for _, h := range headers {
-		b.WriteString(h + eol)
+		b = append(append(b, h...), eol...)
 	}
-	b.WriteString(eol)
-	line := fmt.Sprintf("Message %d: the quick brown fox jumps over the lazy dog.", seq)
-	for b.Len()+len(line)+len(eol) <= size {
-		b.WriteString(line + eol)
+	b = append(b, eol...)
+	line := fmt.Sprintf("Message %d: the quick brown fox jumps over the lazy dog.%s", seq, eol)
+	for len(b)+len(line) <= size {
+		b = append(b, line...)
 	}
-	if pad := size - b.Len() - len(eol); pad > 0 {
-		b.WriteString(strings.Repeat("x", pad) + eol)
+	if pad := size - len(b) - len(eol); pad > 0 {
+		b = append(append(b, strings.Repeat("x", pad)...), eol...)
 	}
-	return []byte(b.String())
+	return b
 }
 
-// writeMailboxes creates the maildir root, owned by the mail user so that
-// Dovecot can create each user's maildir at first login, and writes n
-// messages into the INBOX of user1 (or the first user). Maildir files use
-// LF line ends, as delivery agents write them; Dovecot serves them with
-// CRLF.
-func writeMailboxes(root string, users map[string]string, n, size, uid, gid int) error {
-	if err := os.Mkdir(root, 0o700); err != nil {
+// mailboxes is the mail written before Dovecot starts.
+type mailboxes struct {
+	root     string            // the maildir root, mail_location's parent of %u
+	users    map[string]string // every user
+	messages int               // into the INBOX of user1, or the first user
+	size     int               // of each of those
+	// others messages of othersSize go into every other user's INBOX.
+	others, othersSize int
+	uid, gid           int // the mail user, who owns everything
+}
+
+// write creates the maildir root, owned by the mail user so that Dovecot
+// can create each user's maildir at first login, and the messages.
+// Maildir files use LF line ends, as delivery agents write them; Dovecot
+// serves them with CRLF. Writing 2,000 messages of 50 KB takes well under
+// a second: files go straight into cur/ with their size in the name, and
+// Dovecot indexes them at the first SELECT.
+func (m mailboxes) write() error {
+	if err := os.Mkdir(m.root, 0o700); err != nil {
 		return err
 	}
-	if err := os.Chown(root, uid, gid); err != nil {
+	if err := os.Chown(m.root, m.uid, m.gid); err != nil {
 		return err
-	}
-	if n <= 0 {
-		return nil
 	}
 	owner := "user1"
-	if _, ok := users[owner]; !ok {
-		owner = sortedUsers(users)[0]
+	if _, ok := m.users[owner]; !ok {
+		owner = sortedUsers(m.users)[0]
 	}
-	box := filepath.Join(root, owner)
+	if m.messages > 0 {
+		if err := m.writeInbox(owner, m.messages, m.size); err != nil {
+			return err
+		}
+	}
+	if m.others > 0 {
+		for u := range m.users {
+			if u == owner {
+				continue
+			}
+			if err := m.writeInbox(u, m.others, m.othersSize); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeInbox creates user's maildir with n messages of about size bytes.
+func (m mailboxes) writeInbox(user string, n, size int) error {
+	box := filepath.Join(m.root, user)
 	for _, d := range []string{box, box + "/cur", box + "/new", box + "/tmp"} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return err
 		}
-		if err := os.Chown(d, uid, gid); err != nil {
+		if err := os.Chown(d, m.uid, m.gid); err != nil {
 			return err
 		}
 	}
+	pid := os.Getpid()
 	for seq := 1; seq <= n; seq++ {
 		msg := makeMessage(seq, size, "\n")
 		date := messageEpoch.Add(time.Duration(seq) * time.Minute)
 		// <time>.M<seq>P<pid>.<host>,S=<size>:2, is a new, unflagged
 		// message in cur/; S= spares Dovecot a stat.
-		name := fmt.Sprintf("%d.M%dP%d.proxytest,S=%d:2,", date.Unix(), seq, os.Getpid(), len(msg))
-		path := filepath.Join(box, "cur", name)
-		if err := os.WriteFile(path, msg, 0o600); err != nil {
-			return err
-		}
-		if err := os.Chown(path, uid, gid); err != nil {
-			return err
-		}
-		// The file's mtime is the message's INTERNALDATE.
-		if err := os.Chtimes(path, date, date); err != nil {
+		name := fmt.Sprintf("%d.M%dP%d.proxytest,S=%d:2,", date.Unix(), seq, pid, len(msg))
+		if err := writeMessage(filepath.Join(box, "cur", name), msg, date, m.uid, m.gid); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeMessage writes one maildir file owned by uid:gid whose mtime, the
+// message's INTERNALDATE, is date.
+func writeMessage(path string, msg []byte, date time.Time, uid, gid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(msg)
+	if err == nil {
+		err = f.Chown(uid, gid)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chtimes(path, date, date)
+	}
+	return err
 }
