@@ -34,6 +34,24 @@ const (
 type relayShared struct {
 	buffers sync.Pool
 	parker  *parker // nil: each waiting direction keeps a goroutine
+	// linger is how long a direction waits for bytes in its own goroutine
+	// before it parks. Zero means defaultParkAfter.
+	linger time.Duration
+}
+
+// defaultParkAfter: a session with no bytes for this long is idle enough
+// to park. Shorter saves memory sooner; longer keeps busy sessions on the
+// runtime poller's faster wake-up.
+const defaultParkAfter = 2 * time.Second
+
+func (rs *relayShared) parkAfter() time.Duration {
+	if rs.parker == nil {
+		return 0 // nowhere to park: wait in the goroutine, without a timer
+	}
+	if rs.linger > 0 {
+		return rs.linger
+	}
+	return defaultParkAfter
 }
 
 func newRelayShared() *relayShared {
@@ -206,16 +224,26 @@ func (d *direction) pump() {
 				return
 			}
 		}
-		switch d.park() {
-		case parkedOK:
-			return // the parker starts resume when bytes arrive
-		case parkClosed:
-			d.finish(net.ErrClosed, nil)
-			return
-		}
-		if err := waitReadable(d.rc); err != nil {
+		// A session in use (a client sending commands, a FETCH in
+		// progress) waits in the runtime's poller, which wakes it fastest;
+		// only after parkAfter without bytes does it move to the parker.
+		readable, err := waitReadableFor(d.src, d.rc, d.r.shared.parkAfter())
+		if err != nil {
 			d.finish(err, nil)
 			return
+		}
+		if !readable {
+			switch d.park() {
+			case parkedOK:
+				return // the parker starts resume when bytes arrive
+			case parkClosed:
+				d.finish(net.ErrClosed, nil)
+				return
+			}
+			if err := waitReadable(d.rc); err != nil {
+				d.finish(err, nil)
+				return
+			}
 		}
 		if rerr, werr := d.burst(); rerr != nil || werr != nil {
 			d.finish(rerr, werr)
@@ -362,6 +390,21 @@ func (d *direction) finish(rerr, werr error) {
 
 // pastDeadline is a read deadline that has always expired.
 var pastDeadline = time.Unix(1, 0)
+
+// waitReadableFor waits like waitReadable, for at most d (0: no limit). It
+// reports false when the time ran out first.
+func waitReadableFor(src net.Conn, rc syscall.RawConn, d time.Duration) (bool, error) {
+	if d <= 0 {
+		return true, waitReadable(rc)
+	}
+	src.SetReadDeadline(time.Now().Add(d))
+	err := waitReadable(rc)
+	src.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // waitReadable blocks until the socket has bytes (or EOF, or an error)
 // ready, without reading them. The runtime clears a socket's readiness

@@ -36,7 +36,6 @@ type session struct {
 	id         string
 	clientAddr netip.AddrPort
 	isTLS      bool
-	tlsState   tls.ConnectionState
 
 	// ctx ends the pre-auth phase (shutdown); cancel releases it.
 	ctx    context.Context
@@ -139,8 +138,12 @@ func (s *session) preauth() bool {
 		return false
 	}
 	// A shutdown that raced with the login does not matter: the client
-	// has its OK, and relayed sessions are drained, not cut.
+	// has its OK, and relayed sessions are drained, not cut (Shutdown waits
+	// for them, then aborts the relay). The session's context only serves
+	// the pre-auth phase: release it now rather than keep it registered
+	// with the server's for the hours a phone stays in IDLE.
 	stop()
+	s.cancel()
 	return s.startRelay()
 }
 
@@ -194,11 +197,11 @@ func (s *session) handshake() bool {
 		s.endReason = "tls_failed"
 		return false
 	}
-	s.tlsState = tc.ConnectionState()
+	st := tc.ConnectionState()
 	ev.Result = "ok"
-	ev.TLSVersion = tls.VersionName(s.tlsState.Version)
-	ev.TLSCipher = tls.CipherSuiteName(s.tlsState.CipherSuite)
-	ev.SNI = s.tlsState.ServerName
+	ev.TLSVersion = tls.VersionName(st.Version)
+	ev.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
+	ev.SNI = st.ServerName
 	s.cfg.Audit.Log(ev)
 	s.conn = tc
 	s.isTLS = true
