@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -84,8 +86,15 @@ type Upstream struct {
 	// ConnectTimeout bounds the whole login: dial, TLS and the exchange.
 	// Zero means 10s.
 	ConnectTimeout time.Duration
+	// SourceAddrs spreads connections over these local addresses, round
+	// robin, skipping one whose ephemeral ports are exhausted. One source
+	// address reaches one upstream address with about 28,000 connections.
+	// Empty means the system's choice.
+	SourceAddrs []netip.Addr
 	// Dialer dials the upstream. If nil, a net.Dialer is used.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	nextSource atomic.Uint64
 }
 
 // ClientInfo describes the client on whose behalf imapgate logs in.
@@ -195,8 +204,24 @@ func (u *Upstream) dial(ctx context.Context) (net.Conn, error) {
 	if u.Dialer != nil {
 		return u.Dialer(ctx, "tcp", u.Address)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", u.Address)
+	if len(u.SourceAddrs) == 0 {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Address)
+	}
+	start := u.nextSource.Add(1)
+	var err error
+	for i := range u.SourceAddrs {
+		src := u.SourceAddrs[(start+uint64(i))%uint64(len(u.SourceAddrs))]
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		var c net.Conn
+		if c, err = d.DialContext(ctx, "tcp", u.Address); err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+	}
+	return nil, err
 }
 
 func (u *Upstream) tlsConfig() *tls.Config {

@@ -354,3 +354,24 @@ func dovecotPin(t *testing.T, d *proxytest.Dovecot) string {
 	}
 	return tlsconf.SPKIPin(cert)
 }
+
+// TestSourceAddressesSpreadUpstreamConnections: upstream.source_addresses
+// spreads the proxy's connections to one upstream over several local
+// addresses (each has its own ~28,000 ephemeral ports); Dovecot's log shows
+// the address each login came from.
+func TestSourceAddressesSpreadUpstreamConnections(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	g := startGate(t, gateOptions{
+		upstream: dovecotUpstream(d, "starttls") + "\nsource_addresses = [\"127.0.0.2\", \"127.0.0.3\"]",
+		secrets:  secretsOf(d),
+	})
+	for i := 0; i < 4; i++ {
+		c := g.dialTLS(t)
+		c.send("a AUTHENTICATE PLAIN " + plainIR("user1", d.Users["user1"]))
+		c.expect("a OK")
+	}
+	got := d.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.Success >= 4 })
+	if got.ByIP["127.0.0.2"] != 2 || got.ByIP["127.0.0.3"] != 2 {
+		t.Fatalf("logins by source address: %v, want 2 from each of 127.0.0.2 and 127.0.0.3", got.ByIP)
+	}
+}

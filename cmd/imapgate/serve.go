@@ -106,37 +106,14 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 		}
 		up.TLSConfig = tc
 	}
-	if len(c.SourceAddresses) > 0 {
-		dialer, err := newSourceDialer(c.SourceAddresses)
+	for _, a := range c.SourceAddresses {
+		ip, err := netip.ParseAddr(a)
 		if err != nil {
-			return nil, fmt.Errorf("upstream.source_addresses: %w", err)
+			return nil, fmt.Errorf("upstream.source_addresses: %q is not an IP address", a)
 		}
-		up.Dialer = dialer
+		up.SourceAddrs = append(up.SourceAddrs, ip)
 	}
 	return up, nil
-}
-
-// newSourceDialer spreads upstream connections over several local
-// addresses, round robin, so one upstream address is not limited to one
-// source address's ephemeral ports.
-func newSourceDialer(addrs []string) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
-	dialers := make([]*net.Dialer, 0, len(addrs))
-	for _, a := range addrs {
-		ip := net.ParseIP(a)
-		if ip == nil {
-			return nil, fmt.Errorf("%q is not an IP address", a)
-		}
-		dialers = append(dialers, &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}})
-	}
-	var mu sync.Mutex
-	next := 0
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		mu.Lock()
-		d := dialers[next%len(dialers)]
-		next++
-		mu.Unlock()
-		return d.DialContext(ctx, network, addr)
-	}, nil
 }
 
 // auditSink opens the audit output: stdout, stderr or a file (append).
