@@ -43,7 +43,12 @@ var Caps = imap.CapSet{
 // Start listens on 127.0.0.1 on a free port and serves users (name ->
 // password), each with an empty INBOX.
 func Start(users map[string]string) (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartOn("127.0.0.1:0", users)
+}
+
+// StartOn is Start on a given address.
+func StartOn(addr string, users map[string]string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("memupstream: %w", err)
 	}
@@ -90,6 +95,8 @@ func (s *Server) AddMessage(user, mailbox string, msg []byte) error {
 // Close stops the server and closes its connections.
 func (s *Server) Close() error {
 	err := s.srv.Close()
+	// Serve may not have registered the listener yet: close it here too.
+	s.ln.Close()
 	<-s.done
 	return err
 }
