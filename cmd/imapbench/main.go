@@ -5,6 +5,7 @@
 //	imapbench fetch --addr 127.0.0.1:993 --cafile ca.pem --rounds 3
 //	imapbench logins --addr 127.0.0.1:993 --cafile ca.pem --workers 16 --duration 5s
 //	imapbench latency --addr 127.0.0.1:143 --tls none --login --count 2000 --json
+//	imapbench compare --rounds 3 --sessions 2000
 //
 // Every scenario is bounded in count and in time (--max-time) and stops
 // by itself. The measurements are functions of this package (runIdle,
@@ -40,12 +41,15 @@ Usage:
   imapbench fetch   --addr HOST:PORT [--rounds 3]
   imapbench logins  --addr HOST:PORT [--workers 16] [--duration 5s] [--resume] [--max-logins 1000000]
   imapbench latency --addr HOST:PORT [--count 2000]
+  imapbench compare [--rounds 3] [--sessions 2000] [--quick] [--json]   (see imapbench compare --help)
 
   idle     open N sessions (TLS, AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1, IDLE), hold them,
            and report the memory per session of --pid (VmRSS and Pss, summed over the pids)
   fetch    UID FETCH 1:* BODY.PEEK[] of INBOX, --rounds times: MB/s (1 MB = 1e6 bytes), median
   logins   connect + TLS + AUTHENTICATE PLAIN + LOGOUT in a loop: logins/s, p50, p99, errors
   latency  one session, --count sequential NOOPs: p50, p99, mean in microseconds
+  compare  start Dovecot, nginx's mail proxy and imapgate on loopback, run every scenario against
+           each in alternating rounds, print one table of medians and imapgate's ratios
 
 Flags of every scenario:
   --addr HOST:PORT               the proxy or server (required)
@@ -83,6 +87,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "help", "-h", "-help", "--help":
 		io.WriteString(stdout, usage)
+		return 0
+	case "compare":
+		return runCompare(args, stdout, stderr)
+	case "upstream":
+		o, err := upstreamFlags(args, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runUpstream(ctx, o, stdout); err != nil {
+			fmt.Fprintln(stderr, "imapbench upstream:", err)
+			return 1
+		}
 		return 0
 	case "idle", "fetch", "logins", "latency":
 	default:

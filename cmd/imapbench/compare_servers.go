@@ -1,0 +1,603 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The servers of a comparison run, each started from a configuration
+// generated in the run's temporary directory and stopped by PID: nginx's
+// mail proxy with its auth_http responder, and imapgate. Dovecot comes
+// from proxytest.
+
+const (
+	// nginxMailModule is where Debian's libnginx-mod-mail puts the module.
+	nginxMailModule = "/usr/lib/nginx/modules/ngx_mail_module.so"
+	// nginxWorkers matches the 2-core machines the figures were first
+	// taken on; imapgate uses every core (GOMAXPROCS).
+	nginxWorkers = 2
+	readyTimeout = 10 * time.Second
+	stopGrace    = 10 * time.Second
+	startTries   = 3 // a port chosen free may be taken before it is bound
+)
+
+// child is a server process compare started and must stop.
+type child struct {
+	name   string
+	cmd    *exec.Cmd
+	output string        // file with its stdout and stderr
+	exited chan struct{} // closed once it has exited and been reaped
+}
+
+// startChild starts argv with its output appended to output. It runs in
+// its own process group and gets SIGTERM if imapbench dies (Linux).
+func startChild(name, dir, output string, argv ...string) (*child, error) {
+	f, err := os.OpenFile(output, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the child has its own copy
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, f, f
+	cmd.SysProcAttr = childProcAttr()
+	c := &child{name: name, cmd: cmd, output: output, exited: make(chan struct{})}
+	started := make(chan error)
+	go c.wait(started)
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// wait starts the process and reaps it. The kernel sends Pdeathsig when
+// the thread that started the child ends, so that thread stays locked
+// here until the child has exited.
+func (c *child) wait(started chan<- error) {
+	defer close(c.exited)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := c.cmd.Start(); err != nil {
+		started <- err
+		return
+	}
+	started <- nil
+	c.cmd.Wait()
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// stop sends SIGTERM and waits; after stopGrace it kills the process.
+func (c *child) stop() error {
+	select {
+	case <-c.exited:
+		return nil
+	default:
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(stopGrace)
+	defer t.Stop()
+	select {
+	case <-c.exited:
+		return nil
+	case <-t.C:
+		c.cmd.Process.Kill()
+		<-c.exited
+		return fmt.Errorf("%s (pid %d) did not stop within %v of SIGTERM and was killed", c.name, c.pid(), stopGrace)
+	}
+}
+
+// tail is the end of the child's output, for error messages.
+func (c *child) tail() string { return fileTail(c.output, 20) }
+
+func fileTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// waitGreeting waits until addr greets an IMAP client (over TLS if
+// tlsConf is set), or exited is closed, or within has passed.
+func waitGreeting(ctx context.Context, addr string, tlsConf *tls.Config, exited <-chan struct{}, within time.Duration) error {
+	t := target{Addr: addr, TLS: tlsNone, Timeout: 2 * time.Second}
+	if tlsConf != nil {
+		t.TLS, t.TLSConfig = tlsImplicit, tlsConf
+	}
+	deadline := time.Now().Add(within)
+	for {
+		c, err := dial(ctx, t, netip.Addr{}, 4<<10)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("it exited")
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no greeting on %s within %v: %v", addr, within, err)
+		}
+	}
+}
+
+// freeLoopbackPort returns "127.0.0.1:N" for a port that was free a
+// moment ago.
+func freeLoopbackPort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// authResponder is nginx's auth_http server: it accepts every login and
+// sends it to Dovecot's plaintext port. A wrong password reaches Dovecot,
+// which refuses it.
+type authResponder struct {
+	srv      *http.Server
+	addr     string
+	requests atomic.Int64
+	done     chan struct{}
+}
+
+func startAuthResponder(upstream string) (*authResponder, error) {
+	host, port, err := net.SplitHostPort(upstream)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	a := &authResponder{addr: ln.Addr().String(), done: make(chan struct{})}
+	a.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a.requests.Add(1)
+			w.Header().Set("Auth-Status", "OK")
+			w.Header().Set("Auth-Server", host)
+			w.Header().Set("Auth-Port", port)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go a.serve(ln)
+	return a, nil
+}
+
+func (a *authResponder) serve(ln net.Listener) {
+	defer close(a.done)
+	a.srv.Serve(ln)
+}
+
+func (a *authResponder) close() error {
+	err := a.srv.Close()
+	<-a.done
+	return err
+}
+
+// nginxServer is nginx with the mail module, proxying implicit-TLS IMAP
+// on addr to Dovecot by way of the auth_http responder.
+type nginxServer struct {
+	bin, dir, addr string
+	master         *child
+	workers        []procID
+}
+
+// nginxConfig renders nginx.conf: nginx's defaults but for what the run
+// needs (loopback addresses, files in dir, enough connections). The mail
+// proxy's buffer (proxy_buffer, one page) and timeouts stay as a user
+// would find them.
+func nginxConfig(dir, listen, authAddr, certFile, keyFile string) string {
+	return fmt.Sprintf(`# Written by imapbench compare.
+load_module %s;
+daemon off;
+master_process on;
+worker_processes %d;
+worker_rlimit_nofile 20000;
+pid %s;
+error_log %s warn;
+
+events {
+    worker_connections 10000;
+}
+
+mail {
+    server_name localhost;
+    auth_http %s/auth;
+
+    server {
+        listen %s ssl;
+        protocol imap;
+        imap_auth plain;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+    }
+}
+`, nginxMailModule, nginxWorkers, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"),
+		authAddr, listen, certFile, keyFile)
+}
+
+// nginxBinary finds nginx and its mail module.
+func nginxBinary() (string, error) {
+	bin, err := lookSbin("nginx")
+	if err != nil {
+		return "", errors.New("nginx is not installed: apt-get install nginx libnginx-mod-mail (or run .ci/run)")
+	}
+	if _, err := os.Stat(nginxMailModule); err != nil {
+		return "", fmt.Errorf("nginx's mail module is not installed (%v): apt-get install libnginx-mod-mail", err)
+	}
+	return bin, nil
+}
+
+// lookSbin finds a program on PATH or in /usr/sbin, which is not on
+// every user's PATH.
+func lookSbin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	p := filepath.Join("/usr/sbin", name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found", name)
+	}
+	return p, nil
+}
+
+// startNginx writes the configuration and starts nginx, on a fresh port.
+func startNginx(ctx context.Context, bin, dir, authAddr, certFile, keyFile string, tlsConf *tls.Config) (*nginxServer, error) {
+	var err error
+	for range startTries {
+		n := &nginxServer{bin: bin, dir: dir}
+		if n.addr, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+		conf := nginxConfig(dir, n.addr, authAddr, certFile, keyFile)
+		if err = os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+		if err = n.start(ctx, tlsConf); err == nil {
+			return n, nil
+		}
+		if !strings.Contains(err.Error(), "Address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
+// start runs nginx in the foreground and waits for its greeting and its
+// workers.
+func (n *nginxServer) start(ctx context.Context, tlsConf *tls.Config) error {
+	logFile := filepath.Join(n.dir, "error.log")
+	m, err := startChild("nginx", n.dir, filepath.Join(n.dir, "nginx.out"),
+		n.bin, "-p", n.dir, "-c", filepath.Join(n.dir, "nginx.conf"), "-e", logFile)
+	if err != nil {
+		return err
+	}
+	n.master, n.workers = m, nil
+	if err := waitGreeting(ctx, n.addr, tlsConf, m.exited, readyTimeout); err != nil {
+		n.stop()
+		return fmt.Errorf("nginx did not start: %v\n%s\n%s", err, m.tail(), fileTail(logFile, 20))
+	}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		n.workers, err = childProcs("/proc", m.pid())
+		if err != nil || len(n.workers) >= nginxWorkers {
+			break
+		}
+		if time.Now().After(deadline) {
+			err = fmt.Errorf("nginx (pid %d) has %d workers after %v, want %d", m.pid(), len(n.workers), readyTimeout, nginxWorkers)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		n.stop()
+		return err
+	}
+	return nil
+}
+
+// pids are nginx's master and workers, whose memory adds up to nginx's.
+func (n *nginxServer) pids() []int {
+	pids := []int{n.master.pid()}
+	for _, w := range n.workers {
+		pids = append(pids, w.PID)
+	}
+	return pids
+}
+
+// restart stops nginx and starts it again on the same address, for a
+// measurement from a fresh process.
+func (n *nginxServer) restart(ctx context.Context, tlsConf *tls.Config) error {
+	if err := n.stop(); err != nil {
+		return err
+	}
+	return n.start(ctx, tlsConf)
+}
+
+// stop stops the master (SIGTERM: nginx's fast shutdown, which stops the
+// workers first) and kills any worker left behind.
+func (n *nginxServer) stop() error {
+	if n.master == nil {
+		return nil
+	}
+	err := n.master.stop()
+	for _, w := range n.workers {
+		if kerr := w.kill("/proc"); kerr != nil {
+			err = errors.Join(err, kerr)
+		}
+	}
+	n.master, n.workers = nil, nil
+	return err
+}
+
+// imapgateServer is imapgate built from this repository, serving
+// implicit TLS on addr with upstream.tls = "none" to Dovecot.
+type imapgateServer struct {
+	bin, dir, addr, config string
+	proc                   *child
+}
+
+// imapgateConfig renders imapgate.toml: defaults but for the addresses,
+// the certificate, a plaintext upstream as nginx's, no failure delay and
+// connection limits above any run's sessions.
+func imapgateConfig(dir, listen, upstream, certFile, keyFile string) string {
+	return fmt.Sprintf(`# Written by imapbench compare.
+shutdown_timeout = "5s"
+
+[[listen]]
+address = %q
+tls = "implicit"
+
+[tls]
+cert_file = %q
+key_file = %q
+
+[upstream]
+address = %q
+tls = "none"
+
+[policy]
+failure_delay = "0s"
+max_connections = 20000
+max_connections_per_ip = 20000
+
+[audit]
+output = %q
+`, listen, certFile, keyFile, upstream, filepath.Join(dir, "audit.log"))
+}
+
+// startImapgate writes the configuration and starts imapgate on a fresh
+// port.
+func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, tlsConf *tls.Config) (*imapgateServer, error) {
+	var err error
+	for range startTries {
+		g := &imapgateServer{bin: bin, dir: dir, config: filepath.Join(dir, "imapgate.toml")}
+		if g.addr, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile)
+		if err = os.WriteFile(g.config, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		if err = g.start(ctx, tlsConf); err == nil {
+			return g, nil
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
+func (g *imapgateServer) start(ctx context.Context, tlsConf *tls.Config) error {
+	p, err := startChild("imapgate", g.dir, filepath.Join(g.dir, "imapgate.log"), g.bin, "serve", "--config", g.config)
+	if err != nil {
+		return err
+	}
+	g.proc = p
+	if err := waitGreeting(ctx, g.addr, tlsConf, p.exited, readyTimeout); err != nil {
+		g.stop()
+		return fmt.Errorf("imapgate did not start: %v\n%s", err, p.tail())
+	}
+	return nil
+}
+
+func (g *imapgateServer) pids() []int { return []int{g.proc.pid()} }
+
+func (g *imapgateServer) restart(ctx context.Context, tlsConf *tls.Config) error {
+	if err := g.stop(); err != nil {
+		return err
+	}
+	return g.start(ctx, tlsConf)
+}
+
+func (g *imapgateServer) stop() error {
+	if g.proc == nil {
+		return nil
+	}
+	err := g.proc.stop()
+	g.proc = nil
+	return err
+}
+
+// imapgateModule is the module path buildImapgate looks for.
+const imapgateModule = "github.com/imapgate/imapgate"
+
+// buildImapgate builds ./cmd/imapgate of the repository this run is in
+// into dir and returns the binary's path and the repository's.
+func buildImapgate(ctx context.Context, dir string) (bin, root string, err error) {
+	if root, err = moduleRoot(); err != nil {
+		return "", "", err
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+			goBin = p
+		} else {
+			return "", "", errors.New("go is not on PATH: install Go, or pass --imapgate PATH to a built imapgate")
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		return "", "", err
+	}
+	bin = filepath.Join(dir, "bin", "imapgate")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./cmd/imapgate")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("go build ./cmd/imapgate in %s: %v\n%s", root, err, out)
+	}
+	return bin, root, nil
+}
+
+// gitDescribe names the commit of the checkout at root, and says whether
+// tracked files differ from it; "" without git. It only reads: no index
+// refresh, no lock.
+func gitDescribe(root string) string {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		return ""
+	}
+	rev, err := exec.Command(git, "-C", root, "--no-optional-locks", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	s := "commit " + strings.TrimSpace(string(rev))
+	changes, err := exec.Command(git, "-C", root, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no").Output()
+	if err == nil && len(bytes.TrimSpace(changes)) > 0 {
+		s += " + uncommitted changes"
+	}
+	return s
+}
+
+// moduleRoot finds imapgate's source: the working directory or one of its
+// parents (go run ./cmd/imapbench from the repository), or else the
+// directory this binary was built from.
+func moduleRoot() (string, error) {
+	var tried []string
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			if isImapgateRoot(d) {
+				return d, nil
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+		tried = append(tried, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		d := filepath.Dir(filepath.Dir(filepath.Dir(file))) // .../cmd/imapbench/compare_servers.go
+		if isImapgateRoot(d) {
+			return d, nil
+		}
+		tried = append(tried, d)
+	}
+	return "", fmt.Errorf("cannot find imapgate's source (go.mod of %s) in or above %s: run from the repository (go run ./cmd/imapbench compare), or pass --imapgate PATH to a built imapgate",
+		imapgateModule, strings.Join(tried, " or "))
+}
+
+func isImapgateRoot(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) == 2 && fields[0] == "module" {
+			return strings.Trim(fields[1], `"`) == imapgateModule && fileExists(filepath.Join(dir, "cmd", "imapgate"))
+		}
+	}
+	return false
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// commandOutput runs a program for its version line; "?" when it fails.
+func commandOutput(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		return "? (" + err.Error() + ")"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// machineInfo describes the machine a run measured.
+type machineInfo struct {
+	CPUs   int    `json:"cpus"` // runtime.NumCPU: the CPUs this process may use
+	Model  string `json:"cpu_model"`
+	Kernel string `json:"kernel"`
+	MemMiB int64  `json:"mem_mib"`
+}
+
+func readMachineInfo() machineInfo {
+	m := machineInfo{CPUs: runtime.NumCPU(), Model: "?", Kernel: runtime.GOOS}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if kb, err := parseProcField(bytes.NewReader(b), "MemTotal"); err == nil {
+			m.MemMiB = kb >> 20
+		}
+	}
+	return m
+}
+
+// nginxVersion is "nginx/1.22.1, OpenSSL 3.0.11" from nginx -V.
+func nginxVersion(bin string) string {
+	out := commandOutput(bin, "-V")
+	var parts []string
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "nginx version: "):
+			parts = append(parts, strings.TrimPrefix(line, "nginx version: "))
+		case strings.HasPrefix(line, "built with "):
+			// "built with OpenSSL 3.0.22 25 Aug 2026 (running with OpenSSL 3.0.19 27 Jan 2026)":
+			// the library that runs is the one measured.
+			if _, running, ok := strings.Cut(line, "(running with "); ok {
+				line = "built with " + running
+			}
+			f := strings.Fields(strings.TrimPrefix(line, "built with "))
+			if len(f) >= 2 {
+				parts = append(parts, f[0]+" "+f[1])
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return out
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// compareResult is what imapbench compare prints: a header, one row per
+// figure, notes on how it was measured and the problems seen.
+type compareResult struct {
+	Date    string  `json:"date"` // when the run started, RFC 3339 UTC
+	Seconds float64 `json:"seconds"`
+	// Interrupted says the run stopped early (Ctrl-C, --max-time): the
+	// figures it had not reached are missing.
+	Interrupted bool              `json:"interrupted,omitempty"`
+	Machine     machineInfo       `json:"machine"`
+	Versions    compareVersions   `json:"versions"`
+	Settings    compareSettings   `json:"settings"`
+	TLS         map[string]string `json:"tls"` // contender -> "TLS 1.3 X25519" as negotiated
+	Rows        []compareRow      `json:"rows"`
+	Notes       []string          `json:"notes"`
+	// Problems are errors and failed sessions seen during the run; the
+	// figures of a round with a problem may be off.
+	Problems []string `json:"problems,omitempty"`
+}
+
+type compareVersions struct {
+	Nginx    string `json:"nginx"`
+	Dovecot  string `json:"dovecot"`
+	Go       string `json:"go"` // imapbench's
+	Imapgate string `json:"imapgate"`
+	// Source is the commit imapgate was built from, when it was built
+	// from a git checkout ("abc1234", "+ uncommitted changes").
+	Source string `json:"source,omitempty"`
+}
+
+type compareSettings struct {
+	Rounds       int     `json:"rounds"`
+	Sessions     int     `json:"idle_sessions"`
+	SourceCount  int     `json:"source_addresses"`
+	HoldSeconds  float64 `json:"idle_hold_seconds"`
+	Users        int     `json:"users"`
+	Messages     int     `json:"messages"`
+	MessageSize  int     `json:"message_size"`
+	LoginSeconds float64 `json:"login_seconds"`
+	Workers      []int   `json:"login_workers"`
+	NoopCount    int     `json:"noop_count"`
+	NginxWorkers int     `json:"nginx_workers"`
+	Quick        bool    `json:"quick"`
+}
+
+// compareRow is one figure: the median over the rounds of each
+// contender, and imapgate's ratios. A nil value was not measured: "n/a"
+// where it cannot be (NA), a failure otherwise.
+type compareRow struct {
+	Key            string   `json:"key"`
+	Figure         string   `json:"figure"`
+	Unit           string   `json:"unit"`
+	Direct         *float64 `json:"direct"`
+	Nginx          *float64 `json:"nginx"`
+	Imapgate       *float64 `json:"imapgate"`
+	ImapgateNginx  *float64 `json:"imapgate_per_nginx"`
+	ImapgateDirect *float64 `json:"imapgate_per_direct"`
+	// DirectNA says that direct has no value by definition (and so no
+	// imapgate/direct ratio): there is no proxy to measure.
+	DirectNA bool `json:"direct_na,omitempty"`
+	// Rounds holds each contender's value of each round, in round order.
+	Rounds   map[string][]float64 `json:"rounds,omitempty"`
+	decimals int
+}
+
+// The figures' keys. Logins have one set per number of workers.
+const (
+	figIdleRSS   = "idle_rss_kib_per_session"
+	figIdlePSS   = "idle_pss_kib_per_session"
+	figFetch     = "fetch_mb_per_s"
+	figNoopP50   = "noop_p50_us"
+	figNoopP99   = "noop_p99_us"
+	figNoopAdded = "noop_p50_added_us"
+)
+
+func figLogins(w int) string   { return fmt.Sprintf("logins_per_s_%d_workers", w) }
+func figLoginP50(w int) string { return fmt.Sprintf("login_p50_ms_%d_workers", w) }
+func figLoginP99(w int) string { return fmt.Sprintf("login_p99_ms_%d_workers", w) }
+
+// figure is a row of the table.
+type figure struct {
+	key, label, unit string
+	decimals         int
+	directNA         bool
+	// minusDirect makes the row the figure of that key minus direct's.
+	minusDirect string
+}
+
+func compareFigures(workers []int) []figure {
+	figs := []figure{
+		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
+		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
+		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
+	}
+	for _, w := range workers {
+		figs = append(figs,
+			figure{key: figLogins(w), label: fmt.Sprintf("logins @%d workers", w), unit: "/s", decimals: 0},
+			figure{key: figLoginP50(w), label: fmt.Sprintf("login p50 @%d", w), unit: "ms", decimals: 2},
+			figure{key: figLoginP99(w), label: fmt.Sprintf("login p99 @%d", w), unit: "ms", decimals: 2},
+		)
+	}
+	return append(figs,
+		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0},
+		figure{key: figNoopP99, label: "NOOP p99", unit: "µs", decimals: 0},
+		figure{key: figNoopAdded, label: "NOOP p50 added over direct", unit: "µs", decimals: 0, directNA: true, minusDirect: figNoopP50},
+	)
+}
+
+// samples are the measured values: figure key -> contender -> one value
+// per round that measured it.
+type samples map[string]map[string][]float64
+
+func (s samples) add(key, contender string, v float64) {
+	if s[key] == nil {
+		s[key] = map[string][]float64{}
+	}
+	s[key][contender] = append(s[key][contender], v)
+}
+
+// median is the median of vs; false for none.
+func median(vs []float64) (float64, bool) {
+	if len(vs) == 0 {
+		return 0, false
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2], true
+	}
+	return (s[n/2-1] + s[n/2]) / 2, true
+}
+
+// buildRows takes the medians and the ratios.
+func buildRows(s samples, figs []figure) []compareRow {
+	rows := make([]compareRow, 0, len(figs))
+	med := func(key, name string) *float64 {
+		if v, ok := median(s[key][name]); ok {
+			return &v
+		}
+		return nil
+	}
+	for _, f := range figs {
+		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, decimals: f.decimals}
+		if f.minusDirect != "" {
+			d := med(f.minusDirect, nameDirect)
+			diff := func(name string) *float64 {
+				v := med(f.minusDirect, name)
+				if v == nil || d == nil {
+					return nil
+				}
+				x := *v - *d
+				return &x
+			}
+			r.Nginx, r.Imapgate = diff(nameNginx), diff(nameImapgate)
+		} else {
+			r.Direct, r.Nginx, r.Imapgate = med(f.key, nameDirect), med(f.key, nameNginx), med(f.key, nameImapgate)
+			if f.directNA {
+				r.Direct = nil
+			}
+			r.Rounds = s[f.key]
+		}
+		r.ImapgateNginx = ratio(r.Imapgate, r.Nginx)
+		if !f.directNA {
+			r.ImapgateDirect = ratio(r.Imapgate, r.Direct)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func ratio(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 {
+		return nil
+	}
+	x := *a / *b
+	return &x
+}
+
+// missing counts the cells that should have a value and have none.
+func (res *compareResult) missing() int {
+	n := 0
+	for _, r := range res.Rows {
+		cells := []*float64{r.Nginx, r.Imapgate, r.ImapgateNginx}
+		if !r.DirectNA {
+			cells = append(cells, r.Direct, r.ImapgateDirect)
+		}
+		for _, c := range cells {
+			if c == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// compareNotes says how the figures were measured.
+func compareNotes(res *compareResult, authRequests int64) []string {
+	s := res.Settings
+	tlsOf := func(name string) string {
+		if v := res.TLS[name]; v != "" {
+			return v
+		}
+		return "?"
+	}
+	mb := float64(s.Messages) * float64(s.MessageSize) / 1e6
+	notes := []string{
+		fmt.Sprintf("direct: plaintext to Dovecot, AUTHENTICATE PLAIN. nginx and imapgate: implicit TLS with the same ECDSA P-256 certificate (nginx %s, imapgate %s; the client offers X25519 only, since nginx's OpenSSL has no ML-KEM), plaintext to Dovecot",
+			tlsOf(nameNginx), tlsOf(nameImapgate)),
+		fmt.Sprintf("nginx: %d workers, the mail module's defaults (proxy_buffer of one page, 4k/8k; the mail proxy never sets TCP_NODELAY); auth_http answered by imapbench itself (%d requests), which sends every login to Dovecot",
+			s.NginxWorkers, authRequests),
+		`imapgate: upstream.tls = "none", policy.failure_delay = "0s", connection limits 20000 (also per IP), audit log to a file`,
+		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB", s.Users, s.Messages, s.MessageSize, mb),
+		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
+			s.Sessions, s.HoldSeconds),
+		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
+		fmt.Sprintf("logins: connect + full TLS handshake (no resumption) + AUTHENTICATE PLAIN + LOGOUT in a loop for %gs per run; logins/s, latency of a whole cycle", s.LoginSeconds),
+		fmt.Sprintf("latency: one session, %d sequential NOOPs per round", s.NoopCount),
+		fmt.Sprintf("every connection from one of %d source addresses (127.1.0.1 ..); %d round(s), the order of direct, nginx, imapgate rotating each round; each cell is the median of the rounds", s.SourceCount, s.Rounds),
+		"imapgate/nginx and imapgate/direct: imapgate's figure divided by the other's; above 1 is better for MB/s and /s, worse for KiB, ms and µs",
+	}
+	if s.Quick {
+		notes = append(notes, "--quick: tiny sizes and durations, for a smoke test; not a measurement")
+	}
+	return notes
+}
+
+// writeTable writes the result for people.
+func (res *compareResult) writeTable(w io.Writer) error {
+	m, v := res.Machine, res.Versions
+	var b strings.Builder
+	fmt.Fprintf(&b, "imapbench compare  %s  (%.0fs)\n", res.Date, res.Seconds)
+	fmt.Fprintf(&b, "machine   %d CPUs, %s, %.1f GiB, %s\n", m.CPUs, m.Model, float64(m.MemMiB)/1024, m.Kernel)
+	fmt.Fprintf(&b, "versions  %s; %s; imapbench %s; %s", v.Nginx, v.Dovecot, v.Go, v.Imapgate)
+	if v.Source != "" {
+		fmt.Fprintf(&b, ", built from %s", v.Source)
+	}
+	b.WriteString("\n")
+	missing := "failed"
+	if res.Interrupted {
+		missing = "-"
+		b.WriteString("INTERRUPTED: cells with - were not measured\n")
+	}
+	b.WriteString("\n")
+
+	header := []string{"", nameDirect, nameNginx, nameImapgate, "imapgate/nginx", "imapgate/direct"}
+	table := [][]string{header}
+	for _, r := range res.Rows {
+		na := func(p *float64, isNA bool, decimals int) string {
+			switch {
+			case isNA:
+				return "n/a"
+			case p == nil:
+				return missing
+			}
+			return fmt.Sprintf("%.*f", decimals, *p)
+		}
+		table = append(table, []string{
+			r.Figure + ", " + r.Unit,
+			na(r.Direct, r.DirectNA, r.decimals),
+			na(r.Nginx, false, r.decimals),
+			na(r.Imapgate, false, r.decimals),
+			na(r.ImapgateNginx, false, 2),
+			na(r.ImapgateDirect, r.DirectNA, 2),
+		})
+	}
+	widths := make([]int, len(header))
+	for _, row := range table {
+		for i, cell := range row {
+			widths[i] = max(widths[i], utf8.RuneCountInString(cell))
+		}
+	}
+	for _, row := range table {
+		for i, cell := range row {
+			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(cell))
+			if i == 0 {
+				b.WriteString(cell + pad)
+			} else {
+				b.WriteString("  " + pad + cell)
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nnotes\n")
+	for _, n := range res.Notes {
+		b.WriteString("- " + n + "\n")
+	}
+	if len(res.Problems) > 0 {
+		b.WriteString("\nproblems\n")
+		for _, p := range res.Problems {
+			b.WriteString("- " + p + "\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The whole comparison, small: Dovecot, nginx and imapgate start, every
+// scenario runs against each, every cell of the table has a figure, and
+// nothing is left running.
+func TestCompareQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts Dovecot, nginx and imapgate")
+	}
+	requireCompareTools(t)
+	before, err := childProcs("/proc", os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	var out, errOut bytes.Buffer
+	code := run([]string{"compare", "--quick", "--json", "--quiet", "--max-time", "55s"}, &out, &errOut)
+	elapsed := time.Since(start)
+	if code != 0 {
+		t.Fatalf("exit %d after %v\nstdout:\n%s\nstderr:\n%s", code, elapsed, out.String(), errOut.String())
+	}
+	if elapsed > time.Minute {
+		t.Errorf("the quick comparison took %v, want under a minute", elapsed)
+	}
+	var res compareResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("stdout is not a JSON result: %v\n%s", err, out.String())
+	}
+	for _, p := range res.Problems {
+		t.Logf("problem: %s", p) // the load of a shared machine may cause some; cells are what count
+	}
+
+	want := compareFigures([]int{16, 64})
+	if len(res.Rows) != len(want) {
+		t.Fatalf("%d rows, want %d: %+v", len(res.Rows), len(want), res.Rows)
+	}
+	for i, r := range res.Rows {
+		if r.Key != want[i].key {
+			t.Errorf("row %d is %q, want %q", i, r.Key, want[i].key)
+		}
+		cells := map[string]*float64{"nginx": r.Nginx, "imapgate": r.Imapgate, "imapgate/nginx": r.ImapgateNginx}
+		if r.DirectNA {
+			if r.Direct != nil || r.ImapgateDirect != nil {
+				t.Errorf("%s: direct is n/a, yet has %v and %v", r.Figure, r.Direct, r.ImapgateDirect)
+			}
+		} else {
+			cells["direct"], cells["imapgate/direct"] = r.Direct, r.ImapgateDirect
+		}
+		for col, v := range cells {
+			if v == nil || !(*v > 0) || math.IsInf(*v, 0) {
+				t.Errorf("%s, %s: %v, want a figure above 0", r.Figure, col, fmtCell(v))
+			}
+		}
+	}
+	for _, s := range []string{res.Versions.Nginx, res.Versions.Dovecot, res.Versions.Imapgate} {
+		if s == "" || strings.HasPrefix(s, "?") {
+			t.Errorf("versions = %+v", res.Versions)
+		}
+	}
+	if res.Machine.CPUs < 1 || res.Machine.Kernel == "" || !res.Settings.Quick || res.TLS[nameNginx] == "" || res.TLS[nameImapgate] == "" {
+		t.Errorf("header: machine %+v, settings %+v, TLS %v", res.Machine, res.Settings, res.TLS)
+	}
+
+	// Dovecot, nginx and imapgate were this process's children.
+	after, err := childProcs("/proc", os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after {
+		if !containsProc(before, p) && p.alive("/proc") {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID))
+			t.Errorf("process %d (%s) still runs after compare", p.PID, strings.TrimSpace(string(comm)))
+		}
+	}
+}
+
+func containsProc(ps []procID, p procID) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func fmtCell(v *float64) string {
+	if v == nil {
+		return "missing"
+	}
+	return fmt.Sprint(*v)
+}
+
+// requireCompareTools skips the test without nginx's mail module or
+// Dovecot, or fails it when CI=true (.ci/run installs them).
+func requireCompareTools(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if _, err := nginxBinary(); err != nil {
+		missing = append(missing, err.Error())
+	}
+	if _, err := lookSbin("dovecot"); err != nil {
+		missing = append(missing, "dovecot is not installed: apt-get install dovecot-imapd")
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := strings.Join(missing, "; ")
+	switch strings.ToLower(os.Getenv("CI")) {
+	case "true", "1", "yes":
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
+	s := samples{}
+	for _, v := range []float64{30, 10, 20} {
+		s.add(figNoopP50, nameDirect, v)
+	}
+	for _, v := range []float64{90, 80, 100} {
+		s.add(figNoopP50, nameNginx, v)
+	}
+	for _, v := range []float64{60, 70} { // a round failed
+		s.add(figNoopP50, nameImapgate, v)
+	}
+	s.add(figIdleRSS, nameNginx, 24)
+	s.add(figIdleRSS, nameImapgate, 12)
+	rows := buildRows(s, compareFigures([]int{16}))
+	byKey := map[string]compareRow{}
+	for _, r := range rows {
+		byKey[r.Key] = r
+	}
+	check := func(key, col string, got *float64, want float64) {
+		t.Helper()
+		if got == nil || math.Abs(*got-want) > 1e-9 {
+			t.Errorf("%s %s = %s, want %v", key, col, fmtCell(got), want)
+		}
+	}
+	noop := byKey[figNoopP50]
+	check(figNoopP50, "direct", noop.Direct, 20)
+	check(figNoopP50, "nginx", noop.Nginx, 90)
+	check(figNoopP50, "imapgate", noop.Imapgate, 65)
+	check(figNoopP50, "imapgate/nginx", noop.ImapgateNginx, 65.0/90)
+	check(figNoopP50, "imapgate/direct", noop.ImapgateDirect, 65.0/20)
+	added := byKey[figNoopAdded]
+	check(figNoopAdded, "nginx", added.Nginx, 70)
+	check(figNoopAdded, "imapgate", added.Imapgate, 45)
+	check(figNoopAdded, "imapgate/nginx", added.ImapgateNginx, 45.0/70)
+	if added.Direct != nil || added.ImapgateDirect != nil || !added.DirectNA {
+		t.Errorf("added over direct has a direct column: %+v", added)
+	}
+	idle := byKey[figIdleRSS]
+	check(figIdleRSS, "imapgate/nginx", idle.ImapgateNginx, 0.5)
+	if idle.Direct != nil || !idle.DirectNA {
+		t.Errorf("idle has a direct figure: %+v", idle)
+	}
+
+	res := &compareResult{Rows: rows}
+	// Missing: fetch (5 cells), logins and their latencies (3 rows of 5),
+	// NOOP p99 (5), idle PSS (3).
+	if got, want := res.missing(), 5+15+5+3; got != want {
+		t.Errorf("missing() = %d, want %d", got, want)
+	}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	// Compared with runs of spaces as one: the columns' widths vary.
+	table := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"direct nginx imapgate imapgate/nginx imapgate/direct",
+		"idle RSS per session, KiB n/a 24.0 12.0 0.50 n/a",
+		"NOOP p50, µs 20 90 65 0.72 3.25",
+		"NOOP p50 added over direct, µs n/a 70 45 0.64 n/a",
+		"fetch, MB/s failed failed failed failed failed",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestNginxConfigLoadsTheMailModuleAndStaysInItsDirectory(t *testing.T) {
+	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem")
+	for _, want := range []string{
+		"load_module /usr/lib/nginx/modules/ngx_mail_module.so;",
+		"daemon off;", "master_process on;", "worker_processes 2;", "worker_rlimit_nofile 20000;",
+		"worker_connections 10000;", "pid /tmp/run/nginx.pid;", "error_log /tmp/run/error.log warn;",
+		"auth_http 127.0.0.1:8080/auth;", "listen 127.0.0.1:9993 ssl;", "protocol imap;", "imap_auth plain;",
+		"ssl_certificate /tmp/run/cert.pem;", "ssl_certificate_key /tmp/run/key.pem;", "ssl_protocols TLSv1.2 TLSv1.3;",
+	} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if strings.Contains(conf, "proxy_buffer") || strings.Contains(conf, "/etc/") {
+		t.Errorf("nginx.conf changes a default or reads /etc:\n%s", conf)
+	}
+}
+
+func TestImapgateConfigIsPlaintextUpstreamWithoutDelay(t *testing.T) {
+	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem")
+	for _, want := range []string{
+		`address = "127.0.0.1:9993"`, `tls = "implicit"`, `address = "127.0.0.1:143"`, `tls = "none"`,
+		`failure_delay = "0s"`, "max_connections = 20000", "max_connections_per_ip = 20000", `output = "/tmp/run/audit.log"`,
+	} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("imapgate.toml lacks %q:\n%s", want, conf)
+		}
+	}
+}
+
+func TestCompareRejectsBadCommandLines(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"compare", "--rounds", "0"}, "--rounds 0"},
+		{[]string{"compare", "--sessions", "20000"}, "at most 9000"},
+		{[]string{"compare", "--workers", "16,x"}, `"x" is not a number of workers`},
+		{[]string{"compare", "--workers", "16,16"}, "16 twice"},
+		{[]string{"compare", "--message-size", "10"}, "--message-size 10"},
+		{[]string{"compare", "--quick", "--duration", "0s"}, "must be positive"},
+		{[]string{"compare", "extra"}, `unexpected argument "extra"`},
+		{[]string{"compare", "--addr", "127.0.0.1:993"}, "flag provided but not defined: -addr"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		if code := run(tt.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tt.want) {
+			t.Errorf("run(%q) = %d, stderr %q; want 2 and %q", tt.args, code, errOut.String(), tt.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"compare", "--help"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "--source-count N") {
+		t.Errorf("compare --help: %d, %q", code, errOut.String())
+	}
+}
