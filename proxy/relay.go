@@ -46,10 +46,12 @@ const defaultParkAfter = 2 * time.Second
 
 func (rs *relayShared) parkAfter() time.Duration {
 	if rs.parker == nil {
-		return 0 // nowhere to park: wait in the goroutine, without a timer
+		return 0 // nowhere to park: wait in the goroutine, without a deadline
 	}
 	if rs.linger > 0 {
-		return rs.linger
+		// A read must get to try the socket after a wake-up, or a
+		// parked direction would wake and park forever.
+		return max(rs.linger, time.Millisecond)
 	}
 	return defaultParkAfter
 }
@@ -66,9 +68,10 @@ func newRelayShared() *relayShared {
 // onDone once.
 //
 // The memory an idle phone costs is the point of this design. A direction
-// that waits for bytes holds no buffer and, with a parker, no goroutine: its
-// socket is handed to the parker's epoll set, and a new goroutine is started
-// when bytes arrive. A buffer is taken from the pool only while bytes move.
+// that has seen no byte for parkAfter gives its buffer back to the pool and,
+// with a parker, its goroutine too: its socket is handed to the parker's
+// epoll set, and a new goroutine is started when bytes arrive. While bytes
+// flow it is a plain copy loop, as fast as one.
 type relay struct {
 	client, upstream net.Conn
 	idle             time.Duration
@@ -200,54 +203,64 @@ func (d *direction) pumpClientToUpstream() { d.pump() }
 func (d *direction) pumpUpstreamToClient() { d.pump() }
 
 // resume is started by the parker when a parked socket has bytes.
-func (d *direction) resume() {
-	if rerr, werr := d.burst(); rerr != nil || werr != nil {
-		d.finish(rerr, werr)
-		return
-	}
-	d.pump()
-}
+func (d *direction) resume() { d.pump() }
 
-// pump copies until the direction ends or parks. Before each wait it drains
-// bytes buffered above the socket, which the socket's readability cannot
-// see: crypto/tls keeps records it read ahead (also during the pre-auth
-// phase), and the PROXY protocol reader keeps what followed its header.
+// pump copies until the direction ends or parks.
+//
+// While bytes flow (a client sending commands, a FETCH in progress) it is a
+// plain copy loop: blocking reads into a pooled buffer, woken by the
+// runtime's poller, with no extra system call. After parkAfter without a
+// byte it gives the buffer back and parks the socket. Before parking it
+// drains what is buffered above the socket, which the parker's epoll
+// cannot see: crypto/tls keeps records it read ahead (also during the
+// pre-auth phase), and the PROXY protocol reader keeps what followed its
+// header.
 func (d *direction) pump() {
-	if d.rc == nil {
+	linger := d.r.shared.parkAfter()
+	if d.rc == nil || linger <= 0 {
 		d.finish(d.copyBlocking())
 		return
 	}
 	for {
+		if rerr, werr := d.copyUntilQuiet(linger); rerr != nil || werr != nil {
+			d.finish(rerr, werr)
+			return
+		}
 		if d.layered {
 			if rerr, werr := d.drainBuffered(); rerr != nil || werr != nil {
 				d.finish(rerr, werr)
 				return
 			}
 		}
-		// A session in use (a client sending commands, a FETCH in
-		// progress) waits in the runtime's poller, which wakes it fastest;
-		// only after parkAfter without bytes does it move to the parker.
-		readable, err := waitReadableFor(d.src, d.rc, d.r.shared.parkAfter())
-		if err != nil {
-			d.finish(err, nil)
+		switch d.park() {
+		case parkedOK:
+			return // the parker starts resume when bytes arrive
+		case parkClosed:
+			d.finish(net.ErrClosed, nil)
 			return
 		}
-		if !readable {
-			switch d.park() {
-			case parkedOK:
-				return // the parker starts resume when bytes arrive
-			case parkClosed:
-				d.finish(net.ErrClosed, nil)
-				return
-			}
-			if err := waitReadable(d.rc); err != nil {
-				d.finish(err, nil)
-				return
-			}
+		d.finish(d.copyBlocking()) // the parker failed: keep the goroutine
+		return
+	}
+}
+
+// copyUntilQuiet copies with blocking reads until a read has waited for
+// quiet without a byte (nil, nil) or the direction ends.
+func (d *direction) copyUntilQuiet(quiet time.Duration) (rerr, werr error) {
+	bp := d.r.shared.buffers.Get().(*[]byte)
+	defer d.r.shared.buffers.Put(bp)
+	defer d.src.SetReadDeadline(time.Time{})
+	for {
+		d.src.SetReadDeadline(time.Now().Add(quiet))
+		_, rerr, werr = d.copyOnce(*bp)
+		if werr != nil {
+			return nil, werr
 		}
-		if rerr, werr := d.burst(); rerr != nil || werr != nil {
-			d.finish(rerr, werr)
-			return
+		if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			return nil, nil
+		}
+		if rerr != nil {
+			return rerr, nil
 		}
 	}
 }
@@ -286,21 +299,8 @@ func (d *direction) woken() {
 	go d.resume()
 }
 
-// burst copies what the socket has ready: it reads while reads fill the
-// buffer (more is probably waiting) and stops after a short one.
-func (d *direction) burst() (rerr, werr error) {
-	bp := d.r.shared.buffers.Get().(*[]byte)
-	defer d.r.shared.buffers.Put(bp)
-	for {
-		nr, rerr, werr := d.copyOnce(*bp)
-		if rerr != nil || werr != nil || nr < len(*bp) {
-			return rerr, werr
-		}
-	}
-}
-
-// copyBlocking is the fallback for a src without a socket: it keeps a
-// buffer and reads until an error.
+// copyBlocking keeps a buffer and reads until an error: for a src without
+// a socket, or when there is no parker.
 func (d *direction) copyBlocking() (rerr, werr error) {
 	bp := d.r.shared.buffers.Get().(*[]byte)
 	defer d.r.shared.buffers.Put(bp)
@@ -390,34 +390,6 @@ func (d *direction) finish(rerr, werr error) {
 
 // pastDeadline is a read deadline that has always expired.
 var pastDeadline = time.Unix(1, 0)
-
-// waitReadableFor waits like waitReadable, for at most d (0: no limit). It
-// reports false when the time ran out first.
-func waitReadableFor(src net.Conn, rc syscall.RawConn, d time.Duration) (bool, error) {
-	if d <= 0 {
-		return true, waitReadable(rc)
-	}
-	src.SetReadDeadline(time.Now().Add(d))
-	err := waitReadable(rc)
-	src.SetReadDeadline(time.Time{})
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// waitReadable blocks until the socket has bytes (or EOF, or an error)
-// ready, without reading them. The runtime clears a socket's readiness
-// before it calls the function given to RawConn.Read, so the function
-// first asks the socket itself (MSG_PEEK) and only waits for the next
-// readiness edge when nothing is there.
-func waitReadable(rc syscall.RawConn) error {
-	return rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
-	})
-}
 
 // rawConnOf returns the socket under c (through TLS and PROXY protocol
 // wrappers), or nil when there is none.

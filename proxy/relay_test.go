@@ -311,7 +311,7 @@ func BenchmarkRelayRoundTrip(b *testing.B) {
 		shared func() *relayShared
 	}{
 		{"lingering", newRelayShared},
-		{"parked", func() *relayShared { rs := newRelayShared(); rs.linger = time.Nanosecond; return rs }},
+		{"parked", func() *relayShared { rs := newRelayShared(); rs.linger = time.Millisecond; return rs }},
 		{"goroutines", func() *relayShared { rs := newRelayShared(); rs.parker = nil; return rs }},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
