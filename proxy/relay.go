@@ -246,13 +246,20 @@ func (d *direction) pump() {
 
 // copyUntilQuiet copies with blocking reads until a read has waited for
 // quiet without a byte (nil, nil) or the direction ends.
+//
+// It reads into a small buffer of its own, so thousands of sessions that
+// exchanged a few lines in the last seconds do not each hold 16 KiB; a read
+// that fills it means bulk data, and a pooled full-size buffer is used
+// until a read comes back short.
 func (d *direction) copyUntilQuiet(quiet time.Duration) (rerr, werr error) {
-	bp := d.r.shared.buffers.Get().(*[]byte)
-	defer d.r.shared.buffers.Put(bp)
 	defer d.src.SetReadDeadline(time.Time{})
+	small := make([]byte, smallReadSize)
 	for {
 		d.src.SetReadDeadline(time.Now().Add(quiet))
-		_, rerr, werr = d.copyOnce(*bp)
+		nr, rerr, werr := d.copyOnce(small)
+		if nr == len(small) && rerr == nil && werr == nil {
+			rerr, werr = d.copyBulk(quiet)
+		}
 		if werr != nil {
 			return nil, werr
 		}
@@ -261,6 +268,22 @@ func (d *direction) copyUntilQuiet(quiet time.Duration) (rerr, werr error) {
 		}
 		if rerr != nil {
 			return rerr, nil
+		}
+	}
+}
+
+// smallReadSize covers IMAP commands and short responses in one read.
+const smallReadSize = 1024
+
+// copyBulk copies with a pooled full-size buffer until a read is short.
+func (d *direction) copyBulk(quiet time.Duration) (rerr, werr error) {
+	bp := d.r.shared.buffers.Get().(*[]byte)
+	defer d.r.shared.buffers.Put(bp)
+	for {
+		d.src.SetReadDeadline(time.Now().Add(quiet))
+		nr, rerr, werr := d.copyOnce(*bp)
+		if rerr != nil || werr != nil || nr < len(*bp) {
+			return rerr, werr
 		}
 	}
 }
