@@ -176,7 +176,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go trimMemory(watchCtx, 5*time.Second, 16<<20, log)
+	go trimMemory(watchCtx, 5*time.Second, 4<<20, log)
 	go rt.certs.Watch(watchCtx, 0, func(err error) { log.Error("certificate reload failed; keeping the old certificates", "err", err) })
 
 	hup := make(chan os.Signal, 1)
