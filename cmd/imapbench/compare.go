@@ -24,18 +24,28 @@ import (
 // The comparison run: imapbench compare starts Dovecot with a generated
 // mailbox, nginx's mail proxy and imapgate in front of it, runs every
 // scenario against Dovecot directly, nginx and imapgate in alternating
-// rounds, and prints one table of medians with imapgate's ratios.
+// rounds, and prints one table of medians with imapgate's ratios. Logins
+// run a second time with an in-memory upstream (imapbench upstream, in
+// its own process) in place of Dovecot, through a second nginx and a
+// second imapgate: compare_memory.go.
 
 const compareUsage = `Usage:
-  imapbench compare [--rounds 3] [--sessions 2000] [--quick] [--json]
+  imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--quick] [--json]
 
 Starts, on loopback and in a temporary directory, Dovecot with a generated mailbox, nginx's
 mail proxy (Debian's nginx and libnginx-mod-mail, with an auth_http responder in imapbench) and
 imapgate (built from this repository: run from it), both with implicit TLS and the same ECDSA
 P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, fetch, logins
 and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
-prints the medians and the ratios imapgate/nginx and imapgate/direct. Everything it started is
-stopped on exit and on Ctrl-C. Needs root or the owner of the processes to read their memory.
+prints the medians and the ratios imapgate/nginx and imapgate/direct.
+
+Dovecot forks a process per login, which bounds the logins of all three. So logins runs a second
+time against "imapbench upstream" (an in-memory IMAP server, started as a subprocess of this
+imapbench) in place of Dovecot: direct (plaintext to it), a second nginx and a second imapgate
+in front of it. Those are the rows "..., memory upstream".
+
+Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
+processes to read their memory.
 
 Flags:
   --rounds N           rounds of every scenario (default 3)
@@ -47,6 +57,7 @@ Flags:
   --message-size B     size of each of them (default 50000: 100 MB in all)
   --duration D         logins: how long each run logs in (default 5s)
   --workers LIST       logins: concurrent login loops, one row each (default 16,64)
+  --memory-logins=BOOL logins again against an in-memory upstream in place of Dovecot (default true)
   --count N            latency: NOOP round trips per round (default 2000)
   --imapgate PATH      a built imapgate to use instead of building ./cmd/imapgate
   --quick              tiny sizes and durations, one round (a smoke test; about 20s)
@@ -72,6 +83,9 @@ type compareOptions struct {
 	Count       int           // latency, per round
 	Concurrency int           // idle: sessions opened at once
 	Timeout     time.Duration
+	// MemoryLogins runs logins a second time, with an in-memory
+	// upstream (imapbench upstream) in place of Dovecot.
+	MemoryLogins bool
 	// Imapgate is a built imapgate. If empty, ./cmd/imapgate of the
 	// repository is built into the run's directory.
 	Imapgate string
@@ -88,7 +102,7 @@ func defaultCompareOptions() compareOptions {
 	return compareOptions{
 		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 3 * time.Second,
 		Users: 2000, Messages: 2000, MessageSize: 50_000,
-		Duration: 5 * time.Second, Workers: []int{16, 64}, Count: 2000,
+		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, Count: 2000,
 		Concurrency: defaultConcurrency, Timeout: 10 * time.Second,
 	}
 }
@@ -127,6 +141,7 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Messages, "messages", d.Messages, "messages in user1's INBOX")
 	fs.IntVar(&o.MessageSize, "message-size", d.MessageSize, "size of each message in bytes")
 	fs.DurationVar(&o.Duration, "duration", d.Duration, "logins: how long each run logs in")
+	fs.BoolVar(&o.MemoryLogins, "memory-logins", d.MemoryLogins, "logins again against an in-memory upstream in place of Dovecot")
 	fs.IntVar(&o.Count, "count", d.Count, "latency: NOOP round trips per round")
 	fs.DurationVar(&o.Timeout, "timeout", d.Timeout, "how long each step may wait for a server")
 	if err := fs.Parse(args); err != nil {
@@ -297,6 +312,10 @@ type comparison struct {
 	dovecot    *proxytest.Dovecot
 	samples    samples
 	res        *compareResult
+	// memContenders are direct, nginx and imapgate with the memory
+	// upstream in place of Dovecot; nil without --memory-logins.
+	memContenders []contender
+	mem           *memoryServers
 }
 
 // runComparison starts the servers, runs the scenarios and returns the
@@ -426,6 +445,19 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		}
 	}()
 	log.Info("imapgate is up", "addr", gate.addr, "pid", gate.pids()[0])
+	if o.MemoryLogins {
+		log.Info("starting the memory upstream (imapbench upstream), a second nginx and a second imapgate in front of it")
+		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, cmp.tlsConf); err != nil {
+			return res, err
+		}
+		defer func() {
+			if serr := cmp.mem.stop(); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}()
+		log.Info("memory upstream is up", "addr", cmp.mem.up.addr, "pid", cmp.mem.up.pid(),
+			"nginx", cmp.mem.ngx.addr, "nginx_pids", joinInts(cmp.mem.ngx.pids()), "imapgate", cmp.mem.gate.addr, "imapgate_pid", cmp.mem.gate.pids()[0])
+	}
 
 	sources, err := parseSources("", o.SourceCount)
 	if err != nil {
@@ -442,13 +474,25 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		{name: nameNginx, target: viaNginx, server: ngx},
 		{name: nameImapgate, target: viaGate, server: gate},
 	}
+	if m := cmp.mem; m != nil {
+		memDirect, memNginx, memGate := direct, viaNginx, viaGate
+		memDirect.Addr, memNginx.Addr, memGate.Addr = m.up.addr, m.ngx.addr, m.gate.addr
+		cmp.memContenders = []contender{
+			{name: nameDirect, target: memDirect},
+			{name: nameNginx, target: memNginx, server: m.ngx},
+			{name: nameImapgate, target: memGate, server: m.gate},
+		}
+	}
 	res.Settings = cmp.settings()
 
-	if err := cmp.checkContenders(ctx); err != nil {
+	if err := cmp.checkContenders(ctx, cmp.contenders, "", true); err != nil {
+		return res, err
+	}
+	if err := cmp.checkContenders(ctx, cmp.memContenders, ", memory upstream", false); err != nil {
 		return res, err
 	}
 	err = cmp.runScenarios(ctx)
-	cmp.finish(auth.requests.Load())
+	cmp.finish(auth.requests.Load(), cmp.mem.authRequests())
 	res.Seconds = time.Since(start).Seconds()
 	if ctx.Err() != nil {
 		res.Interrupted = true
@@ -467,9 +511,10 @@ func dovecotVersion() string {
 
 // checkContenders logs in once through each contender, so that a broken
 // setup fails at once with its reason, and records the TLS each
-// negotiated.
-func (c *comparison) checkContenders(ctx context.Context) error {
-	for _, ct := range c.contenders {
+// negotiated if record is set. An error names the contender followed by
+// what.
+func (c *comparison) checkContenders(ctx context.Context, cts []contender, what string, record bool) error {
+	for _, ct := range cts {
 		t := ct.target
 		cl, err := dial(ctx, t, t.source(0), 4<<10)
 		if err == nil {
@@ -477,13 +522,13 @@ func (c *comparison) checkContenders(ctx context.Context) error {
 			if err == nil {
 				err = cl.logout(ctx)
 			}
-			if st, ok := cl.TLSState(); ok {
+			if st, ok := cl.TLSState(); ok && record {
 				c.res.TLS[ct.name] = fmt.Sprintf("%s %s", tls.VersionName(st.Version), st.CurveID)
 			}
 			cl.Close()
 		}
 		if err != nil {
-			return fmt.Errorf("a first login through %s (%s) failed: %w", ct.name, t.Addr, err)
+			return fmt.Errorf("a first login through %s%s (%s) failed: %w", ct.name, what, t.Addr, err)
 		}
 	}
 	return nil
@@ -502,20 +547,28 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 		return fmt.Errorf("warm-up fetch: %w", err)
 	}
 	type scenario struct {
-		name string
-		run  func(ctx context.Context, ct contender, round int) error
+		name       string
+		contenders []contender
+		run        func(ctx context.Context, ct contender, round int) error
 	}
-	scenarios := []scenario{{"idle", c.idle}, {"fetch", c.fetch}}
+	scenarios := []scenario{{"idle", c.contenders, c.idle}, {"fetch", c.contenders, c.fetch}}
 	for _, w := range o.Workers {
-		scenarios = append(scenarios, scenario{fmt.Sprintf("logins@%d", w), func(ctx context.Context, ct contender, round int) error {
-			return c.logins(ctx, ct, round, w)
+		scenarios = append(scenarios, scenario{fmt.Sprintf("logins@%d", w), c.contenders, func(ctx context.Context, ct contender, round int) error {
+			return c.logins(ctx, ct, round, w, false)
 		}})
 	}
-	scenarios = append(scenarios, scenario{"latency", c.latency})
+	if c.memContenders != nil {
+		for _, w := range o.Workers {
+			scenarios = append(scenarios, scenario{fmt.Sprintf("memory logins@%d", w), c.memContenders, func(ctx context.Context, ct contender, round int) error {
+				return c.logins(ctx, ct, round, w, true)
+			}})
+		}
+	}
+	scenarios = append(scenarios, scenario{"latency", c.contenders, c.latency})
 	for _, s := range scenarios {
 		for round := range o.Rounds {
-			for i := range c.contenders {
-				ct := c.contenders[(i+round)%len(c.contenders)]
+			for i := range s.contenders {
+				ct := s.contenders[(i+round)%len(s.contenders)]
 				if ctx.Err() != nil {
 					return nil // runComparison reports it
 				}
@@ -602,21 +655,28 @@ func (c *comparison) fetch(ctx context.Context, ct contender, round int) error {
 	return nil
 }
 
-func (c *comparison) logins(ctx context.Context, ct contender, round, workers int) error {
+// logins runs the login loop with workers workers through ct, whose
+// upstream is Dovecot, or the memory upstream if memory is set.
+func (c *comparison) logins(ctx context.Context, ct contender, round, workers int, memory bool) error {
 	r, err := runLogins(ctx, loginsOptions{Target: ct.target, Workers: workers, Duration: c.o.Duration, Log: c.o.RunnerLog})
 	if err != nil {
 		return err
 	}
+	name, upstream := "logins", "dovecot"
+	if memory {
+		name, upstream = "memory logins", "memory"
+	}
 	if r.Errors > 0 {
-		c.problem("%s logins@%d round %d: %d errors: %s", ct.name, workers, round+1, r.Errors, errorSummary(r.ErrorKinds))
+		c.problem("%s %s@%d round %d: %d errors: %s", ct.name, name, workers, round+1, r.Errors, errorSummary(r.ErrorKinds))
 	}
 	if r.Logins == 0 {
 		return errors.New("no login succeeded")
 	}
-	c.samples.add(figLogins(workers), ct.name, r.LoginsPerSecond)
-	c.samples.add(figLoginP50(workers), ct.name, r.Latency.P50Micros/1000)
-	c.samples.add(figLoginP99(workers), ct.name, r.Latency.P99Micros/1000)
-	c.log.Info("logins", "round", round+1, "target", ct.name, "workers", workers, "per_s", fmt.Sprintf("%.0f", r.LoginsPerSecond),
+	rate, p50, p99 := loginFigures(workers, memory)
+	c.samples.add(rate, ct.name, r.LoginsPerSecond)
+	c.samples.add(p50, ct.name, r.Latency.P50Micros/1000)
+	c.samples.add(p99, ct.name, r.Latency.P99Micros/1000)
+	c.log.Info("logins", "round", round+1, "target", ct.name, "upstream", upstream, "workers", workers, "per_s", fmt.Sprintf("%.0f", r.LoginsPerSecond),
 		"p50", fmtMicros(r.Latency.P50Micros), "p99", fmtMicros(r.Latency.P99Micros))
 	return nil
 }
@@ -648,16 +708,22 @@ func errorSummary(errs []errorCount) string {
 // settings is what the run did, for the result's header and notes.
 func (c *comparison) settings() compareSettings {
 	o := c.o
-	return compareSettings{
+	st := compareSettings{
 		Rounds: o.Rounds, Sessions: o.Sessions, SourceCount: o.SourceCount, HoldSeconds: o.Hold.Seconds(),
 		Users: o.Users, Messages: o.Messages, MessageSize: o.MessageSize,
 		LoginSeconds: o.Duration.Seconds(), Workers: o.Workers, NoopCount: o.Count,
-		NginxWorkers: nginxWorkers, Quick: o.Quick,
+		NginxWorkers: nginxWorkers, MemoryLogins: c.memContenders != nil, Quick: o.Quick,
 	}
+	if st.MemoryLogins {
+		st.MemoryUpstream = memoryUpstreamMode
+	}
+	return st
 }
 
 // finish computes the table from the samples and writes the notes.
-func (c *comparison) finish(authRequests int64) {
-	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers))
-	c.res.Notes = compareNotes(c.res, authRequests)
+// authRequests and memAuthRequests are the logins the auth_http
+// responders of the two nginx answered.
+func (c *comparison) finish(authRequests, memAuthRequests int64) {
+	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers, c.memContenders != nil))
+	c.res.Notes = compareNotes(c.res, authRequests, memAuthRequests)
 }

@@ -49,7 +49,11 @@ type compareSettings struct {
 	Workers      []int   `json:"login_workers"`
 	NoopCount    int     `json:"noop_count"`
 	NginxWorkers int     `json:"nginx_workers"`
-	Quick        bool    `json:"quick"`
+	// MemoryLogins says logins ran a second time with the memory
+	// upstream in place of Dovecot; MemoryUpstream says how it ran.
+	MemoryLogins   bool   `json:"memory_logins"`
+	MemoryUpstream string `json:"memory_upstream,omitempty"`
+	Quick          bool   `json:"quick"`
 }
 
 // compareRow is one figure: the median over the rounds of each
@@ -72,7 +76,8 @@ type compareRow struct {
 	decimals int
 }
 
-// The figures' keys. Logins have one set per number of workers.
+// The figures' keys. Logins have one set per number of workers, and one
+// more with the memory upstream.
 const (
 	figIdleRSS   = "idle_rss_kib_per_session"
 	figIdlePSS   = "idle_pss_kib_per_session"
@@ -86,6 +91,23 @@ func figLogins(w int) string   { return fmt.Sprintf("logins_per_s_%d_workers", w
 func figLoginP50(w int) string { return fmt.Sprintf("login_p50_ms_%d_workers", w) }
 func figLoginP99(w int) string { return fmt.Sprintf("login_p99_ms_%d_workers", w) }
 
+// memorySuffix ends the keys of the memory upstream's figures, and
+// memoryLabel their labels.
+const (
+	memorySuffix = "_memory_upstream"
+	memoryLabel  = ", memory upstream"
+)
+
+// loginFigures are the keys of the logins figures at w workers: with
+// Dovecot, or with the memory upstream if memory is set.
+func loginFigures(w int, memory bool) (rate, p50, p99 string) {
+	rate, p50, p99 = figLogins(w), figLoginP50(w), figLoginP99(w)
+	if memory {
+		rate, p50, p99 = rate+memorySuffix, p50+memorySuffix, p99+memorySuffix
+	}
+	return rate, p50, p99
+}
+
 // figure is a row of the table.
 type figure struct {
 	key, label, unit string
@@ -95,18 +117,31 @@ type figure struct {
 	minusDirect string
 }
 
-func compareFigures(workers []int) []figure {
+// compareFigures are the table's rows: with the memory upstream's logins
+// after Dovecot's if memory is set.
+func compareFigures(workers []int, memory bool) []figure {
 	figs := []figure{
 		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
 	}
-	for _, w := range workers {
-		figs = append(figs,
-			figure{key: figLogins(w), label: fmt.Sprintf("logins @%d workers", w), unit: "/s", decimals: 0},
-			figure{key: figLoginP50(w), label: fmt.Sprintf("login p50 @%d", w), unit: "ms", decimals: 2},
-			figure{key: figLoginP99(w), label: fmt.Sprintf("login p99 @%d", w), unit: "ms", decimals: 2},
-		)
+	upstreams := []bool{false}
+	if memory {
+		upstreams = append(upstreams, true)
+	}
+	for _, mem := range upstreams {
+		suffix := ""
+		if mem {
+			suffix = memoryLabel
+		}
+		for _, w := range workers {
+			rate, p50, p99 := loginFigures(w, mem)
+			figs = append(figs,
+				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0},
+				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2},
+				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2},
+			)
+		}
 	}
 	return append(figs,
 		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0},
@@ -204,7 +239,9 @@ func (res *compareResult) missing() int {
 }
 
 // compareNotes says how the figures were measured.
-func compareNotes(res *compareResult, authRequests int64) []string {
+// authRequests and memAuthRequests are the logins the auth_http
+// responders of the two nginx answered.
+func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []string {
 	s := res.Settings
 	tlsOf := func(name string) string {
 		if v := res.TLS[name]; v != "" {
@@ -224,10 +261,20 @@ func compareNotes(res *compareResult, authRequests int64) []string {
 			s.Sessions, s.HoldSeconds),
 		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
 		fmt.Sprintf("logins: connect + full TLS handshake (no resumption) + AUTHENTICATE PLAIN + LOGOUT in a loop for %gs per run; logins/s, latency of a whole cycle", s.LoginSeconds),
+	}
+	if s.MemoryLogins {
+		notes = append(notes,
+			fmt.Sprintf("logins, memory upstream: the same runs with `imapbench upstream` (go-imap's in-memory imapmemserver, the same %d users and password) in place of Dovecot, which forks a process per login; the upstream runs as a %s of imapbench (this executable with the upstream subcommand), so its CPU is not imapbench's, though all share the machine's CPUs",
+				s.Users, s.MemoryUpstream),
+			fmt.Sprintf("logins, memory upstream: direct is plaintext straight to it (AUTHENTICATE PLAIN); nginx and imapgate are second instances configured as the first (the same certificate and TLS), nginx with its own auth_http responder (%d requests) sending every login to the memory upstream, imapgate with upstream.address the memory upstream (tls = \"none\"); direct, nginx, imapgate rotate each round as for Dovecot",
+				memAuthRequests),
+		)
+	}
+	notes = append(notes,
 		fmt.Sprintf("latency: one session, %d sequential NOOPs per round", s.NoopCount),
 		fmt.Sprintf("every connection from one of %d source addresses (127.1.0.1 ..); %d round(s), the order of direct, nginx, imapgate rotating each round; each cell is the median of the rounds", s.SourceCount, s.Rounds),
 		"imapgate/nginx and imapgate/direct: imapgate's figure divided by the other's; above 1 is better for MB/s and /s, worse for KiB, ms and µs",
-	}
+	)
 	if s.Quick {
 		notes = append(notes, "--quick: tiny sizes and durations, for a smoke test; not a measurement")
 	}

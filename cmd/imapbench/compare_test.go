@@ -4,12 +4,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
+
+// The comparison starts the memory upstream as `imapbench upstream`, a
+// subprocess of its own executable: in the tests, this test binary, which
+// then serves as imapbench. go test never passes it a first argument
+// that is not a flag.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "upstream" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+}
 
 // The whole comparison, small: Dovecot, nginx and imapgate start, every
 // scenario runs against each, every cell of the table has a figure, and
@@ -42,7 +53,7 @@ func TestCompareQuick(t *testing.T) {
 		t.Logf("problem: %s", p) // the load of a shared machine may cause some; cells are what count
 	}
 
-	want := compareFigures([]int{16, 64})
+	want := compareFigures([]int{16, 64}, true)
 	if len(res.Rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %+v", len(res.Rows), len(want), res.Rows)
 	}
@@ -69,11 +80,15 @@ func TestCompareQuick(t *testing.T) {
 			t.Errorf("versions = %+v", res.Versions)
 		}
 	}
+	if !res.Settings.MemoryLogins || res.Settings.MemoryUpstream != memoryUpstreamMode {
+		t.Errorf("settings %+v: want the memory logins, in a subprocess", res.Settings)
+	}
 	if res.Machine.CPUs < 1 || res.Machine.Kernel == "" || !res.Settings.Quick || res.TLS[nameNginx] == "" || res.TLS[nameImapgate] == "" {
 		t.Errorf("header: machine %+v, settings %+v, TLS %v", res.Machine, res.Settings, res.TLS)
 	}
 
-	// Dovecot, nginx and imapgate were this process's children.
+	// Dovecot, both nginx, both imapgate and the memory upstream were
+	// this process's children.
 	after, err := childProcs("/proc", os.Getpid())
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +152,7 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 	}
 	s.add(figIdleRSS, nameNginx, 24)
 	s.add(figIdleRSS, nameImapgate, 12)
-	rows := buildRows(s, compareFigures([]int{16}))
+	rows := buildRows(s, compareFigures([]int{16}, false))
 	byKey := map[string]compareRow{}
 	for _, r := range rows {
 		byKey[r.Key] = r
@@ -192,6 +207,54 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 	}
 }
 
+func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
+	if got, want := len(compareFigures([]int{16, 64}, true)), len(compareFigures([]int{16, 64}, false))+6; got != want {
+		t.Errorf("%d rows with the memory logins, want %d", got, want)
+	}
+	s := samples{}
+	rate, p50, _ := loginFigures(16, true)
+	s.add(figLogins(16), nameNginx, 250)
+	s.add(figLogins(16), nameImapgate, 200)
+	s.add(rate, nameDirect, 4000)
+	s.add(rate, nameNginx, 1000)
+	s.add(rate, nameImapgate, 2500)
+	s.add(p50, nameImapgate, 6)
+	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, true))}
+	keys := map[string]bool{}
+	for _, r := range res.Rows {
+		if keys[r.Key] {
+			t.Errorf("key %q twice", r.Key)
+		}
+		keys[r.Key] = true
+	}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	flat := strings.Join(strings.Fields(table), " ")
+	for _, want := range []string{
+		"logins @16 workers, /s failed 250 200 0.80 failed",
+		"logins @16 workers, memory upstream, /s 4000 1000 2500 2.50 0.62",
+		"login p50 @16, memory upstream, ms failed failed 6.00 failed failed",
+		"login p99 @16, memory upstream, ms failed",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Index(table, "login p99 @16, ms") > strings.Index(table, "logins @16 workers, memory upstream") {
+		t.Errorf("the memory upstream's rows come before Dovecot's:\n%s", table)
+	}
+	args := memoryUpstreamArgs("/bin/imapbench", "127.0.0.1:1143", 2000)
+	if got := strings.Join(args, " "); !strings.HasPrefix(got, "/bin/imapbench upstream --addr 127.0.0.1:1143 --users 2000 --users-pattern user%d --password "+comparePassword) {
+		t.Errorf("upstream command line %q", got)
+	}
+	if _, err := upstreamFlags(args[2:], io.Discard); err != nil {
+		t.Errorf("upstream refuses its command line: %v", err)
+	}
+}
+
 func TestNginxConfigLoadsTheMailModuleAndStaysInItsDirectory(t *testing.T) {
 	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem")
 	for _, want := range []string{
@@ -235,6 +298,7 @@ func TestCompareRejectsBadCommandLines(t *testing.T) {
 		{[]string{"compare", "--quick", "--duration", "0s"}, "must be positive"},
 		{[]string{"compare", "extra"}, `unexpected argument "extra"`},
 		{[]string{"compare", "--addr", "127.0.0.1:993"}, "flag provided but not defined: -addr"},
+		{[]string{"compare", "--memory-logins=maybe"}, `invalid boolean value "maybe"`},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
