@@ -242,7 +242,10 @@ func (s *session) commandLoop() bool {
 			case errors.As(err, &se) && errors.Is(err, errLiteralRefused):
 				// LOGIN with a literal we will not ask for: refuse the
 				// command before the credential is ever sent.
-				s.refuseLogin(se.tag, "")
+				if !s.refuseLogin(se.tag, "") {
+					s.flush()
+					return false
+				}
 			case errors.As(err, &se):
 				if !s.bad(se.tag, se.msg) {
 					return false

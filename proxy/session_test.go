@@ -334,3 +334,14 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestRefusedLiteralLoginsCountTowardsTheLimit(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.MaxAuthFailures = 2 })
+	c := tp.dialPlain(t)
+	c.send("a1 LOGIN {5}")
+	c.expect("a1 NO [PRIVACYREQUIRED]")
+	c.send("a2 LOGIN {5}")
+	c.expect("a2 NO [PRIVACYREQUIRED]")
+	c.expect("* BYE")
+	c.expectClosed()
+}
