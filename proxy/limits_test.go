@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"crypto/tls"
+	"net"
+	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -57,5 +60,23 @@ func TestOversizeInputDoesNotGrowMemory(t *testing.T) {
 	}
 	if ends < 90 {
 		t.Fatalf("%d sessions ended for size, want 91", ends)
+	}
+}
+
+func TestRetryableAccept(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{net.ErrClosed, false},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EINVAL)}, false},
+	}
+	for _, tt := range tests {
+		if got := retryableAccept(tt.err); got != tt.want {
+			t.Errorf("retryableAccept(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/imapgate/imapgate/policy"
@@ -175,8 +176,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+			if retryableAccept(err) {
 				// EMFILE and friends: wait a little instead of spinning.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.Config().log().Warn("accept failed; retrying", "listener", l.Name, "err", err, "backoff", backoff)
@@ -193,6 +193,21 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 		}
 		go sess.serve()
 	}
+}
+
+// retryableAccept reports whether an accept error is passing: out of
+// descriptors or memory for now, or a connection that died in the backlog.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // newSession registers a session, or returns nil when shutting down.

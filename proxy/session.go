@@ -17,8 +17,6 @@ import (
 	"time"
 )
 
-var errTooManyFiles = syscall.EMFILE
-
 // session is one client connection, from accept to close. Its life reads
 // top to bottom in serve: access checks, TLS, the pre-auth command loop,
 // the upstream login, then the relay.
