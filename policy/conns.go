@@ -8,7 +8,7 @@ import (
 // ConnLimiter counts open connections, in total and per client address.
 // A zero limit means no limit. The zero value limits nothing.
 type ConnLimiter struct {
-	Max      int // total connections; 0 = unlimited
+	Max      int // total connections; 0 = unlimited. Change with SetLimits once in use.
 	MaxPerIP int // per client address; 0 = unlimited
 
 	mu    sync.Mutex
@@ -54,6 +54,14 @@ func (l *ConnLimiter) release(addr netip.Addr) {
 	} else {
 		delete(l.perIP, addr)
 	}
+}
+
+// SetLimits changes the limits (on a config reload) without forgetting the
+// connections already open.
+func (l *ConnLimiter) SetLimits(max, perIP int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.Max, l.MaxPerIP = max, perIP
 }
 
 // Open returns the number of open connections.

@@ -62,3 +62,19 @@ func TestConnLimiter(t *testing.T) {
 	r2()
 	r3()
 }
+
+func TestConnLimiterSetLimitsKeepsOpenConnections(t *testing.T) {
+	l := NewConnLimiter(0, 2)
+	a := netip.MustParseAddr("192.0.2.1")
+	r1, _ := l.Acquire(a)
+	r2, _ := l.Acquire(a)
+	l.SetLimits(0, 3) // a reload raises the per-IP limit
+	if r, _ := l.Acquire(a); r == nil {
+		t.Fatal("new limit not applied")
+	}
+	if r, why := l.Acquire(a); r != nil || why != ReasonTooManyPerIP {
+		t.Fatal("connections opened before the reload were forgotten")
+	}
+	r1()
+	r2()
+}

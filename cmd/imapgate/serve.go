@@ -274,6 +274,9 @@ func reload(path string, rt *wiring, srv *proxy.Server, audit *proxy.Auditor, cl
 		closer = c
 	}
 	nrt.proxy.Log = log
+	// Open connections stay counted: keep the limiter, change its limits.
+	nrt.proxy.Conns = rt.proxy.Conns
+	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
 	srv.SetConfig(nrt.proxy)
 	log.Info("reloaded", "config", path)
 	return closer
