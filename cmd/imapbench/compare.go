@@ -27,10 +27,12 @@ import (
 // rounds, and prints one table of medians with imapgate's ratios. Logins
 // run a second time with an in-memory upstream (imapbench upstream, in
 // its own process) in place of Dovecot, through a second nginx and a
-// second imapgate: compare_memory.go.
+// second imapgate: compare_memory.go. And once more through those two
+// with TLS session resumption, the client's session cache shared by the
+// workers: the "resumed" rows (direct, without TLS, has none).
 
 const compareUsage = `Usage:
-  imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--quick] [--json]
+  imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--resumed-logins=true] [--quick] [--json]
 
 Starts, on loopback and in a temporary directory, Dovecot with a generated mailbox, nginx's
 mail proxy (Debian's nginx and libnginx-mod-mail, with an auth_http responder in imapbench) and
@@ -42,7 +44,10 @@ prints the medians and the ratios imapgate/nginx and imapgate/direct.
 Dovecot forks a process per login, which bounds the logins of all three. So logins runs a second
 time against "imapbench upstream" (an in-memory IMAP server, started as a subprocess of this
 imapbench) in place of Dovecot: direct (plaintext to it), a second nginx and a second imapgate
-in front of it. Those are the rows "..., memory upstream".
+in front of it. Those are the rows "..., memory upstream". Then, unless --resumed-logins=false,
+once more through that nginx and imapgate with TLS session resumption (a client session cache
+shared by the workers): the rows "..., memory upstream, resumed", whose direct cells are n/a
+(direct has no TLS), and the notes say how many handshakes resumed.
 
 Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
 processes to read their memory.
@@ -58,9 +63,12 @@ Flags:
   --duration D         logins: how long each run logs in (default 5s)
   --workers LIST       logins: concurrent login loops, one row each (default 16,64)
   --memory-logins=BOOL logins again against an in-memory upstream in place of Dovecot (default true)
+  --resumed-logins=BOOL
+                       the memory upstream's logins once more through nginx and imapgate, resuming
+                       TLS sessions (default true; none with --memory-logins=false)
   --count N            latency: NOOP round trips per round (default 2000)
   --imapgate PATH      a built imapgate to use instead of building ./cmd/imapgate
-  --quick              tiny sizes and durations, one round (a smoke test; about 20s)
+  --quick              tiny sizes and durations, one round (a smoke test; about 25s)
   --max-time D         bound on the whole run (default 20m)
   --timeout D          how long each step may wait for a server (default 10s)
   --json               print the result as JSON
@@ -86,6 +94,10 @@ type compareOptions struct {
 	// MemoryLogins runs logins a second time, with an in-memory
 	// upstream (imapbench upstream) in place of Dovecot.
 	MemoryLogins bool
+	// ResumedLogins runs the memory upstream's logins once more through
+	// nginx and imapgate, with a TLS session cache shared by the
+	// workers. It needs MemoryLogins.
+	ResumedLogins bool
 	// Imapgate is a built imapgate. If empty, ./cmd/imapgate of the
 	// repository is built into the run's directory.
 	Imapgate string
@@ -102,7 +114,7 @@ func defaultCompareOptions() compareOptions {
 	return compareOptions{
 		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 3 * time.Second,
 		Users: 2000, Messages: 2000, MessageSize: 50_000,
-		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, Count: 2000,
+		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, ResumedLogins: true, Count: 2000,
 		Concurrency: defaultConcurrency, Timeout: 10 * time.Second,
 	}
 }
@@ -142,6 +154,7 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.MessageSize, "message-size", d.MessageSize, "size of each message in bytes")
 	fs.DurationVar(&o.Duration, "duration", d.Duration, "logins: how long each run logs in")
 	fs.BoolVar(&o.MemoryLogins, "memory-logins", d.MemoryLogins, "logins again against an in-memory upstream in place of Dovecot")
+	fs.BoolVar(&o.ResumedLogins, "resumed-logins", d.ResumedLogins, "the memory upstream's logins once more, resuming TLS sessions")
 	fs.IntVar(&o.Count, "count", d.Count, "latency: NOOP round trips per round")
 	fs.DurationVar(&o.Timeout, "timeout", d.Timeout, "how long each step may wait for a server")
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +169,15 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !o.MemoryLogins && o.ResumedLogins {
+		// The resumed logins are the memory upstream's: without it, they
+		// go too, unless asked for by name.
+		if set["resumed-logins"] {
+			fmt.Fprintln(stderr, "imapbench compare: --resumed-logins=true needs --memory-logins=true: the resumed logins run against the memory upstream")
+			return 2
+		}
+		o.ResumedLogins = false
+	}
 	if *quick {
 		q := quickCompareOptions()
 		keep := func(name string, dst *int, v int) {
@@ -275,6 +297,8 @@ func (o compareOptions) check() error {
 		return errors.New("--hold, --duration and --timeout must be positive")
 	case o.Count < 1 || o.Count > 1_000_000:
 		return fmt.Errorf("--count %d: want 1 to 1000000", o.Count)
+	case o.ResumedLogins && !o.MemoryLogins:
+		return errors.New("--resumed-logins needs --memory-logins")
 	}
 	return nil
 }
@@ -316,6 +340,9 @@ type comparison struct {
 	// upstream in place of Dovecot; nil without --memory-logins.
 	memContenders []contender
 	mem           *memoryServers
+	// resumeCounts are the resumed logins' counts: workers -> contender
+	// -> logins and resumed handshakes over the rounds.
+	resumeCounts map[int]map[string]*resumeCount
 }
 
 // runComparison starts the servers, runs the scenarios and returns the
@@ -356,7 +383,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 			err = errors.Join(err, rerr)
 		}
 	}()
-	cmp := &comparison{o: o, log: log, samples: samples{}}
+	cmp := &comparison{o: o, log: log, samples: samples{}, resumeCounts: map[int]map[string]*resumeCount{}}
 	cmp.res = &compareResult{
 		Date:    start.UTC().Format(time.RFC3339),
 		Machine: readMachineInfo(),
@@ -554,14 +581,22 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 	scenarios := []scenario{{"idle", c.contenders, c.idle}, {"fetch", c.contenders, c.fetch}}
 	for _, w := range o.Workers {
 		scenarios = append(scenarios, scenario{fmt.Sprintf("logins@%d", w), c.contenders, func(ctx context.Context, ct contender, round int) error {
-			return c.logins(ctx, ct, round, w, false)
+			return c.logins(ctx, ct, round, w, loginsDovecot)
 		}})
 	}
 	if c.memContenders != nil {
 		for _, w := range o.Workers {
 			scenarios = append(scenarios, scenario{fmt.Sprintf("memory logins@%d", w), c.memContenders, func(ctx context.Context, ct contender, round int) error {
-				return c.logins(ctx, ct, round, w, true)
+				return c.logins(ctx, ct, round, w, loginsMemory)
 			}})
+		}
+		if o.ResumedLogins {
+			// nginx and imapgate: direct has no TLS to resume.
+			for _, w := range o.Workers {
+				scenarios = append(scenarios, scenario{fmt.Sprintf("memory logins@%d resumed", w), c.memContenders[1:], func(ctx context.Context, ct contender, round int) error {
+					return c.logins(ctx, ct, round, w, loginsMemoryResumed)
+				}})
+			}
 		}
 	}
 	scenarios = append(scenarios, scenario{"latency", c.contenders, c.latency})
@@ -655,16 +690,22 @@ func (c *comparison) fetch(ctx context.Context, ct contender, round int) error {
 	return nil
 }
 
-// logins runs the login loop with workers workers through ct, whose
-// upstream is Dovecot, or the memory upstream if memory is set.
-func (c *comparison) logins(ctx context.Context, ct contender, round, workers int, memory bool) error {
-	r, err := runLogins(ctx, loginsOptions{Target: ct.target, Workers: workers, Duration: c.o.Duration, Log: c.o.RunnerLog})
+// logins runs the login loop with workers workers through ct: with
+// Dovecot or the memory upstream, a full handshake each login, or with
+// the memory upstream and a TLS session cache shared by the workers
+// (empty at the run's start), as kind says.
+func (c *comparison) logins(ctx context.Context, ct contender, round, workers int, kind loginsKind) error {
+	resume := kind == loginsMemoryResumed
+	r, err := runLogins(ctx, loginsOptions{Target: ct.target, Workers: workers, Duration: c.o.Duration, Resume: resume, Log: c.o.RunnerLog})
 	if err != nil {
 		return err
 	}
 	name, upstream := "logins", "dovecot"
-	if memory {
+	switch kind {
+	case loginsMemory:
 		name, upstream = "memory logins", "memory"
+	case loginsMemoryResumed:
+		name, upstream = "resumed memory logins", "memory"
 	}
 	if r.Errors > 0 {
 		c.problem("%s %s@%d round %d: %d errors: %s", ct.name, name, workers, round+1, r.Errors, errorSummary(r.ErrorKinds))
@@ -672,13 +713,52 @@ func (c *comparison) logins(ctx context.Context, ct contender, round, workers in
 	if r.Logins == 0 {
 		return errors.New("no login succeeded")
 	}
-	rate, p50, p99 := loginFigures(workers, memory)
+	rate, p50, p99 := loginFigures(workers, kind)
 	c.samples.add(rate, ct.name, r.LoginsPerSecond)
 	c.samples.add(p50, ct.name, r.Latency.P50Micros/1000)
 	c.samples.add(p99, ct.name, r.Latency.P99Micros/1000)
-	c.log.Info("logins", "round", round+1, "target", ct.name, "upstream", upstream, "workers", workers, "per_s", fmt.Sprintf("%.0f", r.LoginsPerSecond),
-		"p50", fmtMicros(r.Latency.P50Micros), "p99", fmtMicros(r.Latency.P99Micros))
+	attrs := []any{"round", round + 1, "target", ct.name, "upstream", upstream, "resume", resume, "workers", workers, "per_s", fmt.Sprintf("%.0f", r.LoginsPerSecond),
+		"p50", fmtMicros(r.Latency.P50Micros), "p99", fmtMicros(r.Latency.P99Micros)}
+	if resume {
+		c.countResumed(ct.name, workers, r.Logins, r.Resumed)
+		attrs = append(attrs, "resumed", fmt.Sprintf("%d of %d", r.Resumed, r.Logins))
+		if r.Resumed == 0 {
+			c.log.Warn("no TLS handshake resumed a session", "target", ct.name, "workers", workers, "round", round+1, "logins", r.Logins)
+		}
+	}
+	c.log.Info("logins", attrs...)
 	return nil
+}
+
+// countResumed adds a resumed run's logins and resumed handshakes to the
+// contender's counts at workers.
+func (c *comparison) countResumed(contender string, workers, logins, resumed int) {
+	byName := c.resumeCounts[workers]
+	if byName == nil {
+		byName = map[string]*resumeCount{}
+		c.resumeCounts[workers] = byName
+	}
+	rc := byName[contender]
+	if rc == nil {
+		rc = &resumeCount{Workers: workers, Contender: contender}
+		byName[contender] = rc
+	}
+	rc.Logins += logins
+	rc.Resumed += resumed
+}
+
+// resumption lists the resumed logins' counts in the order of o.Workers,
+// nginx before imapgate; a contender with no successful run has none.
+func (c *comparison) resumption() []resumeCount {
+	var rcs []resumeCount
+	for _, w := range c.o.Workers {
+		for _, name := range []string{nameNginx, nameImapgate} {
+			if rc := c.resumeCounts[w][name]; rc != nil {
+				rcs = append(rcs, *rc)
+			}
+		}
+	}
+	return rcs
 }
 
 func (c *comparison) latency(ctx context.Context, ct contender, round int) error {
@@ -714,6 +794,7 @@ func (c *comparison) settings() compareSettings {
 		LoginSeconds: o.Duration.Seconds(), Workers: o.Workers, NoopCount: o.Count,
 		NginxWorkers: nginxWorkers, MemoryLogins: c.memContenders != nil, Quick: o.Quick,
 	}
+	st.ResumedLogins = st.MemoryLogins && o.ResumedLogins
 	if st.MemoryLogins {
 		st.MemoryUpstream = memoryUpstreamMode
 	}
@@ -724,6 +805,7 @@ func (c *comparison) settings() compareSettings {
 // authRequests and memAuthRequests are the logins the auth_http
 // responders of the two nginx answered.
 func (c *comparison) finish(authRequests, memAuthRequests int64) {
-	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers, c.memContenders != nil))
+	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers, c.memContenders != nil, c.res.Settings.ResumedLogins))
+	c.res.Resumption = c.resumption()
 	c.res.Notes = compareNotes(c.res, authRequests, memAuthRequests)
 }

@@ -22,9 +22,29 @@ type compareResult struct {
 	TLS         map[string]string `json:"tls"` // contender -> "TLS 1.3 X25519" as negotiated
 	Rows        []compareRow      `json:"rows"`
 	Notes       []string          `json:"notes"`
+	// Resumption is how many of the resumed logins' TLS handshakes
+	// resumed a session, by workers and contender; empty without them.
+	Resumption []resumeCount `json:"resumption,omitempty"`
 	// Problems are errors and failed sessions seen during the run; the
 	// figures of a round with a problem may be off.
 	Problems []string `json:"problems,omitempty"`
+}
+
+// resumeCount is how many of one contender's successful logins at some
+// number of workers, over all rounds, resumed a TLS session.
+type resumeCount struct {
+	Workers   int    `json:"workers"`
+	Contender string `json:"contender"`
+	Logins    int    `json:"logins"`
+	Resumed   int    `json:"resumed"`
+}
+
+// fraction is Resumed / Logins, 0 for no logins.
+func (rc resumeCount) fraction() float64 {
+	if rc.Logins == 0 {
+		return 0
+	}
+	return float64(rc.Resumed) / float64(rc.Logins)
 }
 
 type compareVersions struct {
@@ -53,7 +73,10 @@ type compareSettings struct {
 	// upstream in place of Dovecot; MemoryUpstream says how it ran.
 	MemoryLogins   bool   `json:"memory_logins"`
 	MemoryUpstream string `json:"memory_upstream,omitempty"`
-	Quick          bool   `json:"quick"`
+	// ResumedLogins says the memory upstream's logins ran once more
+	// through nginx and imapgate with TLS session resumption.
+	ResumedLogins bool `json:"resumed_logins"`
+	Quick         bool `json:"quick"`
 }
 
 // compareRow is one figure: the median over the rounds of each
@@ -76,8 +99,8 @@ type compareRow struct {
 	decimals int
 }
 
-// The figures' keys. Logins have one set per number of workers, and one
-// more with the memory upstream.
+// The figures' keys. Logins have one set per number of workers, one more
+// with the memory upstream and one more with it and resumed sessions.
 const (
 	figIdleRSS   = "idle_rss_kib_per_session"
 	figIdlePSS   = "idle_pss_kib_per_session"
@@ -91,21 +114,44 @@ func figLogins(w int) string   { return fmt.Sprintf("logins_per_s_%d_workers", w
 func figLoginP50(w int) string { return fmt.Sprintf("login_p50_ms_%d_workers", w) }
 func figLoginP99(w int) string { return fmt.Sprintf("login_p99_ms_%d_workers", w) }
 
-// memorySuffix ends the keys of the memory upstream's figures, and
-// memoryLabel their labels.
+// loginsKind is which logins a figure measures.
+type loginsKind int
+
 const (
-	memorySuffix = "_memory_upstream"
-	memoryLabel  = ", memory upstream"
+	// loginsDovecot: a full TLS handshake each login, Dovecot upstream.
+	loginsDovecot loginsKind = iota
+	// loginsMemory: a full TLS handshake each login, memory upstream.
+	loginsMemory
+	// loginsMemoryResumed: the memory upstream, with the client's TLS
+	// session cache shared by the workers, so that handshakes resume.
+	loginsMemoryResumed
 )
 
-// loginFigures are the keys of the logins figures at w workers: with
-// Dovecot, or with the memory upstream if memory is set.
-func loginFigures(w int, memory bool) (rate, p50, p99 string) {
-	rate, p50, p99 = figLogins(w), figLoginP50(w), figLoginP99(w)
-	if memory {
-		rate, p50, p99 = rate+memorySuffix, p50+memorySuffix, p99+memorySuffix
+// suffix ends the keys of the kind's figures, and label their labels.
+func (k loginsKind) suffix() string {
+	switch k {
+	case loginsMemory:
+		return "_memory_upstream"
+	case loginsMemoryResumed:
+		return "_memory_upstream_resumed"
 	}
-	return rate, p50, p99
+	return ""
+}
+
+func (k loginsKind) label() string {
+	switch k {
+	case loginsMemory:
+		return ", memory upstream"
+	case loginsMemoryResumed:
+		return ", memory upstream, resumed"
+	}
+	return ""
+}
+
+// loginFigures are the keys of the logins figures of kind at w workers.
+func loginFigures(w int, kind loginsKind) (rate, p50, p99 string) {
+	sfx := kind.suffix()
+	return figLogins(w) + sfx, figLoginP50(w) + sfx, figLoginP99(w) + sfx
 }
 
 // figure is a row of the table.
@@ -118,28 +164,30 @@ type figure struct {
 }
 
 // compareFigures are the table's rows: with the memory upstream's logins
-// after Dovecot's if memory is set.
-func compareFigures(workers []int, memory bool) []figure {
+// after Dovecot's if memory is set, and the resumed ones after those if
+// resumed is set too. Direct has no TLS and so nothing to resume: its
+// cells of the resumed rows are n/a.
+func compareFigures(workers []int, memory, resumed bool) []figure {
 	figs := []figure{
 		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
 	}
-	upstreams := []bool{false}
+	kinds := []loginsKind{loginsDovecot}
 	if memory {
-		upstreams = append(upstreams, true)
-	}
-	for _, mem := range upstreams {
-		suffix := ""
-		if mem {
-			suffix = memoryLabel
+		kinds = append(kinds, loginsMemory)
+		if resumed {
+			kinds = append(kinds, loginsMemoryResumed)
 		}
+	}
+	for _, kind := range kinds {
+		suffix, na := kind.label(), kind == loginsMemoryResumed
 		for _, w := range workers {
-			rate, p50, p99 := loginFigures(w, mem)
+			rate, p50, p99 := loginFigures(w, kind)
 			figs = append(figs,
-				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0},
-				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2},
-				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2},
+				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na},
+				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
+				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
 			)
 		}
 	}
@@ -269,6 +317,9 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 			fmt.Sprintf("logins, memory upstream: direct is plaintext straight to it (AUTHENTICATE PLAIN); nginx and imapgate are second instances configured as the first (the same certificate and TLS), nginx with its own auth_http responder (%d requests) sending every login to the memory upstream, imapgate with upstream.address the memory upstream (tls = \"none\"); direct, nginx, imapgate rotate each round as for Dovecot",
 				memAuthRequests),
 		)
+		if s.ResumedLogins {
+			notes = append(notes, resumedNotes(res)...)
+		}
 	}
 	notes = append(notes,
 		fmt.Sprintf("latency: one session, %d sequential NOOPs per round", s.NoopCount),
@@ -277,6 +328,31 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 	)
 	if s.Quick {
 		notes = append(notes, "--quick: tiny sizes and durations, for a smoke test; not a measurement")
+	}
+	return notes
+}
+
+// resumedNotes say how the resumed logins ran and how many of their
+// handshakes resumed, and name a contender that resumed none.
+func resumedNotes(res *compareResult) []string {
+	notes := []string{
+		"logins, memory upstream, resumed: the memory upstream's runs through the same nginx and imapgate processes, but with one tls.ClientSessionCache shared by the workers of a run, so that a login resumes the session of an earlier one (TLS 1.3 session tickets; Go's client offers PSK with an X25519 key exchange only: no certificate and no signature); the cache starts each run empty, so about the first login of each worker is a full handshake; nginx and imapgate rotate each round",
+		"logins, memory upstream, resumed: nginx's configuration is unchanged, its defaults: ssl_session_tickets on (the ticket key made at start, shared by its workers) and ssl_session_cache none, which suffice for ticket resumption; imapgate's is unchanged too (Go's session tickets, on by default)",
+		"logins, memory upstream, resumed: direct has no TLS and nothing to resume, so its cells and imapgate/direct are n/a: direct's figure is the memory upstream's row without resumption",
+	}
+	var parts, none []string
+	for _, rc := range res.Resumption {
+		parts = append(parts, fmt.Sprintf("%s @%d %.1f%% (%d of %d)", rc.Contender, rc.Workers, 100*rc.fraction(), rc.Resumed, rc.Logins))
+		if rc.Resumed == 0 && rc.Logins > 0 {
+			none = append(none, fmt.Sprintf("%s @%d", rc.Contender, rc.Workers))
+		}
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "none measured")
+	}
+	notes = append(notes, "logins, memory upstream, resumed: handshakes that resumed a session, over the rounds: "+strings.Join(parts, ", "))
+	if len(none) > 0 {
+		notes = append(notes, fmt.Sprintf("logins, memory upstream, resumed: WARNING: %s resumed no session at all: those rows are full handshakes, not resumed ones", strings.Join(none, ", ")))
 	}
 	return notes
 }

@@ -53,7 +53,7 @@ func TestCompareQuick(t *testing.T) {
 		t.Logf("problem: %s", p) // the load of a shared machine may cause some; cells are what count
 	}
 
-	want := compareFigures([]int{16, 64}, true)
+	want := compareFigures([]int{16, 64}, true, true)
 	if len(res.Rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %+v", len(res.Rows), len(want), res.Rows)
 	}
@@ -82,6 +82,22 @@ func TestCompareQuick(t *testing.T) {
 	}
 	if !res.Settings.MemoryLogins || res.Settings.MemoryUpstream != memoryUpstreamMode {
 		t.Errorf("settings %+v: want the memory logins, in a subprocess", res.Settings)
+	}
+	// Both proxies resumed TLS sessions in the resumed runs.
+	if !res.Settings.ResumedLogins {
+		t.Errorf("settings %+v: want the resumed logins", res.Settings)
+	}
+	resumed := map[string]resumeCount{}
+	for _, rc := range res.Resumption {
+		resumed[fmt.Sprintf("%s@%d", rc.Contender, rc.Workers)] = rc
+	}
+	for _, name := range []string{nameNginx, nameImapgate} {
+		for _, w := range []int{16, 64} {
+			rc, ok := resumed[fmt.Sprintf("%s@%d", name, w)]
+			if !ok || rc.Resumed == 0 || rc.Resumed > rc.Logins {
+				t.Errorf("%s @%d: resumed %+v, want some of its logins resumed (all counts: %+v)", name, w, rc, res.Resumption)
+			}
+		}
 	}
 	if res.Machine.CPUs < 1 || res.Machine.Kernel == "" || !res.Settings.Quick || res.TLS[nameNginx] == "" || res.TLS[nameImapgate] == "" {
 		t.Errorf("header: machine %+v, settings %+v, TLS %v", res.Machine, res.Settings, res.TLS)
@@ -152,7 +168,7 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 	}
 	s.add(figIdleRSS, nameNginx, 24)
 	s.add(figIdleRSS, nameImapgate, 12)
-	rows := buildRows(s, compareFigures([]int{16}, false))
+	rows := buildRows(s, compareFigures([]int{16}, false, false))
 	byKey := map[string]compareRow{}
 	for _, r := range rows {
 		byKey[r.Key] = r
@@ -208,18 +224,18 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 }
 
 func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
-	if got, want := len(compareFigures([]int{16, 64}, true)), len(compareFigures([]int{16, 64}, false))+6; got != want {
+	if got, want := len(compareFigures([]int{16, 64}, true, false)), len(compareFigures([]int{16, 64}, false, false))+6; got != want {
 		t.Errorf("%d rows with the memory logins, want %d", got, want)
 	}
 	s := samples{}
-	rate, p50, _ := loginFigures(16, true)
+	rate, p50, _ := loginFigures(16, loginsMemory)
 	s.add(figLogins(16), nameNginx, 250)
 	s.add(figLogins(16), nameImapgate, 200)
 	s.add(rate, nameDirect, 4000)
 	s.add(rate, nameNginx, 1000)
 	s.add(rate, nameImapgate, 2500)
 	s.add(p50, nameImapgate, 6)
-	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, true))}
+	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, true, false))}
 	keys := map[string]bool{}
 	for _, r := range res.Rows {
 		if keys[r.Key] {
@@ -252,6 +268,80 @@ func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
 	}
 	if _, err := upstreamFlags(args[2:], io.Discard); err != nil {
 		t.Errorf("upstream refuses its command line: %v", err)
+	}
+}
+
+// The resumed logins have their own rows after the memory upstream's,
+// with direct n/a, and the notes give each proxy's resumed handshakes
+// and name one that resumed none.
+func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
+	if got, want := len(compareFigures([]int{16, 64}, true, true)), len(compareFigures([]int{16, 64}, true, false))+6; got != want {
+		t.Errorf("%d rows with the resumed logins, want %d", got, want)
+	}
+	if got, want := len(compareFigures([]int{16}, false, true)), len(compareFigures([]int{16}, false, false)); got != want {
+		t.Errorf("%d rows with resumed but no memory logins, want %d", got, want)
+	}
+	s := samples{}
+	memRate, _, _ := loginFigures(16, loginsMemory)
+	rate, p50, p99 := loginFigures(16, loginsMemoryResumed)
+	if rate == memRate || !strings.HasSuffix(rate, "_resumed") {
+		t.Errorf("resumed key %q, memory key %q", rate, memRate)
+	}
+	s.add(memRate, nameDirect, 4000)
+	s.add(rate, nameDirect, 4000) // not measured; ignored if it were
+	s.add(rate, nameNginx, 1000)
+	s.add(rate, nameImapgate, 2500)
+	for _, k := range []string{p50, p99} {
+		s.add(k, nameNginx, 8)
+		s.add(k, nameImapgate, 4)
+	}
+	res := &compareResult{
+		Rows:     buildRows(s, compareFigures([]int{16}, true, true)),
+		Settings: compareSettings{MemoryLogins: true, ResumedLogins: true, Workers: []int{16, 64}},
+		Resumption: []resumeCount{
+			{Workers: 16, Contender: nameNginx, Logins: 1000, Resumed: 0},
+			{Workers: 16, Contender: nameImapgate, Logins: 2000, Resumed: 1984},
+		},
+	}
+	for _, r := range res.Rows {
+		if strings.HasSuffix(r.Key, "_resumed") && (!r.DirectNA || r.Direct != nil || r.ImapgateDirect != nil) {
+			t.Errorf("%s: want direct n/a, have %+v", r.Key, r)
+		}
+	}
+	res.Notes = compareNotes(res, 0, 0)
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	flat := strings.Join(strings.Fields(table), " ")
+	for _, want := range []string{
+		"logins @16 workers, memory upstream, resumed, /s n/a 1000 2500 2.50 n/a",
+		"login p50 @16, memory upstream, resumed, ms n/a 8.00 4.00 0.50 n/a",
+		"login p99 @16, memory upstream, resumed, ms n/a 8.00 4.00 0.50 n/a",
+		"nginx @16 0.0% (0 of 1000), imapgate @16 99.2% (1984 of 2000)",
+		"WARNING: nginx @16 resumed no session at all",
+		"ssl_session_tickets on",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Index(table, "login p99 @16, memory upstream, ms") > strings.Index(table, "logins @16 workers, memory upstream, resumed") {
+		t.Errorf("the resumed rows come before the memory upstream's:\n%s", table)
+	}
+	// Direct's n/a cells of the resumed rows are not missing.
+	var resumedRows []compareRow
+	for _, r := range res.Rows {
+		if strings.HasSuffix(r.Key, "_resumed") {
+			resumedRows = append(resumedRows, r)
+		}
+	}
+	if n := len(resumedRows); n != 3 {
+		t.Errorf("%d resumed rows at 16 workers, want 3", n)
+	}
+	if got := (&compareResult{Rows: resumedRows}).missing(); got != 0 {
+		t.Errorf("the resumed rows miss %d cells, want 0", got)
 	}
 }
 
@@ -299,6 +389,8 @@ func TestCompareRejectsBadCommandLines(t *testing.T) {
 		{[]string{"compare", "extra"}, `unexpected argument "extra"`},
 		{[]string{"compare", "--addr", "127.0.0.1:993"}, "flag provided but not defined: -addr"},
 		{[]string{"compare", "--memory-logins=maybe"}, `invalid boolean value "maybe"`},
+		{[]string{"compare", "--resumed-logins=maybe"}, `invalid boolean value "maybe"`},
+		{[]string{"compare", "--memory-logins=false", "--resumed-logins=true"}, "--resumed-logins=true needs --memory-logins=true"},
 	}
 	for _, tt := range tests {
 		var out, errOut bytes.Buffer
