@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -359,5 +360,31 @@ func roundTrips(b *testing.B, c net.Conn) {
 		if _, err := br.ReadSlice('\n'); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestShutdownEndsParkedSessions: at the shutdown deadline, sessions whose
+// relay directions are parked are ended by Shutdown itself, which must not
+// deadlock on the server's lock while they finish.
+func TestShutdownEndsParkedSessions(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.parkAfter = time.Millisecond }) // park at once
+	c := tp.dialImplicit(t)
+	c.send("a1 AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+	c.expect("a1 OK")
+	time.Sleep(50 * time.Millisecond) // both directions park
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- tp.srv.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Shutdown reported a drain, but the session was still open")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown hung while ending a parked session")
+	}
+	if n := tp.srv.Sessions(); n != 0 {
+		t.Fatalf("%d sessions left", n)
 	}
 }

@@ -66,6 +66,10 @@ type Config struct {
 	Audit *Auditor
 	// Log is the operational log. Nil means slog.Default().
 	Log *slog.Logger
+
+	// parkAfter overrides how long a quiet relay direction waits before it
+	// parks (tests). It is read once, by NewServer.
+	parkAfter time.Duration
 }
 
 func (c *Config) preauthTimeout() time.Duration {
@@ -130,6 +134,7 @@ type Server struct {
 // NewServer returns a Server using cfg.
 func NewServer(cfg *Config) *Server {
 	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, relays: newRelayShared()}
+	s.relays.linger = cfg.parkAfter
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.cfg.Store(cfg)
 	return s
@@ -256,11 +261,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	// Abort outside the lock: ending a parked session finishes it right
+	// here, and finishing takes the lock.
 	s.mu.Lock()
+	left := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
-		sess.abort(endShutdown)
+		left = append(left, sess)
 	}
 	s.mu.Unlock()
+	for _, sess := range left {
+		sess.abort(endShutdown)
+	}
 	<-done
 	return ctx.Err()
 }
