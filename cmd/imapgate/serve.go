@@ -154,9 +154,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		return 1
 	}
 	rt.proxy.Log = log
-	if cfg.Upstream.TLS == "none" {
-		log.Warn("upstream.tls is \"none\": passwords travel to the upstream in plaintext; use this only on a trusted network", "upstream", cfg.Upstream.Address)
-	}
 	lns, err := listen(rt, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
