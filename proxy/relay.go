@@ -138,20 +138,6 @@ func (r *relay) start() {
 	go r.toCli.pumpUpstreamToClient()
 }
 
-// run starts the relay and waits for its end (for tests and simple callers).
-func (r *relay) run() {
-	done := make(chan struct{})
-	prev := r.onDone
-	r.onDone = func() {
-		if prev != nil {
-			prev()
-		}
-		close(done)
-	}
-	r.start()
-	<-done
-}
-
 // abort ends the relay from outside (shutdown, idle timeout).
 func (r *relay) abort(why string) {
 	r.setReason(why)
