@@ -41,7 +41,9 @@ P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, f
 and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
 prints the medians and the ratios imapgate/nginx and imapgate/direct.
 
-Dovecot forks a process per login, which bounds the logins of all three. So logins runs a second
+Dovecot's login work (its auth and imap processes; by default a fork and exec per login, with
+--reuse-processes, the default, a pool of reused imap processes) bounds the logins of all
+three. So logins runs a second
 time against "imapbench upstream" (an in-memory IMAP server, started as a subprocess of this
 imapbench) in place of Dovecot: direct (plaintext to it), a second nginx and a second imapgate
 in front of it. Those are the rows "..., memory upstream". Then, unless --resumed-logins=false,
@@ -66,6 +68,9 @@ Flags:
   --resumed-logins=BOOL
                        the memory upstream's logins once more through nginx and imapgate, resuming
                        TLS sessions (default true; none with --memory-logins=false)
+  --reuse-processes=BOOL
+                       Dovecot's imap processes serve login after login (service_count = 0) instead
+                       of one fork and exec per login (default true)
   --count N            latency: NOOP round trips per round (default 2000)
   --imapgate PATH      a built imapgate to use instead of building ./cmd/imapgate
   --quick              tiny sizes and durations, one round (a smoke test; about 25s)
@@ -98,6 +103,10 @@ type compareOptions struct {
 	// nginx and imapgate, with a TLS session cache shared by the
 	// workers. It needs MemoryLogins.
 	ResumedLogins bool
+	// ReuseProcesses lets Dovecot's imap processes serve login after
+	// login instead of forking one per login (see
+	// proxytest.DovecotOptions.ReuseProcesses).
+	ReuseProcesses bool
 	// Imapgate is a built imapgate. If empty, ./cmd/imapgate of the
 	// repository is built into the run's directory.
 	Imapgate string
@@ -114,7 +123,7 @@ func defaultCompareOptions() compareOptions {
 	return compareOptions{
 		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 3 * time.Second,
 		Users: 2000, Messages: 2000, MessageSize: 50_000,
-		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, ResumedLogins: true, Count: 2000,
+		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, ResumedLogins: true, ReuseProcesses: true, Count: 2000,
 		Concurrency: defaultConcurrency, Timeout: 10 * time.Second,
 	}
 }
@@ -155,6 +164,7 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Duration, "duration", d.Duration, "logins: how long each run logs in")
 	fs.BoolVar(&o.MemoryLogins, "memory-logins", d.MemoryLogins, "logins again against an in-memory upstream in place of Dovecot")
 	fs.BoolVar(&o.ResumedLogins, "resumed-logins", d.ResumedLogins, "the memory upstream's logins once more, resuming TLS sessions")
+	fs.BoolVar(&o.ReuseProcesses, "reuse-processes", d.ReuseProcesses, "Dovecot's imap processes serve login after login instead of one fork per login")
 	fs.IntVar(&o.Count, "count", d.Count, "latency: NOOP round trips per round")
 	fs.DurationVar(&o.Timeout, "timeout", d.Timeout, "how long each step may wait for a server")
 	if err := fs.Parse(args); err != nil {
@@ -428,6 +438,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		MessageSize:        o.MessageSize,
 		OtherUsersMessages: 1,
 		MaxSessions:        max(5000, o.Sessions+1000),
+		ReuseProcesses:     o.ReuseProcesses,
 	})
 	if err != nil {
 		return res, err
@@ -795,6 +806,7 @@ func (c *comparison) settings() compareSettings {
 		NginxWorkers: nginxWorkers, MemoryLogins: c.memContenders != nil, Quick: o.Quick,
 	}
 	st.ResumedLogins = st.MemoryLogins && o.ResumedLogins
+	st.ReuseProcesses = o.ReuseProcesses
 	if st.MemoryLogins {
 		st.MemoryUpstream = memoryUpstreamMode
 	}

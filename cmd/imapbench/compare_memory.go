@@ -11,8 +11,8 @@ import (
 	"strings"
 )
 
-// The memory-upstream logins: Dovecot forks an imap process per login,
-// which bounds the logins of direct, nginx and imapgate alike. So logins
+// The memory-upstream logins: Dovecot's own login work (auth process,
+// imap process, even when reused) bounds the logins of direct, nginx and imapgate alike. So logins
 // runs a second time against `imapbench upstream` (go-imap's in-memory
 // server) in place of Dovecot, through a second nginx and a second
 // imapgate, and those rows measure the proxies' own login capacity.

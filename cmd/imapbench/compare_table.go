@@ -76,7 +76,10 @@ type compareSettings struct {
 	// ResumedLogins says the memory upstream's logins ran once more
 	// through nginx and imapgate with TLS session resumption.
 	ResumedLogins bool `json:"resumed_logins"`
-	Quick         bool `json:"quick"`
+	// ReuseProcesses says Dovecot's imap processes served login after
+	// login (service_count = 0) rather than one process per login.
+	ReuseProcesses bool `json:"dovecot_reuse_processes"`
+	Quick          bool `json:"quick"`
 }
 
 // compareRow is one figure: the median over the rounds of each
@@ -304,7 +307,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 		fmt.Sprintf("nginx: %d workers, the mail module's defaults (proxy_buffer of one page, 4k/8k; the mail proxy never sets TCP_NODELAY); auth_http answered by imapbench itself (%d requests), which sends every login to Dovecot",
 			s.NginxWorkers, authRequests),
 		`imapgate: upstream.tls = "none", policy.failure_delay = "0s", connection limits 20000 (also per IP), audit log to a file`,
-		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB", s.Users, s.Messages, s.MessageSize, mb),
+		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB; %s", s.Users, s.Messages, s.MessageSize, mb, dovecotProcesses(s.ReuseProcesses)),
 		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
 			s.Sessions, s.HoldSeconds),
 		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
@@ -312,7 +315,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 	}
 	if s.MemoryLogins {
 		notes = append(notes,
-			fmt.Sprintf("logins, memory upstream: the same runs with `imapbench upstream` (go-imap's in-memory imapmemserver, the same %d users and password) in place of Dovecot, which forks a process per login; the upstream runs as a %s of imapbench (this executable with the upstream subcommand), so its CPU is not imapbench's, though all share the machine's CPUs",
+			fmt.Sprintf("logins, memory upstream: the same runs with `imapbench upstream` (go-imap's in-memory imapmemserver, the same %d users and password) in place of Dovecot, whose own login work bounds the Dovecot rows; the upstream runs as a %s of imapbench (this executable with the upstream subcommand), so its CPU is not imapbench's, though all share the machine's CPUs",
 				s.Users, s.MemoryUpstream),
 			fmt.Sprintf("logins, memory upstream: direct is plaintext straight to it (AUTHENTICATE PLAIN); nginx and imapgate are second instances configured as the first (the same certificate and TLS), nginx with its own auth_http responder (%d requests) sending every login to the memory upstream, imapgate with upstream.address the memory upstream (tls = \"none\"); direct, nginx, imapgate rotate each round as for Dovecot",
 				memAuthRequests),
@@ -425,4 +428,12 @@ func (res *compareResult) writeTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// dovecotProcesses says how Dovecot ran its imap processes.
+func dovecotProcesses(reuse bool) string {
+	if reuse {
+		return "imap processes reused from login to login (service_count = 0, 64 spares)"
+	}
+	return "a new imap process per login (Dovecot's default)"
 }

@@ -113,6 +113,15 @@ type DovecotOptions struct {
 	// Everything here connects from 127.0.0.1, so by default it is off
 	// (Dovecot's anvil-auth-penalty listener is not created).
 	AuthPenalty bool
+
+	// ReuseProcesses lets one imap process serve session after session
+	// (service imap: service_count = 0, with spare processes forked in
+	// advance) instead of Dovecot's default of a new process per login.
+	// Every user here maps to the same mail uid, so this is safe, and it
+	// makes a login cost what Dovecot's protocol work costs rather than a
+	// fork and exec: load tests use it so the proxies in front, not
+	// Dovecot's process creation, bound the logins per second.
+	ReuseProcesses bool
 }
 
 // DefaultUsers returns the users a Dovecot has when DovecotOptions.Users
@@ -163,6 +172,7 @@ const (
 	maxSessions   = 5000  // service imap process_limit
 	loginClients  = 5000  // service imap-login client_limit, per process
 	loginProcs    = 4     // service imap-login process_limit
+	reuseSpares   = 64    // service imap process_min_avail with ReuseProcesses
 	clientLimit   = 10000 // default_client_limit: log, anvil, auth, ...
 	userIPConns   = 10000 // mail_max_userip_connections
 	otherMsgSize  = 1024  // OtherUsersMessages' size
@@ -473,6 +483,10 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("service imap {")
 	p("  process_limit = %d", o.MaxSessions)
 	p("  client_limit = 1")
+	if o.ReuseProcesses {
+		p("  service_count = 0")
+		p("  process_min_avail = %d", reuseSpares)
+	}
 	p("}")
 	if !o.AuthPenalty || ids.rootless {
 		p("service anvil {")
