@@ -338,7 +338,7 @@ type userHistory struct {
 
 type userNets struct {
 	user string
-	nets []netip.Prefix // most recent last, capped at historyNetCap
+	nets []netip.Prefix // in order of first use, capped at historyNetCap (oldest dropped)
 }
 
 func newUserHistory(size int) *userHistory {
@@ -351,9 +351,7 @@ func (h *userHistory) login(user string, nw netip.Prefix) (known []netip.Prefix,
 	if el, ok := h.m[user]; ok {
 		h.lru.MoveToFront(el)
 		u := el.Value.(*userNets)
-		if i := slices.Index(u.nets, nw); i >= 0 {
-			// Seen: move it to the most recent end.
-			u.nets = append(slices.Delete(u.nets, i, i+1), nw)
+		if slices.Contains(u.nets, nw) {
 			return nil, false
 		}
 		known = slices.Clone(u.nets)
