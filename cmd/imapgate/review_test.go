@@ -407,4 +407,3 @@ func FuzzAuditReviewLine(f *testing.F) {
 		rv.report().writeText(&b)
 	})
 }
-
