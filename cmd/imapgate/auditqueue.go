@@ -118,10 +118,16 @@ func (q *auditQueue) Close(timeout time.Duration) {
 	}
 	q.closed = true
 	q.mu.Unlock()
-	q.lines <- nil // the end marker; a nil line is never queued by Write
+	deadline := time.After(timeout)
+	select {
+	case q.lines <- nil: // the end marker; a nil line is never queued by Write
+	case <-deadline:
+		q.log.Error("audit: output did not take the last events before shutdown", "output", q.currentOutput())
+		return
+	}
 	select {
 	case <-q.done:
-	case <-time.After(timeout):
+	case <-deadline:
 		q.log.Error("audit: output did not take the last events before shutdown", "output", q.currentOutput())
 	}
 }
