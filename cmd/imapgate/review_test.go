@@ -236,6 +236,9 @@ func TestAuditReviewOfAMillionEvents(t *testing.T) {
 	bin := imapgateBinary(t)
 	dir := t.TempDir()
 	big := filepath.Join(dir, "audit-1m.log")
+	if keep := os.Getenv("IMAPGATE_KEEP_AUDIT_LOG"); keep != "" {
+		big = keep // keep the log for measuring the command by hand
+	}
 	tr := genLog(t, big, 1_000_000)
 	small := filepath.Join(dir, "audit-100k.log")
 	genLog(t, small, 100_000)
@@ -406,4 +409,13 @@ func FuzzAuditReviewLine(f *testing.F) {
 		var b bytes.Buffer
 		rv.report().writeText(&b)
 	})
+}
+
+// TestMain removes the binary imapgateBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
 }
