@@ -464,7 +464,8 @@ func (rep *reviewReport) writeText(w io.Writer) {
 		for _, r := range rs {
 			n := fmt.Sprint(r.Count)
 			if r.MaxOvercount > 0 {
-				n = fmt.Sprintf("%d (-%d)", r.Count, r.MaxOvercount)
+				// Space-Saving: the true count lies in this range.
+				n = fmt.Sprintf("%d..%d", r.Count-r.MaxOvercount, r.Count)
 			}
 			if nets {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\n", n, r.Key, netCount(r.Networks))
