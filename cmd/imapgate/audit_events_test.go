@@ -148,6 +148,16 @@ func TestAuditEventsFromRealSessions(t *testing.T) {
 	ok.expect("a OK")
 	ok.send("b SELECT INBOX")
 	ok.expect("b OK")
+	// Relayed bytes count while the session is still open.
+	live := scrape(t, metricsAddr)
+	for _, dir := range []string{"in", "out"} {
+		if d := value(live, "imapgate_bytes_total", "direction", dir) - value(metricsBefore, "imapgate_bytes_total", "direction", dir); d <= 0 {
+			t.Errorf("imapgate_bytes_total{direction=%q} did not move during a session: %v", dir, d)
+		}
+	}
+	if v := value(live, "imapgate_connections_current", "listener", g.implicit); v != 1 {
+		t.Errorf("imapgate_connections_current = %v during one session", v)
+	}
 	ok.send("c LOGOUT")
 	ok.expect("c OK")
 	ok.conn.Close()

@@ -32,12 +32,12 @@ type gateMetrics struct {
 	tlsTotal      *prometheus.CounterVec
 	authTotal     *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
-	bytesTotal    *prometheus.CounterVec
 	upstreamLogin *prometheus.HistogramVec
 	upstreamUp    prometheus.Gauge
 	reloads       *prometheus.CounterVec
 
 	certs atomic.Pointer[tlsconf.CertStore] // the store serving now, for expiry
+	srv   atomic.Pointer[proxy.Server]      // for the live byte counts
 }
 
 // newMetrics registers every series. dropped reports the audit lines lost
@@ -59,9 +59,6 @@ func newMetrics(dropped func() uint64) *gateMetrics {
 	m.sessionsEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "imapgate_sessions_ended_total", Help: "Ended sessions, by reason.",
 	}, []string{"reason"})
-	m.bytesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "imapgate_bytes_total", Help: "Bytes relayed, counted when a session ends; direction in = client to upstream, out = upstream to client.",
-	}, []string{"direction"})
 	m.upstreamLogin = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "imapgate_upstream_login_seconds",
 		Help:    "Time to log in to the upstream (dial, TLS, login), by result (ok, failure, error).",
@@ -74,7 +71,7 @@ func newMetrics(dropped func() uint64) *gateMetrics {
 		Name: "imapgate_config_reloads_total", Help: "SIGHUP reloads, by result (ok, rejected).",
 	}, []string{"result"})
 	m.reg.MustRegister(m.connsCurrent, m.connsTotal, m.tlsTotal, m.authTotal, m.sessionsEnded,
-		m.bytesTotal, m.upstreamLogin, m.upstreamUp, m.reloads, (*certExpiry)(m),
+		(*bytesRelayed)(m), m.upstreamLogin, m.upstreamUp, m.reloads, (*certExpiry)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if dropped != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -101,12 +98,6 @@ func (m *gateMetrics) observe(e *proxy.Event) {
 		// session_end is written exactly for the accepted connections.
 		m.connsCurrent.WithLabelValues(e.Listener).Dec()
 		m.sessionsEnded.WithLabelValues(e.Reason).Inc()
-		if e.BytesIn != nil {
-			m.bytesTotal.WithLabelValues("in").Add(float64(*e.BytesIn))
-		}
-		if e.BytesOut != nil {
-			m.bytesTotal.WithLabelValues("out").Add(float64(*e.BytesOut))
-		}
 	}
 }
 
@@ -151,6 +142,26 @@ func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue,
 			time.Until(leaf.NotAfter).Seconds(), k[0], k[1])
 	}
+}
+
+// bytesRelayed exports proxy.Server.Bytes at each scrape: live, so the
+// traffic of sessions that stay open for hours shows as it happens.
+type bytesRelayed gateMetrics
+
+var bytesDesc = prometheus.NewDesc("imapgate_bytes_total",
+	"Bytes relayed, live; direction in = client to upstream, out = upstream to client.",
+	[]string{"direction"}, nil)
+
+func (b *bytesRelayed) Describe(ch chan<- *prometheus.Desc) { ch <- bytesDesc }
+
+func (b *bytesRelayed) Collect(ch chan<- prometheus.Metric) {
+	srv := b.srv.Load()
+	if srv == nil {
+		return
+	}
+	in, out := srv.Bytes()
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(in), "in")
+	ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(out), "out")
 }
 
 // health answers /healthz and /readyz.

@@ -160,6 +160,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	g.install(watchCtx, rt)
 	srv := proxy.NewServer(rt.proxy)
 	g.srv = srv
+	m.srv.Store(srv)
 	g.lns = newListenerSet(srv, log)
 	if err := g.lns.apply(rt, cfg); err != nil {
 		fmt.Fprintln(stderr, err)
