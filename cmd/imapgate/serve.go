@@ -170,6 +170,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
 			srv.Shutdown(context.Background())
+			g.lns.wg.Wait()
 			fmt.Fprintf(stderr, "metrics.listen: cannot bind %s: %v\n", cfg.Metrics.Listen, err)
 			return 1
 		}
