@@ -444,3 +444,44 @@ next:
 	}
 	return 0
 }
+
+// TestUserHashModeKeepsNamesOutOfTheLog: with user_hash_key_file set, a
+// real login and a failed one write user_hash and never the user name,
+// and imapgate audit still groups the failures by user.
+func TestUserHashModeKeepsNamesOutOfTheLog(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	keyFile := filepath.Join(t.TempDir(), "user-hash.key")
+	key := "c2VjcmV0LWtleS1mb3ItdXNlci1oYXNoLXRlc3RzLTAxMjM0NTY3"
+	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
+	g := startGate(t, gateOptions{upstream: dovecotUpstream(d, "starttls"), audit: fmt.Sprintf("user_hash_key_file = %q", keyFile), secrets: secretsOf(d)})
+	c := g.dialTLS(t)
+	c.send("a AUTHENTICATE PLAIN " + plainIR("user1", "not-the-password"))
+	c.expect("a NO")
+	c.send("b AUTHENTICATE PLAIN " + plainIR("user1", d.Users["user1"]))
+	c.expect("b OK")
+	c.send("c LOGOUT")
+	c.expect("c OK")
+	c.conn.Close()
+	want := proxy.HashUser([]byte(key), "user1")
+	var n int
+	waitFor(t, func() bool {
+		n = 0
+		for _, e := range g.events(t) {
+			if e["user_hash"] == want {
+				n++
+			}
+		}
+		return n == 3 // failure, success, session_end
+	})
+	data, _ := os.ReadFile(g.auditFile)
+	if bytes.Contains(data, []byte("user1")) || bytes.Contains(data, []byte(`"user":`)) {
+		t.Errorf("a user name reached the audit log in user_hash mode:\n%s", data)
+	}
+	var out, errOut bytes.Buffer
+	if code := auditCommand([]string{"--json", g.auditFile}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("audit: %d %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"key": "hash:`+want+`"`) {
+		t.Errorf("imapgate audit does not group by user_hash:\n%s", out.String())
+	}
+}

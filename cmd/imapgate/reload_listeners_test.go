@@ -154,6 +154,8 @@ func TestSIGHUPReloadsTheWholeConfig(t *testing.T) {
 	phone.send("DONE")
 	phone.expect("i OK")
 
+	_, page := get(t, "http://"+metricsAddr+"/metrics")
+	scanSecrets(t, page, g.secrets, "user1", "user2")
 	fams := scrape(t, metricsAddr)
 	if ok, rej := value(fams, "imapgate_config_reloads_total", "result", "ok"), value(fams, "imapgate_config_reloads_total", "result", "rejected"); ok != 1 || rej != 1 {
 		t.Errorf("imapgate_config_reloads_total ok=%v rejected=%v, want 1 and 1", ok, rej)
