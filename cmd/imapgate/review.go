@@ -433,6 +433,18 @@ func (rv *review) report() *reviewReport {
 		}
 	}
 	slices.SortStableFunc(rep.Spraying, func(a, b sprayed) int { return b.Networks - a.Networks })
+	// Empty lists print as [], not null, for --json readers.
+	if rep.Spraying == nil {
+		rep.Spraying = []sprayed{}
+	}
+	if rv.NewNets == nil {
+		rv.NewNets = []newNetwork{}
+	}
+	for _, r := range []*[]counted{&rep.TopAddresses, &rep.TopNetworks, &rep.TopUsers} {
+		if *r == nil {
+			*r = []counted{}
+		}
+	}
 	return rep
 }
 
