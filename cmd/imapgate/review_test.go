@@ -472,3 +472,22 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// BenchmarkAuditReview measures the review's reading speed on generated
+// events; ns/op is per event.
+func BenchmarkAuditReview(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "audit.log")
+	genLog(b, path, 100_000)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)) / 100_000)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += 100_000 {
+		rv := newReview(reviewOptions{top: 10, sprayNetworks: 5})
+		if err := rv.read(bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
