@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -39,6 +42,7 @@ type Event struct {
 	Result     string            `json:"result,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
 	User       string            `json:"user,omitempty"`
+	UserHash   string            `json:"user_hash,omitempty"` // set by the Auditor in user_hash mode, instead of User
 	Mechanism  string            `json:"mechanism,omitempty"`
 	ClientID   map[string]string `json:"client_id,omitempty"`
 	Upstream   string            `json:"upstream,omitempty"`
@@ -53,10 +57,12 @@ type Event struct {
 // Auditor writes audit events as JSON lines. The zero value discards events.
 // It is safe for concurrent use.
 type Auditor struct {
-	mu  sync.Mutex
-	w   io.Writer
-	log *slog.Logger // where write errors are reported; nil = slog.Default()
-	enc *json.Encoder
+	mu      sync.Mutex
+	w       io.Writer
+	log     *slog.Logger // where write errors are reported; nil = slog.Default()
+	enc     *json.Encoder
+	userKey []byte       // non-nil: user names are written as user_hash
+	observe func(*Event) // sees every event before it is written (metrics)
 }
 
 // NewAuditor returns an Auditor writing to w. Write errors are reported on
@@ -80,6 +86,36 @@ func (a *Auditor) SetOutput(w io.Writer) {
 	}
 }
 
+// SetUserKey turns user_hash mode on (a non-empty key) or off (nil): the
+// user name is then written as user_hash, the hex HMAC-SHA256 of the name
+// under key, so one user's events still correlate but the log holds no
+// names. The event given to Log is not changed.
+func (a *Auditor) SetUserKey(key []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(key) == 0 {
+		a.userKey = nil
+		return
+	}
+	a.userKey = append([]byte(nil), key...)
+}
+
+// SetObserver installs f to see every event, with the real user name,
+// before it is written; nil removes it. f runs on the session's goroutine
+// and must be quick (metrics counters).
+func (a *Auditor) SetObserver(f func(*Event)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.observe = f
+}
+
+// HashUser returns the user_hash of user under key: hex HMAC-SHA256.
+func HashUser(key []byte, user string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(user))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
 // Log writes one event. A zero Time is set to now (UTC).
 func (a *Auditor) Log(e *Event) {
 	if a == nil {
@@ -92,8 +128,16 @@ func (a *Auditor) Log(e *Event) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.observe != nil {
+		a.observe(e)
+	}
 	if a.enc == nil {
 		return
+	}
+	if a.userKey != nil && e.User != "" {
+		c := *e
+		c.UserHash, c.User = HashUser(a.userKey, e.User), ""
+		e = &c
 	}
 	if err := a.enc.Encode(e); err != nil {
 		l := a.log

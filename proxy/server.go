@@ -129,6 +129,9 @@ type Server struct {
 	cancelBase context.CancelFunc
 	// relays holds the copy buffers and the idle-socket parker.
 	relays *relayShared
+	// endedIn and endedOut count the bytes of ended sessions (see Bytes);
+	// written under mu.
+	endedIn, endedOut int64
 }
 
 // NewServer returns a Server using cfg.
@@ -230,6 +233,8 @@ func (s *Server) newSession(conn net.Conn, l Listener) *session {
 
 func (s *Server) sessionDone(sess *session) {
 	s.mu.Lock()
+	s.endedIn += sess.bytesIn
+	s.endedOut += sess.bytesOut
 	delete(s.sessions, sess)
 	s.mu.Unlock()
 	s.wg.Done()

@@ -93,6 +93,9 @@ type Upstream struct {
 	SourceAddrs []netip.Addr
 	// Dialer dials the upstream. If nil, a net.Dialer is used.
 	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ObserveLogin, if set, is told how long each Login took and how it
+	// ended (metrics: upstream login latency).
+	ObserveLogin func(d time.Duration, err error)
 
 	nextSource atomic.Uint64
 }
@@ -125,7 +128,10 @@ type upstreamClient struct {
 
 // Login connects to the upstream and logs in as user. On success the
 // connection is handed over for relaying; the password is forgotten.
-func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (*UpstreamConn, error) {
+func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
+	if u.ObserveLogin != nil {
+		defer observeLogin(u.ObserveLogin, time.Now(), &err)
+	}
 	timeout := u.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second

@@ -313,6 +313,12 @@ type AuditConfig struct {
 	// Output is "stdout", "stderr" or a file path (reopened on SIGHUP).
 	// Default "stdout".
 	Output string `toml:"output"`
+
+	// UserHashKeyFile, when set, turns on user_hash mode: events carry
+	// user_hash, the hex HMAC-SHA256 of the user name under the key in
+	// this file (at least 32 bytes; surrounding whitespace is ignored),
+	// instead of user. Default "": user names in clear.
+	UserHashKeyFile string `toml:"user_hash_key_file"`
 }
 
 // MetricsConfig is the [metrics] table.
@@ -1203,10 +1209,12 @@ func (d *decoder) policy(t *table, p *PolicyConfig) {
 
 func (d *decoder) audit(t *table, a *AuditConfig) {
 	t.str("output", &a.Output)
+	t.str("user_hash_key_file", &a.UserHashKeyFile)
 	t.done()
 	if a.Output == "" && t.ok("output") {
 		t.problem("output", "is empty: write \"stdout\", \"stderr\" or a file path")
 	}
+	t.userHashKey("user_hash_key_file", a.UserHashKeyFile)
 }
 
 func (d *decoder) metrics(t *table, m *MetricsConfig) {

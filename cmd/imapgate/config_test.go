@@ -243,7 +243,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			PreauthTimeout:      Duration{20 * time.Second},
 			IdleTimeout:         Duration{time.Hour},
 		},
-		Audit:   AuditConfig{Output: "/var/log/imapgate/audit.log"},
+		Audit:   AuditConfig{Output: "/var/log/imapgate/audit.log", UserHashKeyFile: "testdata/config/files/userhash.key"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9143"},
 		path:    "imapgate.toml",
 	}

@@ -57,6 +57,8 @@ type gateOptions struct {
 	upstream string // the [upstream] table body
 	policy   string // extra [policy] lines
 	auth     string // the [auth] table body
+	audit    string // extra [audit] lines
+	tail     string // appended to the config (more tables)
 	secrets  []string
 }
 
@@ -113,7 +115,9 @@ failure_delay = "0s"
 
 [audit]
 output = %q
-`, g.implicit, g.starttls, certFile, keyFile, o.upstream, o.auth, o.policy, g.auditFile)
+%s
+%s
+`, g.implicit, g.starttls, certFile, keyFile, o.upstream, o.auth, o.policy, g.auditFile, o.audit, o.tail)
 	path := filepath.Join(dir, "imapgate.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

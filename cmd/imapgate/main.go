@@ -6,6 +6,7 @@
 //	imapgate check-config --config imapgate.toml
 //	imapgate demo
 //	imapgate version
+//	imapgate audit --since 24h /var/log/imapgate/audit.log
 package main
 
 import (
@@ -32,6 +33,8 @@ Usage:
   imapgate check-config [--config PATH]   validate a config file without binding anything
   imapgate demo                           run a self-contained demo on 127.0.0.1
   imapgate version                        print version information
+  imapgate audit [--since T] [--until T] [--json] [FILE...]
+                                          review audit logs (standard input when no FILE)
 
 --config defaults to ` + defaultConfigPath + `.
 `
@@ -78,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "audit":
+		return auditCommand(args, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -10,8 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +27,7 @@ type wiring struct {
 	certs     *tlsconf.CertStore
 	listeners []proxy.Listener // parallel to cfg.Listen
 	proxy     *proxy.Config
+	userKey   []byte // audit.user_hash_key_file's key; nil = user names in clear
 }
 
 // newRuntime builds the proxy's objects from a validated config. audit may
@@ -36,10 +35,6 @@ type wiring struct {
 func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 	if cfg.TLS.ACME != nil {
 		return nil, errors.New("tls.acme: automatic certificates are not available in this build yet; use cert_file and key_file")
-	}
-	if cfg.Metrics.Listen != "" {
-		// Accepted so configs written for later versions load; not served yet.
-		slog.Warn("metrics.listen is set but metrics are not served by this version", "listen", cfg.Metrics.Listen)
 	}
 	var pairs []tlsconf.CertFiles
 	if cfg.TLS.CertFile != "" {
@@ -66,6 +61,9 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 	}
 	up, err := newUpstream(&cfg.Upstream)
 	if err != nil {
+		return nil, err
+	}
+	if rt.userKey, err = readUserHashKey(cfg.Audit.UserHashKeyFile); err != nil {
 		return nil, err
 	}
 	access, err := policy.NewAccess(cfg.Policy.Allow, cfg.Policy.Deny)
@@ -142,39 +140,47 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		log.Warn("config", "warning", w)
 	}
-	sink, closer, err := auditSink(cfg.Audit.Output)
+	queue, err := newAuditQueue(cfg.Audit.Output, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
-	audit := proxy.NewAuditor(sink, log)
+	defer queue.Close(5 * time.Second)
+	audit := proxy.NewAuditor(queue, log)
+	m := newMetrics(queue.Dropped)
+	audit.SetObserver(m.observe)
 	rt, err := newRuntime(cfg, audit)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
-	rt.proxy.Log = log
-	lns, err := listen(rt, cfg)
-	if err != nil {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m}
+	g.install(watchCtx, rt)
+	srv := proxy.NewServer(rt.proxy)
+	g.srv = srv
+	m.srv.Store(srv)
+	g.lns = newListenerSet(srv, log)
+	if err := g.lns.apply(rt, cfg); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	srv := proxy.NewServer(rt.proxy)
-	var wg sync.WaitGroup
-	for i, ln := range lns {
-		wg.Add(1)
-		go func(ln net.Listener, l proxy.Listener) {
-			defer wg.Done()
-			if err := srv.Serve(ln, l); err != nil && !errors.Is(err, proxy.ErrServerClosed) {
-				log.Error("listener stopped", "listener", l.Name, "err", err)
-			}
-		}(ln, rt.listeners[i])
-		log.Info("listening", "address", ln.Addr().String(), "tls", cfg.Listen[i].TLS)
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			g.lns.wg.Wait()
+			fmt.Fprintf(stderr, "metrics.listen: cannot bind %s: %v\n", cfg.Metrics.Listen, err)
+			return 1
+		}
+		h := &health{probeEvery: upstreamProbeEvery, certs: m.certs.Load}
+		h.bound.Store(true)
+		go probeUpstream(watchCtx, h, func() *proxy.Upstream { return srv.Config().Upstream }, m, log)
+		go serveMetrics(watchCtx, mln, metricsHandler(m, h), log)
+		log.Info("serving metrics", "address", mln.Addr().String())
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
 	go trimMemory(watchCtx, 5*time.Second, 4<<20, log)
-	go rt.certs.Watch(watchCtx, 0, func(err error) { log.Error("certificate reload failed; keeping the old certificates", "err", err) })
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -182,7 +188,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
-			closer = reload(path, rt, srv, audit, closer, log)
+			g.reload(watchCtx)
 			continue
 		case <-ctx.Done():
 		}
@@ -194,31 +200,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timeout reached; closed the remaining sessions", "err", err)
 	}
-	wg.Wait()
-	if closer != nil {
-		closer.Close()
-	}
+	g.lns.wg.Wait()
 	return 0
 }
 
-// listen binds every listener; on failure it closes those already bound.
-func listen(rt *wiring, cfg *Config) ([]net.Listener, error) {
-	var lns []net.Listener
-	for i, l := range cfg.Listen {
-		ln, err := net.Listen("tcp", l.Address)
-		if err != nil {
-			for _, o := range lns {
-				o.Close()
-			}
-			return nil, fmt.Errorf("listen[%d]: cannot bind %s: %w", i, l.Address, err)
-		}
-		if l.ProxyProtocol {
-			ln = proxyProtocolListener(ln, cfg.Policy.TrustedProxies, cfg.Policy.PreauthTimeout.Duration)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
+// upstreamProbeEvery is how often /readyz's upstream probe runs.
+const upstreamProbeEvery = 10 * time.Second
 
 // proxyProtocolListener accepts PROXY v1/v2 headers only from trusted
 // proxies; anyone else is served as a direct client (its header, if any, is
@@ -241,42 +228,6 @@ func proxyProtocolListener(ln net.Listener, trusted []string, timeout time.Durat
 			return proxyproto.IGNORE, nil
 		},
 	}
-}
-
-// reload re-reads the config on SIGHUP. New sessions get the new settings;
-// sessions already running keep theirs. A bad config is logged and ignored.
-// Listener changes need a restart in this version.
-func reload(path string, rt *wiring, srv *proxy.Server, audit *proxy.Auditor, closer io.Closer, log *slog.Logger) io.Closer {
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		log.Error("reload: config rejected; keeping the running one", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return closer
-	}
-	nrt, err := newRuntime(cfg, audit)
-	if err != nil {
-		log.Error("reload: config rejected; keeping the running one", "err", err)
-		return closer
-	}
-	if err := rt.certs.Reload(); err != nil {
-		log.Error("reload: certificates not reloaded", "err", err)
-	}
-	sink, c, err := auditSink(cfg.Audit.Output)
-	if err != nil {
-		log.Error("reload: audit output not reopened", "err", err)
-	} else {
-		audit.SetOutput(sink)
-		if closer != nil {
-			closer.Close()
-		}
-		closer = c
-	}
-	nrt.proxy.Log = log
-	// Open connections stay counted: keep the limiter, change its limits.
-	nrt.proxy.Conns = rt.proxy.Conns
-	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
-	srv.SetConfig(nrt.proxy)
-	log.Info("reloaded", "config", path)
-	return closer
 }
 
 func netipFromIP(ip net.IP) (netip.Addr, bool) {

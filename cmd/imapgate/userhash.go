@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+)
+
+// minUserHashKey is the shortest user_hash key accepted: 32 bytes, the
+// HMAC-SHA256 block's worth of guessing an attacker must not be able to do.
+const minUserHashKey = 32
+
+// readUserHashKey reads audit.user_hash_key_file; "" means no key.
+func readUserHashKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit.user_hash_key_file: %w", err)
+	}
+	key := bytes.TrimSpace(data)
+	if len(key) < minUserHashKey {
+		return nil, fmt.Errorf("audit.user_hash_key_file: %s holds %d bytes; a key needs at least %d (for example: head -c 32 /dev/urandom | base64 > FILE)", path, len(key), minUserHashKey)
+	}
+	return key, nil
+}
+
+// userHashKey checks the key file when the decoder checks files.
+func (t *table) userHashKey(name, path string) {
+	if path == "" || !t.d.checkFiles || t.quiet || !t.ok(name) {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.problem(name, "%s", err)
+		return
+	}
+	if fi.IsDir() {
+		t.problem(name, "%s is a directory, not a file", path)
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.problem(name, "%s", err)
+		return
+	}
+	if n := len(bytes.TrimSpace(data)); n < minUserHashKey {
+		t.problem(name, "%s holds %d bytes; a key needs at least %d (for example: head -c 32 /dev/urandom | base64 > FILE)", path, n, minUserHashKey)
+	}
+}
