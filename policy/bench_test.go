@@ -64,7 +64,7 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		counts := make([]int, 1)
 		for i := range n {
 			keys[0] = Key{Kind: KeyNet, Net: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)}
-			m.AddFailure(ctx, keys, time.Hour, now, counts)
+			m.Take(ctx, keys, []int{0}, time.Hour, now, counts)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)

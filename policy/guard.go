@@ -25,13 +25,19 @@ const (
 // *Guard implements it; the proxy holds it as this interface so a test or a
 // later backend can stand in.
 type Decider interface {
-	// Check decides whether the attempt may reach the upstream.
+	// Check decides whether the attempt may reach the upstream. An allowed
+	// attempt is counted at once (so parallel attempts cannot overshoot a
+	// budget); exactly one of Failure, Success or Cancel must follow it.
 	Check(ctx context.Context, a Attempt) Decision
-	// Failure records that the upstream rejected the credentials and
-	// returns how long to wait before answering (the tarpit).
+	// Failure says the upstream rejected the credentials, and returns how
+	// long to wait before answering (the tarpit).
 	Failure(ctx context.Context, a Attempt, d Decision) time.Duration
-	// Success records a successful login (the device becomes known).
+	// Success says the login succeeded: the attempt is given back and the
+	// device becomes known.
 	Success(ctx context.Context, a Attempt, d Decision)
+	// Cancel says the upstream never judged the credentials (unavailable,
+	// busy): the attempt is given back.
+	Cancel(ctx context.Context, a Attempt, d Decision)
 }
 
 // Attempt is one authentication attempt.
@@ -59,6 +65,8 @@ type Decision struct {
 	Err error
 
 	budgets Budgets
+	counted bool // Take counted the attempt: Success and Cancel refund it
+	busiest int  // the highest count among the attempt's keys, after counting
 }
 
 // Budgets are the limits applied to an attempt. A zero limit means no limit.
@@ -275,45 +283,47 @@ func (g *Guard) Check(ctx context.Context, a Attempt) Decision {
 	ks := keySets.Get().(*keySet)
 	defer keySets.Put(ks)
 	keysFor(ks, addr, user, d.Known, b)
-	if err := g.store.Failures(ctx, ks.keys[:ks.n], b.window(), now, ks.counts[:ks.n]); err != nil {
+	spent, err := g.store.Take(ctx, ks.keys[:ks.n], ks.limits[:ks.n], b.window(), now, ks.counts[:ks.n])
+	if err != nil {
 		d.Err = err
 		return d
 	}
-	busiest := 0
 	for i := range ks.n {
-		busiest = max(busiest, ks.counts[i])
-		if d.Allowed && ks.limits[i] > 0 && ks.counts[i] >= ks.limits[i] {
-			d.Allowed = false
-			d.Result, d.Reason = reasonFor(ks.keys[i])
-		}
+		d.busiest = max(d.busiest, ks.counts[i])
 	}
-	if !d.Allowed {
-		d.Delay = b.delay(busiest + 1)
+	if spent >= 0 {
+		d.Allowed = false
+		d.Result, d.Reason = reasonFor(ks.keys[spent])
+		d.Delay = b.delay(d.busiest + 1)
+		return d
 	}
+	d.counted = true
 	return d
 }
 
-// Failure implements Decider.
+// Failure implements Decider: the attempt stays counted; the tarpit
+// doubles with the count of the busiest key.
 func (g *Guard) Failure(ctx context.Context, a Attempt, d Decision) time.Duration {
-	addr := a.Addr.Unmap()
-	ks := keySets.Get().(*keySet)
-	defer keySets.Put(ks)
-	keysFor(ks, addr, NormalizeUser(a.User), d.Known, d.budgets)
-	if err := g.store.AddFailure(ctx, ks.keys[:ks.n], d.budgets.window(), g.now(), ks.counts[:ks.n]); err != nil {
-		return d.budgets.delay(1)
-	}
-	busiest := 0
-	for i := range ks.n {
-		busiest = max(busiest, ks.counts[i])
-	}
-	return d.budgets.delay(busiest)
+	return d.budgets.delay(max(d.busiest, 1))
 }
 
-// Success implements Decider: the device becomes known (or stays known
-// for another KnownFor) and its failures are forgotten. The user's own
-// counter is not reset: the real user logging in must not hand a sprayer
-// a fresh budget.
+// Cancel implements Decider.
+func (g *Guard) Cancel(ctx context.Context, a Attempt, d Decision) {
+	if !d.counted {
+		return
+	}
+	ks := keySets.Get().(*keySet)
+	defer keySets.Put(ks)
+	keysFor(ks, a.Addr.Unmap(), NormalizeUser(a.User), d.Known, d.budgets)
+	g.store.Refund(ctx, ks.keys[:ks.n])
+}
+
+// Success implements Decider: the attempt is given back, the device
+// becomes known (or stays known for another KnownFor) and its failures are
+// forgotten. The user's own counter keeps its other failures: the real
+// user logging in must not hand a sprayer a fresh budget.
 func (g *Guard) Success(ctx context.Context, a Attempt, d Decision) {
+	g.Cancel(ctx, a, d)
 	user := NormalizeUser(a.User)
 	addr := a.Addr.Unmap()
 	if user == "" || !addr.IsValid() {

@@ -316,37 +316,33 @@ func TestMemoryStoreIsBoundedAndEvictsOldestFirst(t *testing.T) {
 	}
 	counts := make([]int, 1)
 	for i := range 1000 {
-		m.AddFailure(ctx, []Key{key(i)}, time.Hour, now, counts)
+		m.Take(ctx, []Key{key(i)}, []int{0}, time.Hour, now, counts)
 		if i == 0 || i%7 == 0 {
-			m.Failures(ctx, []Key{key(0)}, time.Hour, now, counts) // key 0 stays in use
+			peek(m, key(0), time.Hour, now) // key 0 stays in use
 		}
 	}
 	if n, _ := m.Len(); n != 100 {
 		t.Fatalf("%d entries, want the cap of 100", n)
 	}
-	m.Failures(ctx, []Key{key(0)}, time.Hour, now, counts)
-	if counts[0] != 1 {
+	if peek(m, key(0), time.Hour, now) != 1 {
 		t.Fatal("a key in use was evicted")
 	}
-	m.Failures(ctx, []Key{key(500)}, time.Hour, now, counts)
-	if counts[0] != 0 {
+	if peek(m, key(500), time.Hour, now) != 0 {
 		t.Fatal("an old idle key was kept")
 	}
-	m.Failures(ctx, []Key{key(999)}, time.Hour, now, counts)
-	if counts[0] != 1 {
+	if peek(m, key(999), time.Hour, now) != 1 {
 		t.Fatal("the newest key was evicted")
 	}
 	// Idle counters past the longest window leave as new ones arrive.
 	later := now.Add(2 * time.Hour)
 	for i := range 60 {
-		m.AddFailure(ctx, []Key{key(5000 + i)}, time.Hour, later, counts)
+		m.Take(ctx, []Key{key(5000 + i)}, []int{0}, time.Hour, later, counts)
 	}
 	if n, _ := m.Len(); n != 60 {
 		t.Fatalf("%d entries: expired counters were not dropped", n)
 	}
 	m.Reset(ctx, []Key{key(5000)})
-	m.Failures(ctx, []Key{key(5000)}, time.Hour, later, counts)
-	if counts[0] != 0 {
+	if peek(m, key(5000), time.Hour, later) != 0 {
 		t.Fatal("Reset kept the counter")
 	}
 }
@@ -453,5 +449,58 @@ func TestSlotsUnderConcurrency(t *testing.T) {
 	wg.Wait()
 	if peak > 8 || ok+refused != 500 || ok < 8 {
 		t.Fatalf("peak %d, ok %d, refused %d", peak, ok, refused)
+	}
+}
+
+// peek reads a counter as Take would, without counting.
+func peek(m *MemoryStore, k Key, window time.Duration, now time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.fails.get(m.key(k)); e != nil && now.UnixNano()-e.start < int64(window) {
+		return int(e.n)
+	}
+	return 0
+}
+
+func TestTakeIsAtomicUnderParallelAttempts(t *testing.T) {
+	g := NewGuard(nil, Budgets{PerIP: 10}, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	allowed := 0
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := Attempt{Addr: netip.MustParseAddr("192.0.2.1"), User: fmt.Sprint("u", i)}
+			if d := g.Check(ctx, a); d.Allowed {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+				time.Sleep(time.Millisecond) // the upstream thinking
+				g.Failure(ctx, a, d)
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 10 {
+		t.Fatalf("%d parallel attempts allowed, want 10", allowed)
+	}
+}
+
+func TestSuccessAndCancelGiveTheAttemptBack(t *testing.T) {
+	g, _ := newTestGuard(Budgets{PerIP: 3})
+	ctx := context.Background()
+	for i := range 50 { // a NAT with many users logging in fine
+		a := Attempt{Addr: netip.MustParseAddr("192.0.2.1"), User: fmt.Sprint("u", i)}
+		d := g.Check(ctx, a)
+		if !d.Allowed {
+			t.Fatalf("success %d refused", i)
+		}
+		if i%2 == 0 {
+			g.Success(ctx, a, d)
+		} else {
+			g.Cancel(ctx, a, d)
+		}
 	}
 }

@@ -17,8 +17,8 @@ const DefaultMaxEntries = 100_000
 // bounded: at most MaxEntries failure counters and MaxEntries known devices,
 // each table evicting its least recently used entry first when full.
 //
-// Why an attacker cannot grow it: only a failure that reached the upstream
-// creates counters (a refused attempt creates none), and every failure is
+// Why an attacker cannot grow it: only an attempt let through to the
+// upstream creates counters (a refused attempt creates none), and every failure is
 // counted under its /24 or /48, whose budget is small. Rotating through the
 // addresses of one IPv6 /48 therefore adds at most a budget's worth of
 // entries per window, however many addresses it holds. Known devices are
@@ -75,27 +75,25 @@ func (m *MemoryStore) key(k Key) memKey {
 	return mk
 }
 
-// Failures implements Store.
-func (m *MemoryStore) Failures(_ context.Context, keys []Key, window time.Duration, now time.Time, counts []int) error {
+// Take implements Store.
+func (m *MemoryStore) Take(_ context.Context, keys []Key, limits []int, window time.Duration, now time.Time, counts []int) (int, error) {
 	m.init()
 	t := now.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	spent := -1
 	for i, k := range keys {
 		counts[i] = 0
 		if e := m.fails.get(m.key(k)); e != nil && t-e.start < int64(window) {
 			counts[i] = int(e.n)
 		}
+		if spent < 0 && limits[i] > 0 && counts[i] >= limits[i] {
+			spent = i
+		}
 	}
-	return nil
-}
-
-// AddFailure implements Store.
-func (m *MemoryStore) AddFailure(_ context.Context, keys []Key, window time.Duration, now time.Time, counts []int) error {
-	m.init()
-	t := now.UnixNano()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if spent >= 0 {
+		return spent, nil
+	}
 	m.longest = max(m.longest, window)
 	m.fails.expire(t, int64(m.longest))
 	for i, k := range keys {
@@ -107,6 +105,19 @@ func (m *MemoryStore) AddFailure(_ context.Context, keys []Key, window time.Dura
 			e.n++
 		}
 		counts[i] = int(e.n)
+	}
+	return -1, nil
+}
+
+// Refund implements Store.
+func (m *MemoryStore) Refund(_ context.Context, keys []Key) error {
+	m.init()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		if e := m.fails.get(m.key(k)); e != nil && e.n > 0 {
+			e.n--
+		}
 	}
 	return nil
 }

@@ -62,6 +62,14 @@ type Config struct {
 	Access *policy.Access
 	// Conns limits open connections. Nil means no limit.
 	Conns *policy.ConnLimiter
+	// Policy is asked before every upstream login (brute-force and
+	// spraying budgets) and told the outcome; a refused attempt never
+	// reaches the upstream, and the tarpit it returns replaces
+	// FailureDelay after a failure. Nil allows every attempt.
+	Policy policy.Decider
+	// UpstreamLogins caps concurrent upstream logins, with a short queue;
+	// beyond it the client gets NO [UNAVAILABLE] at once. Nil means no cap.
+	UpstreamLogins *policy.Slots
 	// Audit receives audit events. Nil discards them.
 	Audit *Auditor
 	// Log is the operational log. Nil means slog.Default().

@@ -1,0 +1,370 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/policy"
+	"github.com/imapgate/imapgate/proxy/proxytest"
+)
+
+// These tests put the proxy in front of a real Dovecot and count, from
+// Dovecot's own log, how many guesses reach it.
+
+// attackBudgets are CONTRACT's defaults with a tiny tarpit, so 10,000
+// guesses take seconds.
+var attackBudgets = policy.Budgets{PerIP: 10, PerNetwork: 50, PerUser: 20, PerDevice: 10, Window: 15 * time.Minute, Delay: 500 * time.Microsecond}
+
+func startGuardedProxy(t *testing.T, d *proxytest.Dovecot, mod func(*Config)) *testProxy {
+	t.Helper()
+	return startProxyTo(t, d.Addr, UpstreamPlaintext, nil, func(c *Config) {
+		c.Policy = policy.NewGuard(nil, attackBudgets, nil)
+		if mod != nil {
+			mod(c)
+		}
+	}, nil)
+}
+
+// dialFrom opens an implicit TLS connection from a loopback source address.
+func (tp *testProxy) dialFrom(t testing.TB, source string) (*tls.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+	return tls.DialWithDialer(d, "tcp", tp.implicit, &tls.Config{RootCAs: tp.roots, ServerName: "localhost"})
+}
+
+func saslPlain(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
+}
+
+// guessAll pipelines n wrong guesses on one connection from source and
+// returns the tagged answers it got.
+func (tp *testProxy) guessAll(t testing.TB, source string, n int, user func(i int) string) (answers []string, err error) {
+	conn, err := tp.dialFrom(t, source)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(90 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&buf, "g%d AUTHENTICATE PLAIN %s\r\n", i, saslPlain(user(i), fmt.Sprintf("Guess-%d-%s", i, source)))
+	}
+	go conn.Write(buf.Bytes()) // answers are read meanwhile: no deadlock
+	for len(answers) < n {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return answers, err
+		}
+		if strings.HasPrefix(line, "g") {
+			answers = append(answers, strings.TrimSpace(line))
+		}
+	}
+	return answers, nil
+}
+
+// loginOnce logs in as user from source and reports the answer and its latency.
+func (tp *testProxy) loginOnce(t testing.TB, source, user, pass string) (string, time.Duration, error) {
+	start := time.Now()
+	conn, err := tp.dialFrom(t, source)
+	if err != nil {
+		return "", 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil {
+		return "", 0, err
+	}
+	fmt.Fprintf(conn, "a AUTHENTICATE PLAIN %s\r\n", saslPlain(user, pass))
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", 0, err
+		}
+		if strings.HasPrefix(line, "a ") {
+			fmt.Fprintf(conn, "z LOGOUT\r\n")
+			return strings.TrimSpace(line), time.Since(start), nil
+		}
+	}
+}
+
+func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 1000 })
+	const conns, perConn = 10, 1000 // 10,000 guesses from 127.0.0.5
+
+	attackDone := make(chan struct{})
+	var slowest atomic.Int64
+	var others atomic.Int32
+	go func() { // another client, in another /24, logs in meanwhile
+		for {
+			select {
+			case <-attackDone:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			line, took, err := tp.loginOnce(t, "127.0.9.1", "user2", d.Users["user2"])
+			if err != nil || !strings.HasPrefix(line, "a OK") {
+				t.Errorf("other client: %q %v", line, err)
+				return
+			}
+			others.Add(1)
+			slowest.Store(max(slowest.Load(), int64(took)))
+		}
+	}()
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	start := time.Now()
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers, err := tp.guessAll(t, "127.0.0.5", perConn, func(i int) string {
+				return []string{"user1", "user2", fmt.Sprintf("admin%d", c)}[i%3]
+			})
+			if err != nil {
+				t.Errorf("attacker connection %d: %v after %d answers", c, err, len(answers))
+			}
+			for _, a := range answers {
+				if !strings.Contains(a, " NO [AUTHENTICATIONFAILED] ") {
+					t.Errorf("answer %q", a)
+					return
+				}
+				refused.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(attackDone)
+
+	time.Sleep(300 * time.Millisecond) // Dovecot logs a little after answering
+	got := d.AuthAttempts()
+	t.Logf("single address: %d of %d guesses reached Dovecot (%d answered NO) in %v; other client: %d logins, slowest %v",
+		got.Failure, conns*perConn, refused.Load(), elapsed.Round(time.Millisecond), others.Load(), time.Duration(slowest.Load()).Round(time.Millisecond))
+	if got.Failure != attackBudgets.PerIP {
+		t.Errorf("%d guesses reached Dovecot, want exactly auth_failures_per_ip = %d", got.Failure, attackBudgets.PerIP)
+	}
+	if others.Load() == 0 || time.Duration(slowest.Load()) > 2*time.Second {
+		t.Errorf("other client: %d logins, slowest %v", others.Load(), time.Duration(slowest.Load()))
+	}
+	limited := 0
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventAuth && e.Result == policy.ResultRateLimited {
+			if e.Reason != policy.ReasonIPRateLimited || e.ClientIP != "127.0.0.5" || e.Upstream != "" {
+				t.Fatalf("rate-limit event %+v", e)
+			}
+			limited++
+		}
+	}
+	if limited != conns*perConn-attackBudgets.PerIP {
+		t.Errorf("%d ratelimited events, want %d", limited, conns*perConn-attackBudgets.PerIP)
+	}
+}
+
+func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 100 })
+	pass := d.Users["user1"]
+	if line, _, err := tp.loginOnce(t, "127.0.0.1", "user1", pass); err != nil || !strings.HasPrefix(line, "a OK") {
+		t.Fatalf("first login: %q %v", line, err)
+	}
+
+	const sources, total = 256, 10_000
+	attackDone := make(chan struct{})
+	var realTries, realOK atomic.Int32
+	realDone := make(chan struct{})
+	go func() { // the real user, from its usual address, all through the attack
+		defer close(realDone)
+		for {
+			line, _, err := tp.loginOnce(t, "127.0.0.1", "user1", pass)
+			realTries.Add(1)
+			if err == nil && strings.HasPrefix(line, "a OK") {
+				realOK.Add(1)
+			} else {
+				t.Errorf("real user: %q %v", line, err)
+			}
+			select {
+			case <-attackDone:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range sources {
+		n := total / sources
+		if i < total%sources {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			source := fmt.Sprintf("127.1.%d.1", i) // 256 different /24s
+			answers, err := tp.guessAll(t, source, n, func(int) string { return "user1" })
+			if err != nil {
+				t.Errorf("%s: %v after %d answers", source, err, len(answers))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(attackDone)
+	<-realDone
+
+	time.Sleep(300 * time.Millisecond)
+	got := d.AuthAttempts()
+	t.Logf("spray from %d addresses: %d of %d guesses reached Dovecot in %v; real user: %d of %d logins succeeded",
+		sources, got.FailureByUser["user1"], total, elapsed.Round(time.Millisecond), realOK.Load(), realTries.Load())
+	if got.FailureByUser["user1"] != attackBudgets.PerUser {
+		t.Errorf("%d spray guesses reached Dovecot, want exactly auth_failures_per_user = %d", got.FailureByUser["user1"], attackBudgets.PerUser)
+	}
+	if realOK.Load() != realTries.Load() || realTries.Load() < 3 {
+		t.Errorf("real user: %d of %d logins succeeded", realOK.Load(), realTries.Load())
+	}
+	locked := 0
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventAuth && e.Result == policy.ResultLocked && e.Reason == policy.ReasonUserLocked {
+			locked++
+		}
+	}
+	if locked != total-attackBudgets.PerUser {
+		t.Errorf("%d user_locked events, want %d", locked, total-attackBudgets.PerUser)
+	}
+}
+
+// loginWatcher wraps upstream connections and counts those still in
+// their login exchange: from dial until Dovecot's tagged answer to the
+// login ("Logged in" or AUTHENTICATIONFAILED) or close.
+type loginWatcher struct {
+	cur, peak atomic.Int32
+}
+
+type watchedConn struct {
+	net.Conn
+	w    *loginWatcher
+	once sync.Once
+	tail []byte
+}
+
+func (w *loginWatcher) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if n := w.cur.Add(1); n > w.peak.Load() {
+		w.peak.Store(n) // racy max is fine: only the watcher's goroutines raise it
+	}
+	return &watchedConn{Conn: c, w: w}, nil
+}
+
+func (c *watchedConn) done() { c.once.Do(func() { c.w.cur.Add(-1) }) }
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.tail = append(c.tail, p[:n]...)
+	if bytes.Contains(c.tail, []byte("Logged in")) || bytes.Contains(c.tail, []byte("AUTHENTICATIONFAILED")) {
+		c.done()
+	}
+	if len(c.tail) > 64 {
+		c.tail = c.tail[len(c.tail)-64:]
+	}
+	return n, err
+}
+
+func (c *watchedConn) Close() error { c.done(); return c.Conn.Close() }
+
+func TestUpstreamLoginCapUnder500ConcurrentLogins(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Users: proxytest.NumberedUsers(500, "Pass-500!")})
+	const max, queue, clients = 8, 8, 500
+	w := &loginWatcher{}
+	tp := startProxyTo(t, d.Addr, UpstreamPlaintext, nil, func(c *Config) {
+		c.Upstream.Dialer = w.dial
+		c.UpstreamLogins = policy.NewSlots(max, queue, 500*time.Millisecond)
+	}, nil)
+
+	var ok, busy atomic.Int32
+	var slowestBusy atomic.Int64
+	var wg sync.WaitGroup
+	startLine := make(chan struct{})
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := tp.dialFrom(t, fmt.Sprintf("127.2.%d.%d", i/200, i%200+1))
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				return
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(60 * time.Second))
+			r := bufio.NewReader(conn)
+			r.ReadString('\n')
+			user := fmt.Sprintf("user%d", i+1)
+			cmd := "a AUTHENTICATE PLAIN " + saslPlain(user, "Pass-500!") + "\r\n"
+			<-startLine // all 500 ask at once
+			sent := time.Now()
+			conn.Write([]byte(cmd))
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Errorf("client %d: %v", i, err)
+					return
+				}
+				switch {
+				case strings.HasPrefix(line, "a OK"):
+					ok.Add(1)
+					conn.Write([]byte("z LOGOUT\r\n"))
+					return
+				case strings.HasPrefix(line, "a NO [UNAVAILABLE]"):
+					busy.Add(1)
+					took := int64(time.Since(sent))
+					for old := slowestBusy.Load(); took > old && !slowestBusy.CompareAndSwap(old, took); old = slowestBusy.Load() {
+					}
+					return
+				case strings.HasPrefix(line, "a "):
+					t.Errorf("client %d: %q", i, line)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second) // let the handshakes finish
+	close(startLine)
+	wg.Wait()
+	t.Logf("%d concurrent logins, cap %d, queue %d: %d succeeded, %d got NO [UNAVAILABLE] (slowest after %v), peak logins in flight at Dovecot %d",
+		clients, max, queue, ok.Load(), busy.Load(), time.Duration(slowestBusy.Load()).Round(time.Millisecond), w.peak.Load())
+	if p := w.peak.Load(); p > max || p < 2 {
+		t.Errorf("peak logins in flight at Dovecot %d, want 2..%d", p, max)
+	}
+	if ok.Load() < max || ok.Load()+busy.Load() != clients {
+		t.Errorf("%d ok + %d busy, want %d answers and at least %d logins", ok.Load(), busy.Load(), clients, max)
+	}
+	if time.Duration(slowestBusy.Load()) > 3*time.Second {
+		t.Errorf("NO [UNAVAILABLE] took %v, want quick", time.Duration(slowestBusy.Load()))
+	}
+	n := 0
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy {
+			n++
+		}
+	}
+	if n != int(busy.Load()) {
+		t.Errorf("%d upstream_busy events for %d refusals", n, busy.Load())
+	}
+}
