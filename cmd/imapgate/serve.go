@@ -83,6 +83,7 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP),
 		Audit:             audit,
 	}
+	rt.proxy.Policy, rt.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
 	return rt, nil
 }
 
@@ -274,6 +275,7 @@ func reload(path string, rt *wiring, srv *proxy.Server, audit *proxy.Auditor, cl
 	// Open connections stay counted: keep the limiter, change its limits.
 	nrt.proxy.Conns = rt.proxy.Conns
 	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
+	reloadPolicy(rt.proxy, nrt.proxy, &cfg.Policy)
 	srv.SetConfig(nrt.proxy)
 	log.Info("reloaded", "config", path)
 	return closer
