@@ -101,28 +101,40 @@ func (tp *testProxy) loginOnce(t testing.TB, source, user, pass string) (string,
 	}
 }
 
-func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
-	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
-	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 1000 })
-	const conns, perConn = 10, 1000 // 10,000 guesses from 127.0.0.5
+// attackFigures are what one attack left behind.
+type attackFigures struct {
+	guesses, reached  int // guesses sent, and failures Dovecot logged
+	answeredNO        int
+	elapsed           time.Duration
+	otherOK, otherTry int           // the bystander's (or the real user's) logins
+	slowestOther      time.Duration // its slowest login
+}
 
+// singleAddressAttack sends 10,000 wrong guesses from 127.0.0.5 over 10
+// pipelining connections while another client, in another /24, logs in
+// every 100ms.
+func singleAddressAttack(tb testing.TB, d *proxytest.Dovecot, tp *testProxy) attackFigures {
+	const conns, perConn = 10, 1000
+	before := d.AuthAttempts().Failure
 	attackDone := make(chan struct{})
-	var slowest atomic.Int64
-	var others atomic.Int32
-	go func() { // another client, in another /24, logs in meanwhile
+	otherDone := make(chan struct{})
+	var f attackFigures
+	go func() {
+		defer close(otherDone)
 		for {
 			select {
 			case <-attackDone:
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			line, took, err := tp.loginOnce(t, "127.0.9.1", "user2", d.Users["user2"])
+			line, took, err := tp.loginOnce(tb, "127.0.9.1", "user2", d.Users["user2"])
+			f.otherTry++
 			if err != nil || !strings.HasPrefix(line, "a OK") {
-				t.Errorf("other client: %q %v", line, err)
-				return
+				tb.Errorf("other client: %q %v", line, err)
+				continue
 			}
-			others.Add(1)
-			slowest.Store(max(slowest.Load(), int64(took)))
+			f.otherOK++
+			f.slowestOther = max(f.slowestOther, took)
 		}
 	}()
 	var wg sync.WaitGroup
@@ -132,15 +144,15 @@ func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			answers, err := tp.guessAll(t, "127.0.0.5", perConn, func(i int) string {
+			answers, err := tp.guessAll(tb, "127.0.0.5", perConn, func(i int) string {
 				return []string{"user1", "user2", fmt.Sprintf("admin%d", c)}[i%3]
 			})
 			if err != nil {
-				t.Errorf("attacker connection %d: %v after %d answers", c, err, len(answers))
+				tb.Errorf("attacker connection %d: %v after %d answers", c, err, len(answers))
 			}
 			for _, a := range answers {
 				if !strings.Contains(a, " NO [AUTHENTICATIONFAILED] ") {
-					t.Errorf("answer %q", a)
+					tb.Errorf("answer %q", a)
 					return
 				}
 				refused.Add(1)
@@ -148,18 +160,26 @@ func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	f.elapsed = time.Since(start)
 	close(attackDone)
-
+	<-otherDone
 	time.Sleep(300 * time.Millisecond) // Dovecot logs a little after answering
-	got := d.AuthAttempts()
-	t.Logf("single address: %d of %d guesses reached Dovecot (%d answered NO) in %v; other client: %d logins, slowest %v",
-		got.Failure, conns*perConn, refused.Load(), elapsed.Round(time.Millisecond), others.Load(), time.Duration(slowest.Load()).Round(time.Millisecond))
-	if got.Failure != attackBudgets.PerIP {
-		t.Errorf("%d guesses reached Dovecot, want exactly auth_failures_per_ip = %d", got.Failure, attackBudgets.PerIP)
+	f.guesses, f.answeredNO = conns*perConn, int(refused.Load())
+	f.reached = d.AuthAttempts().Failure - before
+	return f
+}
+
+func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 1000 })
+	f := singleAddressAttack(t, d, tp)
+	t.Logf("single address: %d of %d guesses reached Dovecot (%d answered NO) in %v; other client: %d of %d logins, slowest %v",
+		f.reached, f.guesses, f.answeredNO, f.elapsed.Round(time.Millisecond), f.otherOK, f.otherTry, f.slowestOther.Round(time.Millisecond))
+	if f.reached != attackBudgets.PerIP {
+		t.Errorf("%d guesses reached Dovecot, want exactly auth_failures_per_ip = %d", f.reached, attackBudgets.PerIP)
 	}
-	if others.Load() == 0 || time.Duration(slowest.Load()) > 2*time.Second {
-		t.Errorf("other client: %d logins, slowest %v", others.Load(), time.Duration(slowest.Load()))
+	if f.otherOK == 0 || f.otherOK != f.otherTry || f.slowestOther > 2*time.Second {
+		t.Errorf("other client: %d of %d logins, slowest %v", f.otherOK, f.otherTry, f.slowestOther)
 	}
 	limited := 0
 	for _, e := range tp.audit.events(t) {
@@ -170,32 +190,34 @@ func TestBruteForceFromOneAddressNeverReachesDovecot(t *testing.T) {
 			limited++
 		}
 	}
-	if limited != conns*perConn-attackBudgets.PerIP {
-		t.Errorf("%d ratelimited events, want %d", limited, conns*perConn-attackBudgets.PerIP)
+	if limited != f.guesses-attackBudgets.PerIP {
+		t.Errorf("%d ratelimited events, want %d", limited, f.guesses-attackBudgets.PerIP)
 	}
 }
 
-func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
-	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
-	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 100 })
-	pass := d.Users["user1"]
-	if line, _, err := tp.loginOnce(t, "127.0.0.1", "user1", pass); err != nil || !strings.HasPrefix(line, "a OK") {
-		t.Fatalf("first login: %q %v", line, err)
-	}
-
+// sprayAttack sends 10,000 wrong guesses for user1 from 256 addresses,
+// each in its own /24 (127.1.0.1 ... 127.1.255.1), while the real user
+// logs in from 127.0.0.1, where it logged in before, all through it.
+func sprayAttack(tb testing.TB, d *proxytest.Dovecot, tp *testProxy) attackFigures {
 	const sources, total = 256, 10_000
+	pass := d.Users["user1"]
+	if line, _, err := tp.loginOnce(tb, "127.0.0.1", "user1", pass); err != nil || !strings.HasPrefix(line, "a OK") {
+		tb.Fatalf("first login: %q %v", line, err)
+	}
+	before := d.AuthAttempts().FailureByUser["user1"]
 	attackDone := make(chan struct{})
-	var realTries, realOK atomic.Int32
 	realDone := make(chan struct{})
-	go func() { // the real user, from its usual address, all through the attack
+	var f attackFigures
+	go func() {
 		defer close(realDone)
 		for {
-			line, _, err := tp.loginOnce(t, "127.0.0.1", "user1", pass)
-			realTries.Add(1)
+			line, took, err := tp.loginOnce(tb, "127.0.0.1", "user1", pass)
+			f.otherTry++
 			if err == nil && strings.HasPrefix(line, "a OK") {
-				realOK.Add(1)
+				f.otherOK++
+				f.slowestOther = max(f.slowestOther, took)
 			} else {
-				t.Errorf("real user: %q %v", line, err)
+				tb.Errorf("real user: %q %v", line, err)
 			}
 			select {
 			case <-attackDone:
@@ -214,27 +236,34 @@ func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			source := fmt.Sprintf("127.1.%d.1", i) // 256 different /24s
-			answers, err := tp.guessAll(t, source, n, func(int) string { return "user1" })
+			source := fmt.Sprintf("127.1.%d.1", i)
+			answers, err := tp.guessAll(tb, source, n, func(int) string { return "user1" })
 			if err != nil {
-				t.Errorf("%s: %v after %d answers", source, err, len(answers))
+				tb.Errorf("%s: %v after %d answers", source, err, len(answers))
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	f.elapsed = time.Since(start)
 	close(attackDone)
 	<-realDone
-
 	time.Sleep(300 * time.Millisecond)
-	got := d.AuthAttempts()
-	t.Logf("spray from %d addresses: %d of %d guesses reached Dovecot in %v; real user: %d of %d logins succeeded",
-		sources, got.FailureByUser["user1"], total, elapsed.Round(time.Millisecond), realOK.Load(), realTries.Load())
-	if got.FailureByUser["user1"] != attackBudgets.PerUser {
-		t.Errorf("%d spray guesses reached Dovecot, want exactly auth_failures_per_user = %d", got.FailureByUser["user1"], attackBudgets.PerUser)
+	f.guesses = total
+	f.reached = d.AuthAttempts().FailureByUser["user1"] - before
+	return f
+}
+
+func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 100 })
+	f := sprayAttack(t, d, tp)
+	t.Logf("spray from 256 addresses: %d of %d guesses reached Dovecot in %v; real user: %d of %d logins succeeded, slowest %v",
+		f.reached, f.guesses, f.elapsed.Round(time.Millisecond), f.otherOK, f.otherTry, f.slowestOther.Round(time.Millisecond))
+	if f.reached != attackBudgets.PerUser {
+		t.Errorf("%d spray guesses reached Dovecot, want exactly auth_failures_per_user = %d", f.reached, attackBudgets.PerUser)
 	}
-	if realOK.Load() != realTries.Load() || realTries.Load() < 3 {
-		t.Errorf("real user: %d of %d logins succeeded", realOK.Load(), realTries.Load())
+	if f.otherOK != f.otherTry || f.otherTry < 3 {
+		t.Errorf("real user: %d of %d logins succeeded", f.otherOK, f.otherTry)
 	}
 	locked := 0
 	for _, e := range tp.audit.events(t) {
@@ -242,8 +271,33 @@ func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
 			locked++
 		}
 	}
-	if locked != total-attackBudgets.PerUser {
-		t.Errorf("%d user_locked events, want %d", locked, total-attackBudgets.PerUser)
+	if locked != f.guesses-attackBudgets.PerUser {
+		t.Errorf("%d user_locked events, want %d", locked, f.guesses-attackBudgets.PerUser)
+	}
+}
+
+// BenchmarkAttacksAgainstDovecot runs both attacks against a real Dovecot
+// behind the proxy with CONTRACT's default budgets and reports how many of
+// 10,000 guesses reached it, and the real user's success rate during the
+// spray:
+//
+//	go test -run XXX -bench AttacksAgainstDovecot -benchtime 1x ./proxy/
+func BenchmarkAttacksAgainstDovecot(b *testing.B) {
+	for range b.N {
+		d := proxytest.StartDovecot(b, proxytest.DovecotOptions{})
+		guarded := func() *testProxy { // a fresh Guard for each attack
+			return startProxyTo(b, d.Addr, UpstreamPlaintext, nil, func(c *Config) {
+				c.Policy = policy.NewGuard(nil, attackBudgets, nil)
+				c.MaxAuthFailures = 1000
+			}, nil)
+		}
+		single := singleAddressAttack(b, d, guarded())
+		spray := sprayAttack(b, d, guarded())
+		b.ReportMetric(float64(single.reached)*10_000/float64(single.guesses), "reached/10k-single")
+		b.ReportMetric(float64(spray.reached)*10_000/float64(spray.guesses), "reached/10k-spray")
+		b.ReportMetric(100*float64(spray.otherOK)/float64(max(spray.otherTry, 1)), "real-user-%")
+		b.ReportMetric(float64(spray.otherTry), "real-user-logins")
+		b.ReportMetric(float64(single.slowestOther.Milliseconds()), "bystander-slowest-ms")
 	}
 }
 
