@@ -154,8 +154,9 @@ type Guard struct {
 	// Now returns the time; nil means time.Now (tests).
 	Now func() time.Time
 
-	store Store
-	rules atomic.Pointer[ruleSet]
+	store   Store
+	rules   atomic.Pointer[ruleSet]
+	keySets sync.Pool // of *keySet
 }
 
 type ruleSet struct {
@@ -212,7 +213,7 @@ func (g *Guard) knownFor() time.Duration {
 
 // keySet is the counters of one attempt. Store methods take slices
 // through an interface, which would move arrays on the stack to the heap:
-// keySets are pooled instead, so a decision does not allocate.
+// keySets are pooled in the Guard instead, so a decision does not allocate.
 type keySet struct {
 	keys   [5]Key
 	limits [5]int
@@ -220,7 +221,12 @@ type keySet struct {
 	n      int
 }
 
-var keySets = sync.Pool{New: func() any { return new(keySet) }}
+func (g *Guard) keySet() *keySet {
+	if ks, ok := g.keySets.Get().(*keySet); ok {
+		return ks
+	}
+	return new(keySet)
+}
 
 func (ks *keySet) add(k Key, limit int) {
 	ks.keys[ks.n], ks.limits[ks.n] = k, limit
@@ -280,8 +286,8 @@ func (g *Guard) Check(ctx context.Context, a Attempt) Decision {
 		}
 		d.Known = known
 	}
-	ks := keySets.Get().(*keySet)
-	defer keySets.Put(ks)
+	ks := g.keySet()
+	defer g.keySets.Put(ks)
 	keysFor(ks, addr, user, d.Known, b)
 	spent, err := g.store.Take(ctx, ks.keys[:ks.n], ks.limits[:ks.n], b.window(), now, ks.counts[:ks.n])
 	if err != nil {
@@ -312,8 +318,8 @@ func (g *Guard) Cancel(ctx context.Context, a Attempt, d Decision) {
 	if !d.counted {
 		return
 	}
-	ks := keySets.Get().(*keySet)
-	defer keySets.Put(ks)
+	ks := g.keySet()
+	defer g.keySets.Put(ks)
 	keysFor(ks, a.Addr.Unmap(), NormalizeUser(a.User), d.Known, d.budgets)
 	g.store.Refund(ctx, ks.keys[:ks.n])
 }
@@ -329,8 +335,8 @@ func (g *Guard) Success(ctx context.Context, a Attempt, d Decision) {
 	if user == "" || !addr.IsValid() {
 		return
 	}
-	ks := keySets.Get().(*keySet)
-	defer keySets.Put(ks)
+	ks := g.keySet()
+	defer g.keySets.Put(ks)
 	ks.keys[0] = Key{Kind: KeyDevice, Net: DeviceNet(addr), User: user}
 	g.store.MarkKnown(ctx, ks.keys[0], g.now())
 	g.store.Reset(ctx, ks.keys[:1])
