@@ -422,3 +422,43 @@ func TestUpstreamLoginCapUnder500ConcurrentLogins(t *testing.T) {
 		t.Errorf("%d upstream_busy events for %d refusals", n, busy.Load())
 	}
 }
+
+// TestUnavailableUpstreamSpendsNoBudget: attempts the upstream never
+// judged are given back, so an outage does not lock anyone out; and a
+// full login queue answers NO [UNAVAILABLE] without counting as a failure
+// of the connection.
+func TestUnavailableUpstreamSpendsNoBudget(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	g := policy.NewGuard(nil, policy.Budgets{PerIP: 1, PerUser: 1, PerDevice: 1}, nil)
+	tp := startProxyTo(t, addr, UpstreamPlaintext, nil, func(c *Config) { c.Policy = g }, nil)
+	c := tp.dialImplicit(t)
+	for i := range 5 {
+		c.send(fmt.Sprintf("a%d AUTHENTICATE PLAIN %s", i, plainIR(testUser, testPass)))
+		c.expect(fmt.Sprintf("a%d NO [UNAVAILABLE]", i))
+	}
+
+	up := startProxy(t, func(c *Config) {
+		c.Policy = g
+		c.UpstreamLogins = policy.NewSlots(1, 0, 50*time.Millisecond)
+	})
+	hold := up.srv.Config().UpstreamLogins.Acquire(context.Background()) // the one slot is busy
+	c = up.dialImplicit(t)
+	for i := range 5 { // more than MaxAuthFailures: busy answers do not end the connection
+		c.send(fmt.Sprintf("b%d AUTHENTICATE PLAIN %s", i, plainIR(testUser, testPass)))
+		c.expect(fmt.Sprintf("b%d NO [UNAVAILABLE]", i))
+	}
+	hold()
+	c.send("c AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+	c.expect("c OK")
+	busy := 0
+	for _, e := range up.audit.events(t) {
+		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy && e.Result == ResultError {
+			busy++
+		}
+	}
+	if busy != 5 {
+		t.Fatalf("%d upstream_busy events, want 5", busy)
+	}
+}

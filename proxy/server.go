@@ -51,6 +51,9 @@ type Config struct {
 	// either way. Zero means 31m (RFC 2177 clients re-IDLE every 29m).
 	IdleTimeout time.Duration
 	// FailureDelay is waited before answering a failed authentication.
+	// With a Policy, a wrong password waits the Policy's tarpit instead, and
+	// FailureDelay is left for SASL exchanges that fail before any user name
+	// is known.
 	FailureDelay time.Duration
 	// MaxBadCommands ends a pre-auth connection with BYE after this many
 	// BAD answers. Zero means 10.
