@@ -1,6 +1,7 @@
 // Package policy decides who may connect and try to log in: access rules
-// (deny, then allow, by CIDR) and connection limits, total and per client
-// address.
+// (deny, then allow, by CIDR), connection limits (total and per client
+// address), authentication budgets against brute force and password
+// spraying (Guard), and a cap on concurrent upstream logins (Slots).
 //
 //	acc, err := policy.NewAccess([]string{"10.0.0.0/8"}, []string{"10.6.6.0/24"})
 //	if ok, reason := acc.Allowed(addr); !ok {
@@ -11,6 +12,18 @@
 //	if release == nil { /* refuse with reason */ }
 //	defer release()
 //
-// Authentication budgets, lockouts and tarpits are added here too, behind
-// the same kind of small, zero-allocation decisions.
+// Before credentials go to the upstream:
+//
+//	g := policy.NewGuard(nil, policy.Budgets{PerIP: 10, PerNetwork: 50, PerUser: 20, PerDevice: 10,
+//		Window: 15 * time.Minute, Delay: 2 * time.Second}, nil)
+//	a := policy.Attempt{Addr: addr, User: user, Listener: "0.0.0.0:993"}
+//	d := g.Check(ctx, a)
+//	if !d.Allowed { /* wait d.Delay, answer NO [AUTHENTICATIONFAILED], audit d.Result, d.Reason */ }
+//	release := slots.Acquire(ctx) // nil: NO [UNAVAILABLE]
+//	err := upstreamLogin(...)
+//	release()
+//	if err != nil { wait(g.Failure(ctx, a, d)) } else { g.Success(ctx, a, d) }
+//
+// The Guard's counters live in a Store: MemoryStore (bounded, single node)
+// now, a shared store for clusters later, behind the same interface.
 package policy

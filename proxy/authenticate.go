@@ -110,12 +110,27 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 	ev := s.event(EventAuth)
 	ev.Mechanism, ev.User, ev.ClientID = mech, safeUser(user), s.clientID
 	ev.Upstream = s.cfg.Upstream.Address
+	attempt, decision, allowed := s.checkPolicy(tag, ev, user)
+	if !allowed {
+		return false, s.countAuthFailure()
+	}
+	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
+	if release == nil {
+		if s.cfg.Policy != nil {
+			s.cfg.Policy.Cancel(s.ctx, attempt, decision)
+		}
+		return s.upstreamBusy(tag, ev)
+	}
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
 	uc, err := s.cfg.Upstream.Login(s.ctx, user, password, ci)
+	release()
 	switch {
 	case err == nil:
+		if s.cfg.Policy != nil {
+			s.cfg.Policy.Success(s.ctx, attempt, decision)
+		}
 		ev.Result = ResultSuccess
 		s.cfg.Audit.Log(ev)
 		s.user = ev.User
@@ -125,10 +140,17 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 	case errors.Is(err, ErrBadCredentials):
 		ev.Result, ev.Reason = ResultFailure, "bad_credentials"
 		s.cfg.Audit.Log(ev)
-		s.failureDelay()
+		if s.cfg.Policy != nil {
+			s.wait(s.cfg.Policy.Failure(s.ctx, attempt, decision))
+		} else {
+			s.failureDelay()
+		}
 		s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 		return false, s.countAuthFailure()
 	default:
+		if s.cfg.Policy != nil {
+			s.cfg.Policy.Cancel(s.ctx, attempt, decision)
+		}
 		ev.Result, ev.Reason = ResultError, "upstream_unavailable"
 		if errors.Is(err, ErrUpstreamProtocol) {
 			ev.Reason = "upstream_protocol_error"
@@ -146,11 +168,15 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 }
 
 // failureDelay waits before a failed answer, unless the session is ending.
-func (s *session) failureDelay() {
-	if s.cfg.FailureDelay <= 0 {
+func (s *session) failureDelay() { s.wait(s.cfg.FailureDelay) }
+
+// wait sleeps for d in the session's own goroutine (the tarpit holds
+// nothing but the connection), and returns early when the session ends.
+func (s *session) wait(d time.Duration) {
+	if d <= 0 {
 		return
 	}
-	t := time.NewTimer(s.cfg.FailureDelay)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -51,6 +51,9 @@ type Config struct {
 	// either way. Zero means 31m (RFC 2177 clients re-IDLE every 29m).
 	IdleTimeout time.Duration
 	// FailureDelay is waited before answering a failed authentication.
+	// With a Policy, a wrong password waits the Policy's tarpit instead, and
+	// FailureDelay is left for SASL exchanges that fail before any user name
+	// is known.
 	FailureDelay time.Duration
 	// MaxBadCommands ends a pre-auth connection with BYE after this many
 	// BAD answers. Zero means 10.
@@ -62,6 +65,14 @@ type Config struct {
 	Access *policy.Access
 	// Conns limits open connections. Nil means no limit.
 	Conns *policy.ConnLimiter
+	// Policy is asked before every upstream login (brute-force and
+	// spraying budgets) and told the outcome; a refused attempt never
+	// reaches the upstream, and the tarpit it returns replaces
+	// FailureDelay after a failure. Nil allows every attempt.
+	Policy policy.Decider
+	// UpstreamLogins caps concurrent upstream logins, with a short queue;
+	// beyond it the client gets NO [UNAVAILABLE] at once. Nil means no cap.
+	UpstreamLogins *policy.Slots
 	// Audit receives audit events. Nil discards them.
 	Audit *Auditor
 	// Log is the operational log. Nil means slog.Default().

@@ -306,6 +306,49 @@ type PolicyConfig struct {
 	// either way. Default 31m; must be more than 0. Below 29m is accepted
 	// with a warning: IDLE clients re-issue IDLE only every 29 minutes.
 	IdleTimeout Duration `toml:"idle_timeout"`
+
+	// AuthFailuresPerNetwork is the failures allowed per IPv4 /24 and per
+	// IPv6 /48 within failure_window (auth_failures_per_ip counts the IPv4
+	// /32 and the IPv6 /128 and /64). Default 50. For every auth_failures_*
+	// key, 0 means no limit.
+	AuthFailuresPerNetwork int `toml:"auth_failures_per_network"`
+
+	// AuthFailuresPerDevice is the failures allowed per (user, network):
+	// the user from one IPv4 /24 or IPv6 /64. A known device (see
+	// KnownDeviceFor) is judged by this budget only. Default 10.
+	AuthFailuresPerDevice int `toml:"auth_failures_per_device"`
+
+	// KnownDeviceFor is how long a successful login keeps its (user,
+	// network) a known device. Default 720h (30 days); must be more than 0.
+	KnownDeviceFor Duration `toml:"known_device_for"`
+
+	// UpstreamLoginQueue is how many logins may wait for one of the
+	// max_upstream_logins slots. Default 0: as many as max_upstream_logins.
+	UpstreamLoginQueue int `toml:"upstream_login_queue"`
+
+	// UpstreamLoginWait is how long a login waits in that queue before
+	// NO [UNAVAILABLE]. Default 2s; must be more than 0.
+	UpstreamLoginWait Duration `toml:"upstream_login_wait"`
+
+	// Rules are [[policy.rule]] tables: other budgets for some networks or
+	// listeners. The first rule that matches a client applies.
+	Rules []PolicyRule `toml:"rule"`
+}
+
+// PolicyRule is one [[policy.rule]] table. It matches a client whose
+// address is in one of Networks (any address when empty) and who connected
+// to one of Listeners ([[listen]] addresses as written; any listener when
+// empty); at least one of the two is set. Each budget key left out (nil)
+// is taken from [policy].
+type PolicyRule struct {
+	Networks               []string  `toml:"networks"`
+	Listeners              []string  `toml:"listeners"`
+	AuthFailuresPerIP      *int      `toml:"auth_failures_per_ip"`
+	AuthFailuresPerNetwork *int      `toml:"auth_failures_per_network"`
+	AuthFailuresPerUser    *int      `toml:"auth_failures_per_user"`
+	AuthFailuresPerDevice  *int      `toml:"auth_failures_per_device"`
+	FailureWindow          *Duration `toml:"failure_window"`
+	FailureDelay           *Duration `toml:"failure_delay"`
 }
 
 // AuditConfig is the [audit] table.
@@ -361,6 +404,11 @@ func DefaultConfig() *Config {
 			MaxUpstreamLogins:   64,
 			PreauthTimeout:      Duration{60 * time.Second},
 			IdleTimeout:         Duration{31 * time.Minute},
+
+			AuthFailuresPerNetwork: 50,
+			AuthFailuresPerDevice:  10,
+			KnownDeviceFor:         Duration{30 * 24 * time.Hour},
+			UpstreamLoginWait:      Duration{2 * time.Second},
 		},
 		Audit: AuditConfig{Output: "stdout"},
 	}
@@ -873,7 +921,7 @@ func (d *decoder) config(t *table, c *Config) {
 	at, _ := t.sub("auth", "[auth]")
 	d.auth(at, &c.Auth)
 	pt, _ := t.sub("policy", "[policy]")
-	d.policy(pt, &c.Policy)
+	ruleTables := d.policy(pt, &c.Policy)
 	aut, _ := t.sub("audit", "[audit]")
 	d.audit(aut, &c.Audit)
 	mt, _ := t.sub("metrics", "[metrics]")
@@ -890,6 +938,7 @@ func (d *decoder) config(t *table, c *Config) {
 	}
 	binds = append(binds, bind{mt, "listen", c.Metrics.Listen})
 	checkBindsDistinct(binds)
+	checkRuleListeners(ruleTables, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {
@@ -1181,7 +1230,8 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 	}
 }
 
-func (d *decoder) policy(t *table, p *PolicyConfig) {
+// policy decodes [policy] and returns its [[policy.rule]] tables.
+func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
 	t.count("max_connections", &p.MaxConnections)
 	t.count("max_connections_per_ip", &p.MaxConnectionsPerIP)
 	t.count("auth_failures_per_ip", &p.AuthFailuresPerIP)
@@ -1194,8 +1244,22 @@ func (d *decoder) policy(t *table, p *PolicyConfig) {
 	t.strings("deny", &p.Deny)
 	t.duration("preauth_timeout", &p.PreauthTimeout)
 	t.duration("idle_timeout", &p.IdleTimeout)
+	t.count("auth_failures_per_network", &p.AuthFailuresPerNetwork)
+	t.count("auth_failures_per_device", &p.AuthFailuresPerDevice)
+	t.duration("known_device_for", &p.KnownDeviceFor)
+	t.count("upstream_login_queue", &p.UpstreamLoginQueue)
+	t.duration("upstream_login_wait", &p.UpstreamLoginWait)
+	ruleTables = t.tables("rule", "[[policy.rule]]")
+	for _, rt := range ruleTables {
+		r := d.policyRule(rt)
+		if !rt.quiet {
+			p.Rules = append(p.Rules, r)
+		}
+	}
 	t.done()
 
+	t.positive("known_device_for", p.KnownDeviceFor)
+	t.positive("upstream_login_wait", p.UpstreamLoginWait)
 	t.positive("failure_window", p.FailureWindow)
 	t.positive("preauth_timeout", p.PreauthTimeout)
 	t.positive("idle_timeout", p.IdleTimeout)
@@ -1205,6 +1269,7 @@ func (d *decoder) policy(t *table, p *PolicyConfig) {
 	t.prefixes("trusted_proxies", p.TrustedProxies)
 	t.prefixes("allow", p.Allow)
 	t.prefixes("deny", p.Deny)
+	return ruleTables
 }
 
 func (d *decoder) audit(t *table, a *AuditConfig) {

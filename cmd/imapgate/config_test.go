@@ -172,6 +172,11 @@ func TestMinimalConfigGetsContractDefaults(t *testing.T) {
 			MaxUpstreamLogins:   64,
 			PreauthTimeout:      Duration{60 * time.Second},
 			IdleTimeout:         Duration{31 * time.Minute},
+
+			AuthFailuresPerNetwork: 50,
+			AuthFailuresPerDevice:  10,
+			KnownDeviceFor:         Duration{720 * time.Hour},
+			UpstreamLoginWait:      Duration{2 * time.Second},
 		},
 		Audit: AuditConfig{Output: "stdout"},
 		path:  "imapgate.toml",
@@ -242,6 +247,17 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			Deny:                []string{"192.0.2.66/32"},
 			PreauthTimeout:      Duration{20 * time.Second},
 			IdleTimeout:         Duration{time.Hour},
+
+			AuthFailuresPerNetwork: 30,
+			AuthFailuresPerDevice:  4,
+			KnownDeviceFor:         Duration{168 * time.Hour},
+			UpstreamLoginQueue:     16,
+			UpstreamLoginWait:      Duration{time.Second},
+			Rules: []PolicyRule{
+				{Networks: []string{"192.0.2.0/24"}, AuthFailuresPerIP: ptr(0), AuthFailuresPerNetwork: ptr(0),
+					AuthFailuresPerUser: ptr(0), AuthFailuresPerDevice: ptr(0), FailureWindow: &Duration{time.Minute}, FailureDelay: &Duration{0}},
+				{Listeners: []string{"192.0.2.1:993"}, AuthFailuresPerIP: ptr(2)},
+			},
 		},
 		Audit:   AuditConfig{Output: "/var/log/imapgate/audit.log", UserHashKeyFile: "testdata/config/files/userhash.key"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9143"},
@@ -251,6 +267,8 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 		t.Fatalf("got\n%+v\nwant\n%+v", c, want)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // TestInlineTablesAndDottedKeysMeanTheSame: the TOML spellings other
 // than [table] headers load the same values.

@@ -78,11 +78,14 @@ func (g *gateway) reload(ctx context.Context) {
 	}
 	// Open connections stay counted: keep the limiter, change its limits.
 	nrt.proxy.Conns = g.rt.proxy.Conns
-	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
 	if err := g.lns.apply(nrt, cfg); err != nil {
 		reject(err)
 		return
 	}
+	// Only now that nothing can reject the config: the running limiter,
+	// failure counters and login slots take the new limits.
+	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
+	reloadPolicy(g.rt.proxy, nrt.proxy, &cfg.Policy)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}

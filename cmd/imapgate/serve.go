@@ -81,6 +81,7 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP),
 		Audit:             audit,
 	}
+	rt.proxy.Policy, rt.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
 	return rt, nil
 }
 
