@@ -193,6 +193,9 @@ func TestACMEDefaults(t *testing.T) {
 		Challenge:       "tls-alpn-01",
 		ChallengeListen: ":443",
 		TSIGAlgorithm:   "hmac-sha256",
+
+		OnDemandPerHour:    10,
+		RenewCheckInterval: Duration{10 * time.Minute},
 	}
 	if !reflect.DeepEqual(c.TLS.ACME, want) {
 		t.Fatalf("got %+v\nwant %+v", c.TLS.ACME, want)
@@ -334,8 +337,8 @@ func TestExampleACMEBlockLoads(t *testing.T) {
 		}
 		out = append(out, line)
 	}
-	if uncommented != 17 { // the table and its 16 keys
-		t.Fatalf("uncommented %d lines of [tls.acme], want 17", uncommented)
+	if uncommented != 21 { // the table and its 20 keys
+		t.Fatalf("uncommented %d lines of [tls.acme], want 21", uncommented)
 	}
 	c, err := parseConfig("example-acme.toml", []byte(strings.Join(out, "\n")), false)
 	if err != nil {
@@ -345,6 +348,7 @@ func TestExampleACMEBlockLoads(t *testing.T) {
 	want.Domains = []string{"imap.example.com"}
 	want.Email = "postmaster@example.com"
 	want.DNSResolvers = []string{}
+	want.OnDemandAllow = []string{}
 	if !reflect.DeepEqual(c.TLS.ACME, want) {
 		t.Fatalf("acme\n got %+v\nwant %+v", c.TLS.ACME, want)
 	}

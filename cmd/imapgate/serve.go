@@ -27,6 +27,7 @@ import (
 type wiring struct {
 	cfg       *Config
 	certs     *tlsconf.CertStore
+	acme      *tlsconf.ACME // nil without [tls.acme]; Start it in serve
 	listeners []proxy.Listener // parallel to cfg.Listen
 	proxy     *proxy.Config
 }
@@ -34,9 +35,6 @@ type wiring struct {
 // newRuntime builds the proxy's objects from a validated config. audit may
 // be nil (check-config).
 func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
-	if cfg.TLS.ACME != nil {
-		return nil, errors.New("tls.acme: automatic certificates are not available in this build yet; use cert_file and key_file")
-	}
 	if cfg.Metrics.Listen != "" {
 		// Accepted so configs written for later versions load; not served yet.
 		slog.Warn("metrics.listen is set but metrics are not served by this version", "listen", cfg.Metrics.Listen)
@@ -53,15 +51,24 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	rt := &wiring{cfg: cfg, certs: certs}
+	if cfg.TLS.ACME != nil {
+		if rt.acme, err = newACME(cfg.TLS.ACME); err != nil {
+			return nil, err
+		}
+	}
 	for i, l := range cfg.Listen {
 		v, err := tlsconf.ParseVersion(l.EffectiveMinVersion(cfg))
 		if err != nil {
 			return nil, fmt.Errorf("listen[%d].min_version: %w", i, err)
 		}
+		tc := tlsconf.ServerConfig(certs, v)
+		if rt.acme != nil {
+			tc = rt.acme.ServerConfig(v)
+		}
 		rt.listeners = append(rt.listeners, proxy.Listener{
 			Name:      l.Address,
 			Mode:      proxy.TLSMode(l.TLS),
-			TLSConfig: tlsconf.ServerConfig(certs, v),
+			TLSConfig: tc,
 		})
 	}
 	up, err := newUpstream(&cfg.Upstream)
@@ -159,6 +166,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if rt.acme != nil {
+		if err := startACME(ctx, rt.acme, log); err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+			return 1
+		}
+		defer rt.acme.Close()
+	}
+	warnOldTLS(rt, cfg, log)
 	srv := proxy.NewServer(rt.proxy)
 	var wg sync.WaitGroup
 	for i, ln := range lns {
@@ -260,6 +278,7 @@ func reload(path string, rt *wiring, srv *proxy.Server, audit *proxy.Auditor, cl
 	if err := rt.certs.Reload(); err != nil {
 		log.Error("reload: certificates not reloaded", "err", err)
 	}
+	warnACMEReload(rt, cfg, log)
 	sink, c, err := auditSink(cfg.Audit.Output)
 	if err != nil {
 		log.Error("reload: audit output not reopened", "err", err)

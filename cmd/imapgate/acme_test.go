@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/proxy/memupstream"
+	"github.com/imapgate/imapgate/proxy/proxytest"
+)
+
+// These tests run `imapgate serve` with [tls.acme] against the real Pebble
+// binary, from an empty storage directory, and check the certificate with
+// the clients admins use: openssl s_client and curl, both verifying
+// against Pebble's root.
+
+const (
+	acmeUser     = "ann"
+	acmePassword = "acme-test-password"
+)
+
+func startMemUpstream(t *testing.T) string {
+	t.Helper()
+	up, err := memupstream.Start(map[string]string{acmeUser: acmePassword})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	return up.Addr
+}
+
+// verifyWithClients checks the proxy's certificate for name with openssl
+// s_client -verify_return_error and with curl --cacert (which also logs
+// in and lists INBOX through the proxy).
+func verifyWithClients(t *testing.T, addr, name, rootFile string) {
+	t.Helper()
+	proxytest.RequireTool(t, "openssl")
+	proxytest.RequireTool(t, "curl")
+	out, err := exec.Command("openssl", "s_client", "-connect", addr, "-servername", name,
+		"-verify_return_error", "-verify_hostname", name, "-CAfile", rootFile, "-alpn", "imap").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Verify return code: 0 (ok)") {
+		t.Fatalf("openssl s_client did not verify %s: %v\n%s", name, err, tail(string(out), 3000))
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	out, err = exec.Command("curl", "-sS", "--max-time", "20", "--cacert", rootFile,
+		"--resolve", name+":"+port+":127.0.0.1", "--login-options", "AUTH=PLAIN",
+		"-u", acmeUser+":"+acmePassword, "imaps://"+name+":"+port+"/").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "INBOX") {
+		t.Fatalf("curl --cacert did not list INBOX through %s: %v\n%s", name, err, out)
+	}
+}
+
+// TestACMEIssuesWithEachHTTPChallenge: TLS-ALPN-01 and HTTP-01, validated
+// by Pebble for real against imapgate's own responder on loopback.
+func TestACMEIssuesWithEachHTTPChallenge(t *testing.T) {
+	for _, challenge := range []string{"tls-alpn-01", "http-01"} {
+		t.Run(challenge, func(t *testing.T) {
+			t.Parallel()
+			dns := startChallSrv(t)
+			p := startPebble(t, pebbleOptions{DNS: dns})
+			port := p.TLSPort
+			if challenge == "http-01" {
+				port = p.HTTPPort
+			}
+			// certmagic keeps challenges in memory by name, process-wide:
+			// parallel tests use names of their own.
+			name, second := "imap."+challenge+".test", "mail."+challenge+".test"
+			g := startACMEGate(t, p, fmt.Sprintf(`domains = [%q, %q]
+email = "postmaster@example.test"
+challenge = %q
+challenge_listen = "127.0.0.1:%d"`, name, second, challenge, port), "")
+			leaf, took := g.waitVerified(t, g.implicit, name, p.Roots, 60*time.Second)
+			t.Logf("%s: first verified handshake %v after serve started", challenge, took.Round(time.Millisecond))
+			if !strings.Contains(strings.Join(leaf.DNSNames, " "), name) {
+				t.Fatalf("certificate names %v lack %s", leaf.DNSNames, name)
+			}
+			g.waitVerified(t, g.implicit, second, p.Roots, 30*time.Second)
+			verifyWithClients(t, g.implicit, name, p.RootFile)
+			log := g.stderr.String()
+			for _, n := range []string{name, second} {
+				if want := `"msg":"certificate issued","name":"` + n + `"`; !strings.Contains(log, want) {
+					t.Errorf("operational log lacks %s", want)
+				}
+			}
+			fi, err := os.Stat(filepath.Join(g.dir, "acme"))
+			if err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("storage directory: %v, mode %v; want 0700", err, fi.Mode().Perm())
+			}
+			assertLogIsJSONOnly(t, g)
+		})
+	}
+}
+
+// assertLogIsJSONOnly: everything imapgate (and certmagic through it)
+// wrote to stderr is one JSON object per line.
+func assertLogIsJSONOnly(t *testing.T, g *acmeGate) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(g.stderr.String()))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if line := sc.Text(); !strings.HasPrefix(line, "{") {
+			t.Errorf("stderr line is not a JSON log record: %q", line)
+		}
+	}
+}
+
+// TestACMEDNS01 proves names through DNS-01 against a real BIND 9: with
+// RFC 2136 updates signed by a TSIG key, and with an exec hook that runs
+// nsupdate. Pebble resolves through the same BIND. The rfc2136 case asks
+// for a wildcard too.
+func TestACMEDNS01(t *testing.T) {
+	for _, provider := range []string{"rfc2136", "exec"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			zone := provider + ".test"
+			b := startBIND(t, zone, "imap", "mail")
+			p := startPebble(t, pebbleOptions{DNS: b.Addr})
+			name := "imap." + zone
+			domains := fmt.Sprintf("[%q]", name)
+			var keys string
+			switch provider {
+			case "rfc2136":
+				domains = fmt.Sprintf("[%q, %q]", name, "*."+zone)
+				keys = fmt.Sprintf("dns_provider = \"rfc2136\"\ndns_server = %q\ntsig_key_name = %q\ntsig_secret_file = %q", b.Addr, b.KeyName, b.KeyFile)
+			case "exec":
+				proxytest.RequireTool(t, "nsupdate")
+				keys = fmt.Sprintf("dns_provider = \"exec\"\ndns_exec = %q", writeNSUpdateHook(t, b, 0))
+			}
+			g := startACMEGate(t, p, fmt.Sprintf("domains = %s\nchallenge = \"dns-01\"\ndns_resolvers = [%q]\n%s", domains, b.Addr, keys), "")
+			_, took := g.waitVerified(t, g.implicit, name, p.Roots, 90*time.Second)
+			t.Logf("dns-01 (%s): first verified handshake %v after serve started", provider, took.Round(time.Millisecond))
+			if provider == "rfc2136" {
+				leaf, _ := g.waitVerified(t, g.implicit, "other."+zone, p.Roots, 60*time.Second)
+				if !strings.Contains(strings.Join(leaf.DNSNames, " "), "*."+zone) {
+					t.Fatalf("other.%s got %v, want the wildcard", zone, leaf.DNSNames)
+				}
+			}
+			verifyWithClients(t, g.implicit, name, p.RootFile)
+			assertLogIsJSONOnly(t, g)
+		})
+	}
+}
+
+// writeNSUpdateHook writes a dns_exec program that publishes the TXT
+// record in BIND with nsupdate, or exits with failStatus (not 0) and a
+// reason.
+func writeNSUpdateHook(t *testing.T, b *bind9, failStatus int) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(b.Addr)
+	script := fmt.Sprintf(`#!/bin/sh
+set -e
+if [ %d -ne 0 ]; then echo "hook: the DNS API refused the token" >&2; exit %d; fi
+case "$1" in
+present) op="add $2 5 TXT \"$3\"" ;;
+cleanup) op="delete $2 TXT \"$3\"" ;;
+*) echo "hook: unknown verb $1" >&2; exit 2 ;;
+esac
+nsupdate -k %q <<EOF
+server 127.0.0.1 %s
+zone %s
+update $op
+send
+EOF
+`, failStatus, failStatus, b.KeyFile, port, b.Zone)
+	path := filepath.Join(t.TempDir(), "acme-dns-hook")
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestACMERenewsWhileIDLESessionStaysOpen: Pebble issues 30-second
+// certificates; imapgate renews when a third is left. A session in IDLE
+// opened on the first certificate stays usable, and the next handshake
+// gets the renewed certificate.
+func TestACMERenewsWhileIDLESessionStaysOpen(t *testing.T) {
+	t.Parallel()
+	dns := startChallSrv(t)
+	p := startPebble(t, pebbleOptions{DNS: dns, Validity: 30})
+	const name = "imap.renewal.test"
+	g := startACMEGate(t, p, fmt.Sprintf(`domains = [%q]
+challenge = "tls-alpn-01"
+challenge_listen = "127.0.0.1:%d"
+renew_check_interval = "1s"`, name, p.TLSPort), "")
+	first, _ := g.waitVerified(t, g.implicit, name, p.Roots, 60*time.Second)
+
+	conn, err := tls.Dial("tcp", g.implicit, &tls.Config{RootCAs: p.Roots, ServerName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect("* OK")
+	c.send("a AUTHENTICATE PLAIN " + plainIR(acmeUser, acmePassword))
+	c.expect("a OK")
+	c.send("b SELECT INBOX")
+	c.expect("b OK")
+	c.send("i IDLE")
+	c.expect("+ ")
+
+	var renewed bool
+	deadline := time.Now().Add(60 * time.Second)
+	for !renewed && time.Now().Before(deadline) {
+		time.Sleep(250 * time.Millisecond)
+		renewed = strings.Contains(g.stderr.String(), `"msg":"certificate renewed","name":"`+name+`"`)
+	}
+	if !renewed {
+		t.Fatal("no renewal logged within 60s")
+	}
+	second, _ := g.waitVerified(t, g.implicit, name, p.Roots, 10*time.Second)
+	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatalf("the handshake after renewal still got serial %v", first.SerialNumber)
+	}
+	if !second.NotAfter.After(first.NotAfter) {
+		t.Fatalf("renewed certificate expires %v, not after the first's %v", second.NotAfter, first.NotAfter)
+	}
+	// The IDLE session opened on the first certificate is still there.
+	c.send("DONE")
+	c.expect("i OK")
+	c.send("n NOOP")
+	c.expect("n OK")
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("open session's certificate changed")
+	}
+}
