@@ -27,7 +27,7 @@ import (
 type wiring struct {
 	cfg       *Config
 	certs     *tlsconf.CertStore
-	acme      *tlsconf.ACME // nil without [tls.acme]; Start it in serve
+	acme      *tlsconf.ACME    // nil without [tls.acme]; Start it in serve
 	listeners []proxy.Listener // parallel to cfg.Listen
 	proxy     *proxy.Config
 }
