@@ -147,7 +147,8 @@ type TLSConfig struct {
 	KeyFile  string `toml:"key_file"`
 
 	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3".
-	// Default "1.2". "1.0" and "1.1" are accepted with a warning.
+	// Default "1.2". "1.0" and "1.1" are refused here: only a [[listen]]
+	// table may lower its own minimum.
 	MinVersion string `toml:"min_version"`
 
 	// Certificates are more file pairs, one per [[tls.certificate]] table,
@@ -956,7 +957,15 @@ func (d *decoder) tls(t *table, c *TLSConfig) (acmeTable *table) {
 	}
 	t.done()
 
-	t.minVersion("min_version", c.MinVersion)
+	switch c.MinVersion {
+	case "1.2", "1.3":
+	case "1.0", "1.1":
+		t.problem("min_version", "%q is allowed only on a [[listen]] table dedicated to old clients (its own min_version = %q, with a warning at start); keep \"1.2\" or \"1.3\" here", c.MinVersion, c.MinVersion)
+	default:
+		if t.ok("min_version") {
+			t.problem("min_version", "%q is not one of 1.2, 1.3", c.MinVersion)
+		}
+	}
 	t.filePair("cert_file", c.CertFile, "key_file", c.KeyFile)
 
 	hasFiles := c.CertFile != "" || c.KeyFile != "" || len(c.Certificates) > 0
