@@ -259,7 +259,13 @@ func (a *ACME) Start(ctx context.Context) error {
 		// A second Config: with OnDemand set, Manage would only allow-list
 		// the names and issue nothing.
 		dt := tmpl
-		dt.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: p.decide}
+		dt.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
+			err := p.Decide(name)
+			if err != nil {
+				a.log.Warn("on-demand certificate refused", "name", name, "reason", err.Error())
+			}
+			return err
+		}}
 		a.demand = certmagic.New(a.cache, dt)
 		a.demand.Issuers = []certmagic.Issuer{a.newIssuer(a.demand, zl)}
 	}

@@ -125,8 +125,16 @@ func (r *RFC2136) update(ctx context.Context, zone string, recs []libdns.Record,
 	}
 	resp, _, err := c.ExchangeContext(ctx, m, r.Server)
 	if err != nil {
-		if errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) {
-			return fmt.Errorf("rfc2136: %s TXT %s at %s: the server's answer fails TSIG key %s: check tsig_key_name, tsig_algorithm and the secret: %w", what, strings.Join(names, " "), r.Server, r.KeyName, err)
+		if errors.Is(err, dns.ErrAuth) || errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) {
+			answer := ""
+			if resp != nil {
+				answer = " (" + dns.RcodeToString[resp.Rcode]
+				if t := resp.IsTsig(); t != nil && t.Error != dns.RcodeSuccess {
+					answer += ", TSIG error " + dns.RcodeToString[int(t.Error)]
+				}
+				answer += ")"
+			}
+			return fmt.Errorf("rfc2136: %s TXT %s at %s: the server did not accept TSIG key %s%s: check tsig_key_name, tsig_algorithm and the secret: %w", what, strings.Join(names, " "), r.Server, r.KeyName, answer, err)
 		}
 		return fmt.Errorf("rfc2136: %s TXT %s at %s: %w", what, strings.Join(names, " "), r.Server, err)
 	}

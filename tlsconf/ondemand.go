@@ -1,7 +1,6 @@
 package tlsconf
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,7 +23,7 @@ type OnDemandPolicy struct {
 	MaxPerHour int
 
 	mu     sync.Mutex
-	issued []time.Time // times of requests in the last hour
+	issued map[string]time.Time // name -> when it was first allowed, within the last hour
 	now    func() time.Time
 }
 
@@ -71,11 +70,13 @@ func (p *OnDemandPolicy) Allowed(name string) bool {
 }
 
 // Decide allows name if it is on the allow-list and the hourly cap is not
-// reached; an allowed name counts against the cap.
+// reached. Each allowed name counts once per hour against the cap, however
+// many handshakes ask for it while its certificate is being obtained.
 func (p *OnDemandPolicy) Decide(name string) error {
 	if !p.Allowed(name) {
 		return fmt.Errorf("%q: %w", name, ErrOnDemandNotAllowed)
 	}
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	limit := p.MaxPerHour
 	if limit == 0 {
 		limit = DefaultOnDemandPerHour
@@ -86,18 +87,20 @@ func (p *OnDemandPolicy) Decide(name string) error {
 	if p.now != nil {
 		now = p.now()
 	}
-	kept := p.issued[:0]
-	for _, t := range p.issued {
-		if now.Sub(t) < time.Hour {
-			kept = append(kept, t)
+	for n, t := range p.issued {
+		if now.Sub(t) >= time.Hour {
+			delete(p.issued, n)
 		}
 	}
-	p.issued = kept
+	if _, ok := p.issued[name]; ok {
+		return nil
+	}
 	if len(p.issued) >= limit {
 		return fmt.Errorf("%q: %w (%d)", name, ErrOnDemandCap, limit)
 	}
-	p.issued = append(p.issued, now)
+	if p.issued == nil {
+		p.issued = map[string]time.Time{}
+	}
+	p.issued[name] = now
 	return nil
 }
-
-func (p *OnDemandPolicy) decide(_ context.Context, name string) error { return p.Decide(name) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/imapgate/imapgate/proxy/memupstream"
 	"github.com/imapgate/imapgate/proxy/proxytest"
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // These tests run `imapgate serve` with [tls.acme] against the real Pebble
@@ -228,5 +229,155 @@ renew_check_interval = "1s"`, name, p.TLSPort), "")
 	c.expect("n OK")
 	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first.SerialNumber) != 0 {
 		t.Fatalf("open session's certificate changed")
+	}
+}
+
+// TestACMEOnDemandAllowListAndCap: with on_demand, a name under the
+// allowed suffix gets a certificate during its first handshake; a second
+// new name is over the hourly cap of 1; a name outside the allow-list gets
+// none, and the CA is never asked for either.
+func TestACMEOnDemandAllowListAndCap(t *testing.T) {
+	t.Parallel()
+	dns := startChallSrv(t)
+	p := startPebble(t, pebbleOptions{DNS: dns})
+	g := startACMEGate(t, p, fmt.Sprintf(`domains = ["imap.ondemand.test"]
+challenge = "tls-alpn-01"
+challenge_listen = "127.0.0.1:%d"
+on_demand = true
+on_demand_allow = [".customers.ondemand.test"]
+on_demand_per_hour = 1`, p.TLSPort), "")
+	g.waitVerified(t, g.implicit, "imap.ondemand.test", p.Roots, 60*time.Second)
+
+	leaf, _ := g.waitVerified(t, g.implicit, "a.customers.ondemand.test", p.Roots, 60*time.Second)
+	if leaf.DNSNames[0] != "a.customers.ondemand.test" {
+		t.Fatalf("on-demand certificate is for %v", leaf.DNSNames)
+	}
+	for _, name := range []string{"b.customers.ondemand.test", "evil.example.org"} {
+		conn, err := tls.Dial("tcp", g.implicit, &tls.Config{RootCAs: p.Roots, ServerName: name})
+		if err == nil {
+			conn.Close()
+			t.Fatalf("%s got a certificate", name)
+		}
+	}
+	log := g.stderr.String()
+	for _, want := range []string{
+		`"msg":"on-demand certificate refused","name":"b.customers.ondemand.test","reason":"\"b.customers.ondemand.test\": on-demand issuance cap for this hour reached (1)"`,
+		`"msg":"on-demand certificate refused","name":"evil.example.org","reason":"\"evil.example.org\": name not in the on-demand allow-list"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	for _, never := range []string{`"name":"b.customers.ondemand.test","renewal"`, `"name":"evil.example.org","renewal"`} {
+		if strings.Contains(log, never) {
+			t.Errorf("the CA was asked for a refused name: %s", never)
+		}
+	}
+}
+
+// TestACMEBadInputNamesDomainAndCause: each way of getting ACME wrong is
+// logged with the domain and the cause, and the proxy keeps running.
+func TestACMEBadInputNamesDomainAndCause(t *testing.T) {
+	type setup func(t *testing.T) (p *pebble, acme string)
+	pebbleWithBIND := func(t *testing.T, zone string) (*pebble, *bind9) {
+		b := startBIND(t, zone, "imap")
+		return startPebble(t, pebbleOptions{DNS: b.Addr}), b
+	}
+	tests := []struct {
+		name  string
+		setup setup
+		want  []string
+	}{
+		{"wrong CA URL", func(t *testing.T) (*pebble, string) {
+			p := startPebble(t, pebbleOptions{DNS: startChallSrv(t)})
+			p.DirURL = strings.TrimSuffix(p.DirURL, "/dir") + "/no-such-directory"
+			return p, fmt.Sprintf("domains = [\"imap.wrongurl.test\"]\nchallenge_listen = \"127.0.0.1:%d\"", p.TLSPort)
+		}, []string{`"name":"imap.wrongurl.test"`, "no-such-directory", "404"}},
+		{"unreachable CA", func(t *testing.T) (*pebble, string) {
+			cert, certPEM, _ := tlsconf.SelfSigned(time.Hour, "localhost")
+			_ = cert
+			root := filepath.Join(t.TempDir(), "root.pem")
+			os.WriteFile(root, certPEM, 0o644)
+			p := &pebble{DirURL: "https://" + proxytest.FreePort(t) + "/dir", CARoot: root}
+			return p, fmt.Sprintf("domains = [\"imap.unreachable.test\"]\nchallenge_listen = %q", proxytest.FreePort(t))
+		}, []string{`"name":"imap.unreachable.test"`, "connection refused"}},
+		{"bad TSIG key", func(t *testing.T) (*pebble, string) {
+			p, b := pebbleWithBIND(t, "badtsig.test")
+			wrong := filepath.Join(t.TempDir(), "wrong.key")
+			os.WriteFile(wrong, []byte("d3Jvbmcgc2VjcmV0IGZvciB0aGUga2V5IGltYXBnYXRl\n"), 0o600)
+			return p, fmt.Sprintf("domains = [\"imap.badtsig.test\"]\nchallenge = \"dns-01\"\ndns_resolvers = [%q]\ndns_provider = \"rfc2136\"\ndns_server = %q\ntsig_key_name = %q\ntsig_secret_file = %q", b.Addr, b.Addr, b.KeyName, wrong)
+		}, []string{`"name":"imap.badtsig.test"`, "the server did not accept TSIG key imapgate-acme", "NOTAUTH"}},
+		{"failing hook", func(t *testing.T) (*pebble, string) {
+			proxytest.RequireTool(t, "nsupdate")
+			p, b := pebbleWithBIND(t, "badhook.test")
+			return p, fmt.Sprintf("domains = [\"imap.badhook.test\"]\nchallenge = \"dns-01\"\ndns_resolvers = [%q]\ndns_provider = \"exec\"\ndns_exec = %q", b.Addr, writeNSUpdateHook(t, b, 3))
+		}, []string{`"name":"imap.badhook.test"`, "present _acme-challenge.imap.badhook.test.", "exit status 3", "hook: the DNS API refused the token"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, acme := tt.setup(t)
+			g := startACMEGate(t, p, acme, "")
+			deadline := time.Now().Add(30 * time.Second)
+			var line string
+			for line == "" && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				for _, l := range strings.Split(g.stderr.String(), "\n") {
+					if strings.Contains(l, `"msg":"certificate not obtained`) {
+						line = l
+					}
+				}
+			}
+			if line == "" {
+				t.Fatal("no 'certificate not obtained' error within 30s")
+			}
+			t.Logf("logged: %s", line)
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("error line lacks %q:\n%s", w, line)
+				}
+			}
+			select {
+			case code := <-g.exit:
+				t.Fatalf("serve exited (%d) after an ACME failure", code)
+			default:
+			}
+			waitTCP(t, g.implicit, "the proxy after an ACME failure")
+		})
+	}
+}
+
+// TestACMEFailedRenewalKeepsServingTheValidCertificate: the CA goes away
+// after issuing a 30-second certificate; the renewal fails with the name
+// and the cause, and handshakes still get the certificate while it is
+// valid.
+func TestACMEFailedRenewalKeepsServingTheValidCertificate(t *testing.T) {
+	t.Parallel()
+	dns := startChallSrv(t)
+	p := startPebble(t, pebbleOptions{DNS: dns, Validity: 30})
+	const name = "imap.cagone.test"
+	g := startACMEGate(t, p, fmt.Sprintf(`domains = [%q]
+challenge_listen = "127.0.0.1:%d"
+renew_check_interval = "1s"`, name, p.TLSPort), "")
+	first, _ := g.waitVerified(t, g.implicit, name, p.Roots, 60*time.Second)
+	p.cmd.Process.Kill()
+
+	want := `"msg":"certificate not obtained; serving the current one while it is valid, retrying later","name":"` + name + `","renewal":true`
+	deadline := time.Now().Add(40 * time.Second)
+	for !strings.Contains(g.stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed renewal logged")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if time.Now().After(first.NotAfter) {
+		t.Skipf("too slow: the certificate expired before its renewal failed")
+	}
+	leaf, _ := g.waitVerified(t, g.implicit, name, p.Roots, 2*time.Second)
+	if leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("got serial %v, want the first certificate %v", leaf.SerialNumber, first.SerialNumber)
+	}
+	if !strings.Contains(g.stderr.String(), "connection refused") {
+		t.Errorf("the failure does not say the CA refused the connection")
 	}
 }

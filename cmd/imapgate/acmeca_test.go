@@ -155,6 +155,7 @@ type pebble struct {
 	Roots    *x509.CertPool
 	HTTPPort int // where Pebble validates http-01
 	TLSPort  int // where Pebble validates tls-alpn-01
+	cmd      *exec.Cmd
 }
 
 type pebbleOptions struct {
@@ -199,7 +200,7 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	data, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "pebble.json")
 	os.WriteFile(cfgFile, data, 0o644)
-	startProcess(t, dir, bin, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+	p.cmd = startProcess(t, dir, bin, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
 		"-config", cfgFile, "-dnsserver", o.DNS)
 	p.DirURL = "https://" + listen + "/dir"
 
