@@ -163,13 +163,8 @@ present) op="add $2 5 TXT \"$3\"" ;;
 cleanup) op="delete $2 TXT \"$3\"" ;;
 *) echo "hook: unknown verb $1" >&2; exit 2 ;;
 esac
-nsupdate -k %q <<EOF
-server 127.0.0.1 %s
-zone %s
-update $op
-send
-EOF
-`, failStatus, failStatus, b.KeyFile, port, b.Zone)
+printf 'server 127.0.0.1 %s\nzone %s\nupdate %%s\nsend\n' "$op" | nsupdate -k %q
+`, failStatus, failStatus, port, b.Zone, b.KeyFile)
 	path := filepath.Join(t.TempDir(), "acme-dns-hook")
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
