@@ -463,8 +463,11 @@ address = "mail.internal:143"
 
 func TestEffectiveMinVersion(t *testing.T) {
 	c := mustParse(t, "testdata/config/warn-doubtful-settings.toml")
-	if got := c.Listen[0].EffectiveMinVersion(c); got != "1.0" {
-		t.Errorf("listen[0] without its own min_version: %q, want tls.min_version 1.0", got)
+	if got := c.Listen[0].EffectiveMinVersion(c); got != "1.2" {
+		t.Errorf("listen[0] without its own min_version: %q, want tls.min_version 1.2", got)
+	}
+	if got := c.Listen[2].EffectiveMinVersion(c); got != "1.0" {
+		t.Errorf("listen[2] with min_version 1.0: %q", got)
 	}
 	if got := c.Listen[1].EffectiveMinVersion(c); got != "1.1" {
 		t.Errorf("listen[1] with min_version 1.1: %q", got)
