@@ -149,6 +149,7 @@ type ACME struct {
 	demand   *certmagic.Config // on-demand names; nil without OnDemand
 	issuer   *certmagic.ACMEIssuer
 	chalLn   net.Listener
+	chalAddr string // ChallengeListen with the port bound
 	chalDone chan struct{}
 	cancel   context.CancelFunc
 
@@ -239,6 +240,10 @@ func (a *ACME) Start(ctx context.Context) error {
 			return fmt.Errorf("tlsconf: ACME %s responder: cannot bind %s: %w", a.opts.Challenge, a.opts.ChallengeListen, err)
 		}
 		chalLn = ln
+		// The configured host with the port actually bound (":0" in tests).
+		host, _, _ := net.SplitHostPort(a.opts.ChallengeListen)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		a.chalAddr = net.JoinHostPort(host, port)
 	}
 
 	zl := zapToSlog(a.log.With("component", "certmagic"))
@@ -303,7 +308,7 @@ func (a *ACME) newIssuer(cfg *certmagic.Config, zl *zapLogger) *certmagic.ACMEIs
 	if a.opts.Challenge != ChallengeDNS {
 		// The responder is our own listener on this address; certmagic
 		// finds it taken and in use, and starts none of its own.
-		host, port, _ := net.SplitHostPort(a.opts.ChallengeListen)
+		host, port, _ := net.SplitHostPort(a.chalAddr)
 		tmpl.ListenHost = host
 		var n int
 		fmt.Sscan(port, &n)
@@ -408,6 +413,14 @@ func (a *ACME) onEvent(_ context.Context, event string, data map[string]any) err
 		a.log.Error("certificate not obtained; serving the current one while it is valid, retrying later", "name", name, "renewal", renewal, "ca", a.opts.CA, "reason", err.Error())
 	}
 	return nil
+}
+
+// ChallengeAddr returns the address the challenge responder is bound to
+// after Start ("" with ChallengeDNS or before Start).
+func (a *ACME) ChallengeAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.chalAddr
 }
 
 // Failure returns the latest error obtaining or renewing a certificate
