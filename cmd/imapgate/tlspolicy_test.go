@@ -167,3 +167,28 @@ func TestACMEConfigCheckedWithoutTheCA(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestServeExitsWhenTheChallengeListenerIsTaken: a responder that cannot
+// bind is a start-up error (exit 1, the address and the cause on stderr),
+// not a silent failure at the first renewal.
+func TestServeExitsWhenTheChallengeListenerIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "imapgate.toml")
+	os.WriteFile(path, []byte(fmt.Sprintf("[[listen]]\naddress = %q\n\n[tls.acme]\ndomains = [\"imap.example.test\"]\nstorage = %q\nchallenge_listen = %q\n\n[upstream]\naddress = \"127.0.0.1:143\"\ntls = \"none\"\n",
+		proxytest.FreePort(t), filepath.Join(dir, "acme"), taken.Addr().String())), 0o600)
+	var stderr strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code := serve(ctx, path, &stderr); code != 1 {
+		t.Fatalf("serve = %d, want 1", code)
+	}
+	want := "tls.acme: tlsconf: ACME tls-alpn-01 responder: cannot bind " + taken.Addr().String()
+	if !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "address already in use") {
+		t.Fatalf("stderr lacks %q:\n%s", want, stderr.String())
+	}
+}
