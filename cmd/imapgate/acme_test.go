@@ -173,18 +173,19 @@ printf 'server 127.0.0.1 %s\nzone %s\nupdate %%s\nsend\n' "$op" | nsupdate -k %q
 }
 
 // TestACMERenewsWhileIDLESessionStaysOpen: Pebble issues 30-second
-// certificates; imapgate renews when a third is left. A session in IDLE
-// opened on the first certificate stays usable, and the next handshake
-// gets the renewed certificate.
+// certificates; imapgate renews when a third is left. A session in IDLE on
+// a real Dovecot, opened on the first certificate, stays usable, and the
+// next handshake gets the renewed certificate.
 func TestACMERenewsWhileIDLESessionStaysOpen(t *testing.T) {
 	t.Parallel()
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Users: map[string]string{acmeUser: acmePassword}, Messages: 1})
 	dns := startChallSrv(t)
 	p := startPebble(t, pebbleOptions{DNS: dns, Validity: 30})
 	const name = "imap.renewal.test"
-	g := startACMEGate(t, p, fmt.Sprintf(`domains = [%q]
+	g := startACMEGateTo(t, p, fmt.Sprintf(`domains = [%q]
 challenge = "tls-alpn-01"
 challenge_listen = "127.0.0.1:%d"
-renew_check_interval = "1s"`, name, p.TLSPort), "")
+renew_check_interval = "1s"`, name, p.TLSPort), "", dovecotUpstream(d, "starttls"))
 	first, _ := g.waitVerified(t, g.implicit, name, p.Roots, 60*time.Second)
 
 	conn, err := tls.Dial("tcp", g.implicit, &tls.Config{RootCAs: p.Roots, ServerName: name})
@@ -197,6 +198,7 @@ renew_check_interval = "1s"`, name, p.TLSPort), "")
 	c.send("a AUTHENTICATE PLAIN " + plainIR(acmeUser, acmePassword))
 	c.expect("a OK")
 	c.send("b SELECT INBOX")
+	c.expect("* 1 EXISTS")
 	c.expect("b OK")
 	c.send("i IDLE")
 	c.expect("+ ")

@@ -301,8 +301,13 @@ type acmeGate struct {
 // ends. extra goes at the end of the file (more [[listen]] tables).
 func startACMEGate(t *testing.T, p *pebble, acme, extra string) *acmeGate {
 	t.Helper()
+	return startACMEGateTo(t, p, acme, extra, fmt.Sprintf("address = %q\ntls = \"none\"", startMemUpstream(t)))
+}
+
+// startACMEGateTo is startACMEGate with upstream as the [upstream] body.
+func startACMEGateTo(t *testing.T, p *pebble, acme, extra, upstream string) *acmeGate {
+	t.Helper()
 	dir := t.TempDir()
-	up := startMemUpstream(t)
 	g := &acmeGate{implicit: proxytest.FreePort(t), stderr: &lockedBuffer{}, dir: dir, exit: make(chan int, 1)}
 	cfg := fmt.Sprintf(`shutdown_timeout = "2s"
 
@@ -317,8 +322,7 @@ storage = %q
 %s
 
 [upstream]
-address = %q
-tls = "none"
+%s
 
 [policy]
 failure_delay = "0s"
@@ -326,7 +330,7 @@ failure_delay = "0s"
 [audit]
 output = %q
 %s
-`, g.implicit, p.DirURL, p.CARoot, filepath.Join(dir, "acme"), acme, up, filepath.Join(dir, "audit.log"), extra)
+`, g.implicit, p.DirURL, p.CARoot, filepath.Join(dir, "acme"), acme, upstream, filepath.Join(dir, "audit.log"), extra)
 	path := filepath.Join(dir, "imapgate.toml")
 	os.WriteFile(path, []byte(cfg), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
