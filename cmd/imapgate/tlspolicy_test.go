@@ -73,8 +73,9 @@ output = %q
 // opensslTLS11 connects with an OpenSSL client that offers only TLS 1.1
 // (at security level 0, which Debian's OpenSSL needs for TLS 1.1).
 func opensslTLS11(addr string) (string, error) {
-	cmd := exec.Command("openssl", "s_client", "-connect", addr, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
-	cmd.Stdin = strings.NewReader("")
+	// -ign_eof: read the server's answers to LOGOUT before leaving.
+	cmd := exec.Command("openssl", "s_client", "-connect", addr, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-crlf", "-ign_eof")
+	cmd.Stdin = strings.NewReader("a LOGOUT\n")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -101,7 +102,7 @@ min_version = "1.1"
 		t.Fatalf("TLS 1.1 client got a handshake on the default listener: %v\n%s", err, tail(out, 2000))
 	}
 	out, err = opensslTLS11(legacy)
-	if err != nil || !strings.Contains(out, "Protocol  : TLSv1.1") || !strings.Contains(out, "* OK [CAPABILITY") {
+	if err != nil || !strings.Contains(out, "Protocol  : TLSv1.1") || !strings.Contains(out, "* OK [CAPABILITY") || !strings.Contains(out, "a OK") {
 		t.Fatalf("TLS 1.1 client refused on the listener with min_version 1.1: %v\n%s", err, tail(out, 2000))
 	}
 
