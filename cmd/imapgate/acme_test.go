@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,15 @@ const (
 	acmeUser     = "ann"
 	acmePassword = "acme-test-password"
 )
+
+// certmagic keeps some state per name for the whole process (challenges
+// in flight, the renewal back-off): tests that run more than once in one
+// process (-count) need a name of their own each time.
+var nameSeq atomic.Int64
+
+func uniqueName(host, domain string) string {
+	return fmt.Sprintf("%s%d.%s", host, nameSeq.Add(1), domain)
+}
 
 func startMemUpstream(t *testing.T) string {
 	t.Helper()
@@ -181,7 +191,7 @@ func TestACMERenewsWhileIDLESessionStaysOpen(t *testing.T) {
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Users: map[string]string{acmeUser: acmePassword}, Messages: 1})
 	dns := startChallSrv(t)
 	p := startPebble(t, pebbleOptions{DNS: dns, Validity: 30})
-	const name = "imap.renewal.test"
+	name := uniqueName("imap", "renewal.test")
 	g := startACMEGateTo(t, p, fmt.Sprintf(`domains = [%q]
 challenge = "tls-alpn-01"
 challenge_listen = "127.0.0.1:%d"
@@ -352,7 +362,7 @@ func TestACMEFailedRenewalKeepsServingTheValidCertificate(t *testing.T) {
 	t.Parallel()
 	dns := startChallSrv(t)
 	p := startPebble(t, pebbleOptions{DNS: dns, Validity: 30})
-	const name = "imap.cagone.test"
+	name := uniqueName("imap", "cagone.test")
 	g := startACMEGate(t, p, fmt.Sprintf(`domains = [%q]
 challenge_listen = "127.0.0.1:%d"
 renew_check_interval = "1s"`, name, p.TLSPort), "")
