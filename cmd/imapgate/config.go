@@ -195,7 +195,7 @@ type ACMEConfig struct {
 	Challenge string `toml:"challenge"`
 
 	// ChallengeListen is where the tls-alpn-01 or http-01 responder binds.
-	// Default ":443". Unused with dns-01.
+	// Default ":443", or ":80" with http-01. Unused with dns-01.
 	ChallengeListen string `toml:"challenge_listen"`
 
 	// EABKeyID and EABMACKey (base64url) are the external account binding
@@ -1034,6 +1034,9 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 
 	t.oneOf("challenge", a.Challenge, "tls-alpn-01", "http-01", "dns-01")
 	dns01 := a.Challenge == "dns-01"
+	if _, set := t.m["challenge_listen"]; !set && a.Challenge == "http-01" {
+		a.ChallengeListen = ":80" // where a CA checks http-01
+	}
 
 	if len(a.Domains) == 0 {
 		t.missing("domains", "is required: the names to get certificates for, e.g. [\"imap.example.com\"]")
