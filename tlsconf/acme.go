@@ -468,14 +468,14 @@ func (a *ACME) ServerConfig(minVersion uint16) *tls.Config {
 // expiry metrics and tests.
 func (a *ACME) Leaves() []*x509.Certificate {
 	a.mu.Lock()
-	cfg := a.cfg
+	cache := a.cache
 	a.mu.Unlock()
-	if cfg == nil {
+	if cache == nil {
 		return nil
 	}
 	var out []*x509.Certificate
 	for _, d := range a.opts.Domains {
-		for _, cert := range a.cache.AllMatchingCertificates(d) {
+		for _, cert := range cache.AllMatchingCertificates(d) {
 			if cert.Leaf != nil {
 				out = append(out, cert.Leaf)
 			}
