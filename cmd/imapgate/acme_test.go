@@ -301,12 +301,12 @@ func TestACMEBadInputNamesDomainAndCause(t *testing.T) {
 			return p, fmt.Sprintf("domains = [\"imap.wrongurl.test\"]\nchallenge_listen = \"127.0.0.1:%d\"", p.TLSPort)
 		}, []string{`"name":"imap.wrongurl.test"`, "no-such-directory", "404"}},
 		{"unreachable CA", func(t *testing.T) (*pebble, string) {
-			cert, certPEM, _ := tlsconf.SelfSigned(time.Hour, "localhost")
-			_ = cert
+			_, certPEM, _ := tlsconf.SelfSigned(time.Hour, "localhost")
 			root := filepath.Join(t.TempDir(), "root.pem")
 			os.WriteFile(root, certPEM, 0o644)
-			p := &pebble{DirURL: "https://" + proxytest.FreePort(t) + "/dir", CARoot: root}
-			return p, fmt.Sprintf("domains = [\"imap.unreachable.test\"]\nchallenge_listen = %q", proxytest.FreePort(t))
+			ports := freePorts(t, 2)
+			p := &pebble{DirURL: "https://" + ports[0] + "/dir", CARoot: root}
+			return p, fmt.Sprintf("domains = [\"imap.unreachable.test\"]\nchallenge_listen = %q", ports[1])
 		}, []string{`"name":"imap.unreachable.test"`, "connection refused"}},
 		{"bad TSIG key", func(t *testing.T) (*pebble, string) {
 			p, b := pebbleWithBIND(t, "badtsig.test")

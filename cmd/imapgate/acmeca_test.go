@@ -110,8 +110,24 @@ func tail(s string, n int) string {
 	return s
 }
 
-func freePortNumber(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(proxytest.FreePort(t))
+// freePorts returns n distinct free loopback addresses: every port is held
+// until all are found, so the kernel cannot hand out one of them twice.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(p)
 	return n
 }
@@ -122,11 +138,12 @@ func freePortNumber(t *testing.T) int {
 func startChallSrv(t *testing.T) string {
 	t.Helper()
 	bin := goTool(t, "pebble-challtestsrv")
-	dns := proxytest.FreePort(t)
+	ports := freePorts(t, 2)
+	dns := ports[0]
 	startProcess(t, t.TempDir(), bin, nil,
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 		"-dnsserver", dns, "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-management", proxytest.FreePort(t))
+		"-management", ports[1])
 	waitTCP(t, dns, "pebble-challtestsrv")
 	return dns
 }
@@ -178,10 +195,11 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := freePorts(t, 4)
 	p := &pebble{CARoot: filepath.Join(dir, "pebble-https.pem"), RootFile: filepath.Join(dir, "pebble-root.pem"),
-		HTTPPort: freePortNumber(t), TLSPort: freePortNumber(t)}
+		HTTPPort: portOf(ports[0]), TLSPort: portOf(ports[1])}
 	os.WriteFile(p.CARoot, certPEM, 0o644)
-	listen, mgmt := proxytest.FreePort(t), proxytest.FreePort(t)
+	listen, mgmt := ports[2], ports[3]
 	validity := o.Validity
 	if validity == 0 {
 		validity = 90 * 24 * 3600
