@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -386,5 +387,44 @@ renew_check_interval = "1s"`, name, p.TLSPort), "")
 	}
 	if !strings.Contains(g.stderr.String(), "connection refused") {
 		t.Errorf("the failure does not say the CA refused the connection")
+	}
+}
+
+// TestACMEExternalAccountBinding: against a CA that requires EAB, the
+// right key id and MAC key get a certificate; a wrong MAC key gets a clear
+// error and none.
+func TestACMEExternalAccountBinding(t *testing.T) {
+	t.Parallel()
+	const kid = "imapgate-kid-1"
+	mac := base64.RawURLEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	wrong := base64.RawURLEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	p := startPebble(t, pebbleOptions{DNS: startChallSrv(t), EAB: map[string]string{kid: mac}})
+
+	name := uniqueName("imap", "eab.test")
+	g := startACMEGate(t, p, fmt.Sprintf("domains = [%q]\nchallenge_listen = \"127.0.0.1:%d\"\neab_key_id = %q\neab_mac_key = %q", name, p.TLSPort, kid, mac), "")
+	g.waitVerified(t, g.implicit, name, p.Roots, 60*time.Second)
+
+	// The wrong key fails at account registration, before any challenge:
+	// the second gate's responder port does not matter.
+	bad := uniqueName("imap", "eab.test")
+	g2 := startACMEGate(t, p, fmt.Sprintf("domains = [%q]\nchallenge_listen = %q\neab_key_id = %q\neab_mac_key = %q", bad, freePorts(t, 1)[0], kid, wrong), "")
+	deadline := time.Now().Add(30 * time.Second)
+	want := `"msg":"certificate not obtained; serving the current one while it is valid, retrying later","name":"` + bad + `"`
+	for !strings.Contains(g2.stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failure logged for a wrong EAB MAC key")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, l := range strings.Split(g2.stderr.String(), "\n") {
+		if strings.Contains(l, want) {
+			t.Logf("logged: %s", l)
+			if !strings.Contains(l, "externalAccountBinding") && !strings.Contains(strings.ToLower(l), "external account") {
+				t.Errorf("the failure does not name the external account binding: %s", l)
+			}
+		}
+	}
+	if strings.Contains(g2.stderr.String(), wrong) || strings.Contains(g.stderr.String(), mac) {
+		t.Error("an EAB MAC key appears in the log")
 	}
 }
