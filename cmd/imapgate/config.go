@@ -147,7 +147,8 @@ type TLSConfig struct {
 	KeyFile  string `toml:"key_file"`
 
 	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3".
-	// Default "1.2". "1.0" and "1.1" are accepted with a warning.
+	// Default "1.2". "1.0" and "1.1" are refused here: only a [[listen]]
+	// table may lower its own minimum.
 	MinVersion string `toml:"min_version"`
 
 	// Certificates are more file pairs, one per [[tls.certificate]] table,
@@ -194,7 +195,7 @@ type ACMEConfig struct {
 	Challenge string `toml:"challenge"`
 
 	// ChallengeListen is where the tls-alpn-01 or http-01 responder binds.
-	// Default ":443". Unused with dns-01.
+	// Default ":443", or ":80" with http-01. Unused with dns-01.
 	ChallengeListen string `toml:"challenge_listen"`
 
 	// EABKeyID and EABMACKey (base64url) are the external account binding
@@ -221,6 +222,23 @@ type ACMEConfig struct {
 	// DNSResolvers ("host:port") are asked for the TXT record before the CA
 	// is. Default none: the system resolver.
 	DNSResolvers []string `toml:"dns_resolvers"`
+
+	// OnDemand obtains a certificate during the handshake for a name not
+	// in Domains, if it matches OnDemandAllow. Default false.
+	OnDemand bool `toml:"on_demand"`
+
+	// OnDemandAllow lists the names ("mail.example.com") and suffixes
+	// (".example.com" or "*.example.com") On-Demand may get certificates
+	// for. Required with OnDemand.
+	OnDemandAllow []string `toml:"on_demand_allow"`
+
+	// OnDemandPerHour caps On-Demand certificate requests per hour.
+	// Default 10; must be more than 0.
+	OnDemandPerHour int `toml:"on_demand_per_hour"`
+
+	// RenewCheckInterval is how often certificates are checked for
+	// renewal. Default 10m; must be more than 0.
+	RenewCheckInterval Duration `toml:"renew_check_interval"`
 }
 
 // UpstreamConfig is the [upstream] table: the real IMAP server.
@@ -423,6 +441,9 @@ func defaultACME() *ACMEConfig {
 		Challenge:       "tls-alpn-01",
 		ChallengeListen: ":443",
 		TSIGAlgorithm:   "hmac-sha256",
+
+		OnDemandPerHour:    10,
+		RenewCheckInterval: Duration{10 * time.Minute},
 	}
 }
 
@@ -991,7 +1012,15 @@ func (d *decoder) tls(t *table, c *TLSConfig) (acmeTable *table) {
 	}
 	t.done()
 
-	t.minVersion("min_version", c.MinVersion)
+	switch c.MinVersion {
+	case "1.2", "1.3":
+	case "1.0", "1.1":
+		t.problem("min_version", "%q is allowed only on a [[listen]] table dedicated to old clients (its own min_version = %q, with a warning at start); keep \"1.2\" or \"1.3\" here", c.MinVersion, c.MinVersion)
+	default:
+		if t.ok("min_version") {
+			t.problem("min_version", "%q is not one of 1.2, 1.3", c.MinVersion)
+		}
+	}
 	t.filePair("cert_file", c.CertFile, "key_file", c.KeyFile)
 
 	hasFiles := c.CertFile != "" || c.KeyFile != "" || len(c.Certificates) > 0
@@ -1052,10 +1081,17 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 	t.str("tsig_secret_file", &a.TSIGSecretFile)
 	t.str("dns_exec", &a.DNSExec)
 	t.strings("dns_resolvers", &a.DNSResolvers)
+	t.boolean("on_demand", &a.OnDemand)
+	t.strings("on_demand_allow", &a.OnDemandAllow)
+	t.count("on_demand_per_hour", &a.OnDemandPerHour)
+	t.duration("renew_check_interval", &a.RenewCheckInterval)
 	t.done()
 
 	t.oneOf("challenge", a.Challenge, "tls-alpn-01", "http-01", "dns-01")
 	dns01 := a.Challenge == "dns-01"
+	if _, set := t.m["challenge_listen"]; !set && a.Challenge == "http-01" {
+		a.ChallengeListen = ":80" // where a CA checks http-01
+	}
 
 	if len(a.Domains) == 0 {
 		t.missing("domains", "is required: the names to get certificates for, e.g. [\"imap.example.com\"]")
@@ -1110,7 +1146,31 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 			t.problemKey(elemKey(t.keyOf("dns_resolvers"), i), "%s", err)
 		}
 	}
+	d.onDemand(t, a)
+	t.positive("renew_check_interval", a.RenewCheckInterval)
 	return a
+}
+
+// onDemand checks the On-Demand keys of [tls.acme].
+func (d *decoder) onDemand(t *table, a *ACMEConfig) {
+	for i, s := range a.OnDemandAllow {
+		name := strings.TrimPrefix(strings.TrimPrefix(s, "*"), ".")
+		if name == "" || !isDomainName(name) || strings.HasPrefix(name, "*.") {
+			t.problemKey(elemKey(t.keyOf("on_demand_allow"), i), "%q is not a name (\"mail.example.com\") or a suffix (\".example.com\")", s)
+		}
+	}
+	if !a.OnDemand {
+		if len(a.OnDemandAllow) > 0 {
+			t.warn("on_demand_allow", "is ignored: on_demand is false")
+		}
+		return
+	}
+	if len(a.OnDemandAllow) == 0 && t.ok("on_demand_allow") {
+		t.problem("on_demand_allow", "is required with on_demand = true: the names or suffixes a client may ask for, e.g. [\".example.com\"]; without it any name a client sends would be requested from the CA")
+	}
+	if a.OnDemandPerHour == 0 && t.ok("on_demand_per_hour") {
+		t.problem("on_demand_per_hour", "must be more than 0")
+	}
 }
 
 func (d *decoder) dnsProvider(t *table, a *ACMEConfig) {

@@ -198,6 +198,9 @@ func TestACMEDefaults(t *testing.T) {
 		Challenge:       "tls-alpn-01",
 		ChallengeListen: ":443",
 		TSIGAlgorithm:   "hmac-sha256",
+
+		OnDemandPerHour:    10,
+		RenewCheckInterval: Duration{10 * time.Minute},
 	}
 	if !reflect.DeepEqual(c.TLS.ACME, want) {
 		t.Fatalf("got %+v\nwant %+v", c.TLS.ACME, want)
@@ -352,8 +355,8 @@ func TestExampleACMEBlockLoads(t *testing.T) {
 		}
 		out = append(out, line)
 	}
-	if uncommented != 17 { // the table and its 16 keys
-		t.Fatalf("uncommented %d lines of [tls.acme], want 17", uncommented)
+	if uncommented != 21 { // the table and its 20 keys
+		t.Fatalf("uncommented %d lines of [tls.acme], want 21", uncommented)
 	}
 	c, err := parseConfig("example-acme.toml", []byte(strings.Join(out, "\n")), false)
 	if err != nil {
@@ -363,6 +366,7 @@ func TestExampleACMEBlockLoads(t *testing.T) {
 	want.Domains = []string{"imap.example.com"}
 	want.Email = "postmaster@example.com"
 	want.DNSResolvers = []string{}
+	want.OnDemandAllow = []string{}
 	if !reflect.DeepEqual(c.TLS.ACME, want) {
 		t.Fatalf("acme\n got %+v\nwant %+v", c.TLS.ACME, want)
 	}
@@ -477,8 +481,11 @@ address = "mail.internal:143"
 
 func TestEffectiveMinVersion(t *testing.T) {
 	c := mustParse(t, "testdata/config/warn-doubtful-settings.toml")
-	if got := c.Listen[0].EffectiveMinVersion(c); got != "1.0" {
-		t.Errorf("listen[0] without its own min_version: %q, want tls.min_version 1.0", got)
+	if got := c.Listen[0].EffectiveMinVersion(c); got != "1.2" {
+		t.Errorf("listen[0] without its own min_version: %q, want tls.min_version 1.2", got)
+	}
+	if got := c.Listen[2].EffectiveMinVersion(c); got != "1.0" {
+		t.Errorf("listen[2] with min_version 1.0: %q", got)
 	}
 	if got := c.Listen[1].EffectiveMinVersion(c); got != "1.1" {
 		t.Errorf("listen[1] with min_version 1.1: %q", got)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/imapgate/imapgate/proxy"
-	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // gateMetrics are the proxy's Prometheus series. Almost all are derived from
@@ -36,8 +36,8 @@ type gateMetrics struct {
 	upstreamUp    prometheus.Gauge
 	reloads       *prometheus.CounterVec
 
-	certs atomic.Pointer[tlsconf.CertStore] // the store serving now, for expiry
-	srv   atomic.Pointer[proxy.Server]      // for the live byte counts
+	certs atomic.Pointer[wiring]       // the config serving now: its certificates, for expiry
+	srv   atomic.Pointer[proxy.Server] // for the live byte counts
 }
 
 // newMetrics registers every series. dropped reports the audit lines lost
@@ -124,12 +124,8 @@ var certExpiryDesc = prometheus.NewDesc("imapgate_certificate_expiry_seconds",
 func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certExpiryDesc }
 
 func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
-	store := c.certs.Load()
-	if store == nil {
-		return
-	}
 	seen := map[[2]string]bool{}
-	for _, leaf := range store.Leaves() {
+	for _, leaf := range (*gateMetrics)(c).leaves() {
 		name := ""
 		if len(leaf.DNSNames) > 0 {
 			name = leaf.DNSNames[0]
@@ -169,7 +165,7 @@ type health struct {
 	bound      atomic.Bool  // every listener is bound
 	lastProbe  atomic.Int64 // unix nanos of the last upstream probe that succeeded
 	probeEvery time.Duration
-	certs      func() *tlsconf.CertStore
+	certs      func() []*x509.Certificate // the certificates served now
 }
 
 // readiness lists what is not ready; empty means ready.
@@ -178,7 +174,7 @@ func (h *health) readiness() []string {
 	if !h.bound.Load() {
 		not = append(not, "listeners not bound")
 	}
-	if st := h.certs(); st == nil || len(st.Leaves()) == 0 {
+	if len(h.certs()) == 0 {
 		not = append(not, "no certificate loaded")
 	}
 	if last := h.lastProbe.Load(); last == 0 {
@@ -251,4 +247,14 @@ func serveMetrics(ctx context.Context, ln net.Listener, hd http.Handler, log *sl
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("metrics listener stopped", "err", err)
 	}
+}
+
+// leaves returns the certificates served now: from the files or the ACME
+// manager of the config in force.
+func (m *gateMetrics) leaves() []*x509.Certificate {
+	rt := m.certs.Load()
+	if rt == nil {
+		return nil
+	}
+	return rt.leaves()
 }

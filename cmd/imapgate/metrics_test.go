@@ -30,7 +30,7 @@ func TestReadyzFollowsTheUpstreamProbe(t *testing.T) {
 	certs, _ := tlsconf.LoadCertStore()
 	certs.Add(cert)
 	m := newMetrics(nil)
-	h := &health{probeEvery: 20 * time.Millisecond, certs: func() *tlsconf.CertStore { return certs }}
+	h := &health{probeEvery: 20 * time.Millisecond, certs: certs.Leaves}
 	h.bound.Store(true)
 	hd := metricsHandler(m, h)
 	readyz := func() (int, string) {
@@ -66,7 +66,7 @@ func TestReadyzFollowsTheUpstreamProbe(t *testing.T) {
 
 	// No certificate: not ready either.
 	empty, _ := tlsconf.LoadCertStore()
-	h.certs = func() *tlsconf.CertStore { return empty }
+	h.certs = empty.Leaves
 	if _, body := readyz(); !strings.Contains(body, "no certificate") {
 		t.Errorf("without certificates: %q", body)
 	}

@@ -29,7 +29,7 @@ func (g *gateway) install(ctx context.Context, rt *wiring) {
 	rt.proxy.Log = g.log
 	rt.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
 	g.audit.SetUserKey(rt.userKey)
-	g.metrics.certs.Store(rt.certs)
+	g.metrics.certs.Store(rt)
 	if g.stopWatch != nil {
 		g.stopWatch()
 	}
@@ -73,12 +73,34 @@ func (g *gateway) reload(ctx context.Context) {
 		reject(err)
 		return
 	}
+	if g.rt.acme != nil && nrt.acme != nil {
+		// The running manager keeps its certificates, renewals and
+		// challenge listener; a changed [tls.acme] waits for a restart.
+		warnACMEReload(g.rt, cfg, g.log)
+		nrt.acme = g.rt.acme
+		if err := nrt.setServerTLS(); err != nil {
+			reject(err)
+			return
+		}
+	}
 	if cfg.Metrics.Listen != g.rt.cfg.Metrics.Listen {
 		g.log.Warn("reload: metrics.listen changed; it takes effect at the next restart", "running", g.rt.cfg.Metrics.Listen)
 	}
 	// Open connections stay counted: keep the limiter, change its limits.
 	nrt.proxy.Conns = g.rt.proxy.Conns
+	fresh := nrt.acme != nil && nrt.acme != g.rt.acme
+	if fresh {
+		// Certificate files replaced by [tls.acme]: start it now (stored
+		// certificates serve at once, new ones come in the background).
+		if err := startACME(ctx, nrt.acme, g.log); err != nil {
+			reject(err)
+			return
+		}
+	}
 	if err := g.lns.apply(nrt, cfg); err != nil {
+		if fresh {
+			nrt.acme.Close()
+		}
 		reject(err)
 		return
 	}
@@ -89,7 +111,19 @@ func (g *gateway) reload(ctx context.Context) {
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}
+	old := g.rt
 	g.install(ctx, nrt)
+	if old.acme != nil && old.acme != nrt.acme {
+		old.acme.Close() // [tls.acme] replaced by certificate files
+	}
+	warnOldTLS(nrt, cfg, g.log)
 	g.metrics.reloads.WithLabelValues("ok").Inc()
 	g.log.Info("reloaded", "config", g.path, "listeners", len(cfg.Listen), "upstream", cfg.Upstream.Address)
+}
+
+// closeACME stops the ACME manager in force, if any (serve's exit).
+func (g *gateway) closeACME() {
+	if g.rt != nil && g.rt.acme != nil {
+		g.rt.acme.Close()
+	}
 }

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +25,7 @@ import (
 type wiring struct {
 	cfg       *Config
 	certs     *tlsconf.CertStore
+	acme      *tlsconf.ACME    // nil without [tls.acme]; started by serve
 	listeners []proxy.Listener // parallel to cfg.Listen
 	proxy     *proxy.Config
 	userKey   []byte // audit.user_hash_key_file's key; nil = user names in clear
@@ -33,9 +34,6 @@ type wiring struct {
 // newRuntime builds the proxy's objects from a validated config. audit may
 // be nil (check-config).
 func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
-	if cfg.TLS.ACME != nil {
-		return nil, errors.New("tls.acme: automatic certificates are not available in this build yet; use cert_file and key_file")
-	}
 	var pairs []tlsconf.CertFiles
 	if cfg.TLS.CertFile != "" {
 		pairs = append(pairs, tlsconf.CertFiles{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile})
@@ -48,16 +46,19 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
 	rt := &wiring{cfg: cfg, certs: certs}
-	for i, l := range cfg.Listen {
-		v, err := tlsconf.ParseVersion(l.EffectiveMinVersion(cfg))
-		if err != nil {
-			return nil, fmt.Errorf("listen[%d].min_version: %w", i, err)
+	if cfg.TLS.ACME != nil {
+		if rt.acme, err = newACME(cfg.TLS.ACME); err != nil {
+			return nil, err
 		}
+	}
+	for _, l := range cfg.Listen {
 		rt.listeners = append(rt.listeners, proxy.Listener{
-			Name:      l.Address,
-			Mode:      proxy.TLSMode(l.TLS),
-			TLSConfig: tlsconf.ServerConfig(certs, v),
+			Name: l.Address,
+			Mode: proxy.TLSMode(l.TLS),
 		})
+	}
+	if err := rt.setServerTLS(); err != nil {
+		return nil, err
 	}
 	up, err := newUpstream(&cfg.Upstream)
 	if err != nil {
@@ -83,6 +84,32 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 	}
 	rt.proxy.Policy, rt.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
 	return rt, nil
+}
+
+// setServerTLS gives every listener its TLS config: the ACME manager's
+// certificates when there is one, else the certificate files.
+func (rt *wiring) setServerTLS() error {
+	for i, l := range rt.cfg.Listen {
+		v, err := tlsconf.ParseVersion(l.EffectiveMinVersion(rt.cfg))
+		if err != nil {
+			return fmt.Errorf("listen[%d].min_version: %w", i, err)
+		}
+		if rt.acme != nil {
+			rt.listeners[i].TLSConfig = rt.acme.ServerConfig(v)
+		} else {
+			rt.listeners[i].TLSConfig = tlsconf.ServerConfig(rt.certs, v)
+		}
+	}
+	return nil
+}
+
+// leaves returns the certificates the listeners serve, for the expiry
+// metric and /readyz.
+func (rt *wiring) leaves() []*x509.Certificate {
+	if rt.acme != nil {
+		return rt.acme.Leaves()
+	}
+	return rt.certs.Leaves()
 }
 
 // newUpstream builds the upstream login settings.
@@ -167,6 +194,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	defer g.closeACME()
+	if rt.acme != nil {
+		// After the client listeners, so a port in use is reported first;
+		// certificates are obtained in the background (stored ones serve
+		// at once).
+		if err := startACME(watchCtx, rt.acme, log); err != nil {
+			srv.Shutdown(context.Background())
+			g.lns.wg.Wait()
+			fmt.Fprintf(stderr, "%s: %v\n", path, err)
+			return 1
+		}
+	}
+	warnOldTLS(rt, cfg, log)
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -175,7 +215,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "metrics.listen: cannot bind %s: %v\n", cfg.Metrics.Listen, err)
 			return 1
 		}
-		h := &health{probeEvery: upstreamProbeEvery, certs: m.certs.Load}
+		h := &health{probeEvery: upstreamProbeEvery, certs: m.leaves}
 		h.bound.Store(true)
 		go probeUpstream(watchCtx, h, func() *proxy.Upstream { return srv.Config().Upstream }, m, log)
 		go serveMetrics(watchCtx, mln, metricsHandler(m, h), log)
