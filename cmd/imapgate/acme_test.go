@@ -95,6 +95,15 @@ challenge_listen = "127.0.0.1:%d"`, name, second, challenge, port), "")
 			}
 			g.waitVerified(t, g.implicit, second, p.Roots, 30*time.Second)
 			verifyWithClients(t, g.implicit, name, p.RootFile)
+
+			// A reload keeps the running certificate manager: the same
+			// certificate serves the next handshake at once.
+			g.reload <- struct{}{}
+			waitLog(t, g, `"msg":"reloaded"`, 10*time.Second)
+			again, _ := g.waitVerified(t, g.implicit, name, p.Roots, 2*time.Second)
+			if again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+				t.Errorf("after a reload the certificate changed: serial %v, was %v", again.SerialNumber, leaf.SerialNumber)
+			}
 			log := g.stderr.String()
 			for _, n := range []string{name, second} {
 				if want := `"msg":"certificate issued","name":"` + n + `"`; !strings.Contains(log, want) {
@@ -426,5 +435,17 @@ func TestACMEExternalAccountBinding(t *testing.T) {
 	}
 	if strings.Contains(g2.stderr.String(), wrong) || strings.Contains(g.stderr.String(), mac) {
 		t.Error("an EAB MAC key appears in the log")
+	}
+}
+
+// waitLog waits until the operational log holds want.
+func waitLog(t *testing.T, g *acmeGate, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(g.stderr.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("operational log lacks %s after %v:\n%s", want, within, tail(g.stderr.String(), 3000))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -312,6 +312,7 @@ type acmeGate struct {
 	started  time.Time
 	exit     chan int
 	cancel   context.CancelFunc
+	reload   chan struct{} // a receive makes serve reload its config, as SIGHUP does
 }
 
 // startACMEGate writes a config whose [tls.acme] table is acme (the
@@ -354,7 +355,8 @@ output = %q
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.started = time.Now()
-	go func() { g.exit <- serve(ctx, path, g.stderr) }()
+	g.reload = make(chan struct{})
+	go func() { g.exit <- serveReloading(ctx, path, g.stderr, g.reload) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", g.implicit)

@@ -159,6 +159,12 @@ func auditSink(output string) (io.Writer, io.Closer, error) {
 
 // serve runs the proxy until ctx is done (SIGTERM/SIGINT).
 func serve(ctx context.Context, path string, stderr io.Writer) int {
+	return serveReloading(ctx, path, stderr, nil)
+}
+
+// serveReloading is serve that also reloads when reload receives (tests:
+// a SIGHUP would reach every serve running in the test process).
+func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <-chan struct{}) int {
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg, err := LoadConfig(path)
 	if err != nil {
@@ -229,6 +235,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
+			g.reload(watchCtx)
+			continue
+		case <-reload:
 			g.reload(watchCtx)
 			continue
 		case <-ctx.Done():
