@@ -105,7 +105,10 @@ type DovecotOptions struct {
 	// user has inotify instances left (fs.inotify.max_user_instances,
 	// 128 by default, shared by every Dovecot of the machine, one per
 	// session in IDLE): under load it falls back to this interval. Whole
-	// seconds, at least one. If zero, Dovecot's default (30s) is used.
+	// seconds, at least one. If zero, one second: every Dovecot of a test
+	// run shares those instances, so under parallel tests the fallback
+	// decides when IDLE sees new mail, and 30s (Dovecot's default) would
+	// outlast a test's patience.
 	IdleCheckInterval time.Duration
 
 	// AuthPenalty keeps Dovecot's per-IP auth penalty: after a failure,
@@ -427,9 +430,7 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("# Answer failures at once (the default tarpits them for 2s).")
 	p("auth_failure_delay = 0")
 	p("verbose_proctitle = no")
-	if o.IdleCheckInterval > 0 {
-		p("mailbox_idle_check_interval = %d secs", max(int64(o.IdleCheckInterval/time.Second), 1))
-	}
+	p("mailbox_idle_check_interval = %d secs", max(int64(o.IdleCheckInterval/time.Second), 1))
 	p("login_trusted_networks = %s", o.TrustedNetworks)
 	p("# Log every ID a client sends; AuthAttempts uses it to skip the")
 	p("# harness's own sessions (Append).")
