@@ -26,8 +26,11 @@ const (
 // later backend can stand in.
 type Decider interface {
 	// Check decides whether the attempt may reach the upstream. An allowed
-	// attempt is counted at once (so parallel attempts cannot overshoot a
-	// budget); exactly one of Failure, Success or Cancel must follow it.
+	// attempt is held against its budgets at once (so parallel attempts
+	// cannot overshoot one); exactly one of Failure, Success or Cancel must
+	// follow it. A Decision with Busy set refuses nothing yet: attempts in
+	// flight fill a budget that failures have not spent, so the caller
+	// should wait briefly and Check again.
 	Check(ctx context.Context, a Attempt) Decision
 	// Failure says the upstream rejected the credentials, and returns how
 	// long to wait before answering (the tarpit).
@@ -51,6 +54,10 @@ type Attempt struct {
 type Decision struct {
 	// Allowed means the credentials may go to the upstream.
 	Allowed bool
+	// Busy (with Allowed false) means no budget is spent but attempts in
+	// flight fill one: Check again after they settle (a few milliseconds).
+	// Result and Reason are empty then.
+	Busy bool
 	// Result and Reason explain a refusal for the audit event
 	// (ResultRateLimited or ResultLocked, and a Reason... constant).
 	Result, Reason string
@@ -297,6 +304,10 @@ func (g *Guard) Check(ctx context.Context, a Attempt) Decision {
 	for i := range ks.n {
 		d.busiest = max(d.busiest, ks.counts[i])
 	}
+	if spent == TakeBusy {
+		d.Allowed, d.Busy = false, true
+		return d
+	}
 	if spent >= 0 {
 		d.Allowed = false
 		d.Result, d.Reason = reasonFor(ks.keys[spent])
@@ -307,9 +318,15 @@ func (g *Guard) Check(ctx context.Context, a Attempt) Decision {
 	return d
 }
 
-// Failure implements Decider: the attempt stays counted; the tarpit
-// doubles with the count of the busiest key.
+// Failure implements Decider: the attempt becomes a failure of every key;
+// the tarpit doubles with the count of the busiest key.
 func (g *Guard) Failure(ctx context.Context, a Attempt, d Decision) time.Duration {
+	if d.counted {
+		ks := g.keySet()
+		defer g.keySets.Put(ks)
+		keysFor(ks, a.Addr.Unmap(), NormalizeUser(a.User), d.Known, d.budgets)
+		g.store.Commit(ctx, ks.keys[:ks.n], d.budgets.window(), g.now())
+	}
 	return d.budgets.delay(max(d.busiest, 1))
 }
 

@@ -315,8 +315,12 @@ func TestMemoryStoreIsBoundedAndEvictsOldestFirst(t *testing.T) {
 		return Key{Kind: KeyNet, Net: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)}
 	}
 	counts := make([]int, 1)
+	fail := func(k Key, now time.Time) { // an attempt let through that failed
+		m.Take(ctx, []Key{k}, []int{0}, time.Hour, now, counts)
+		m.Commit(ctx, []Key{k}, time.Hour, now)
+	}
 	for i := range 1000 {
-		m.Take(ctx, []Key{key(i)}, []int{0}, time.Hour, now, counts)
+		fail(key(i), now)
 		if i == 0 || i%7 == 0 {
 			peek(m, key(0), time.Hour, now) // key 0 stays in use
 		}
@@ -336,7 +340,7 @@ func TestMemoryStoreIsBoundedAndEvictsOldestFirst(t *testing.T) {
 	// Idle counters past the longest window leave as new ones arrive.
 	later := now.Add(2 * time.Hour)
 	for i := range 60 {
-		m.Take(ctx, []Key{key(5000 + i)}, []int{0}, time.Hour, later, counts)
+		fail(key(5000+i), later)
 	}
 	if n, _ := m.Len(); n != 60 {
 		t.Fatalf("%d entries: expired counters were not dropped", n)
@@ -502,5 +506,41 @@ func TestSuccessAndCancelGiveTheAttemptBack(t *testing.T) {
 		} else {
 			g.Cancel(ctx, a, d)
 		}
+	}
+}
+
+// TestAttemptsInFlightWaitNotRefused: attempts in flight hold a budget
+// that failures have not spent: a further attempt is told Busy (wait),
+// never refused, and at most the budget's worth are in flight at once.
+func TestAttemptsInFlightWaitNotRefused(t *testing.T) {
+	g := NewGuard(nil, Budgets{PerIP: 3}, nil)
+	ctx := context.Background()
+	addr := netip.MustParseAddr("192.0.2.7")
+	var held []Decision
+	for i := range 3 {
+		d := g.Check(ctx, Attempt{Addr: addr, User: fmt.Sprint("u", i)})
+		if !d.Allowed {
+			t.Fatalf("attempt %d not allowed: %+v", i, d)
+		}
+		held = append(held, d)
+	}
+	d := g.Check(ctx, Attempt{Addr: addr, User: "u3"})
+	if d.Allowed || !d.Busy || d.Result != "" {
+		t.Fatalf("fourth attempt in flight: %+v, want Busy", d)
+	}
+	// One settles with a success: room for one more.
+	g.Success(ctx, Attempt{Addr: addr, User: "u0"}, held[0])
+	if d := g.Check(ctx, Attempt{Addr: addr, User: "u3"}); !d.Allowed {
+		t.Fatalf("after a success: %+v", d)
+	} else {
+		held[0] = d
+	}
+	// All three fail: the budget is spent, and now it is a refusal.
+	for i, d := range held {
+		g.Failure(ctx, Attempt{Addr: addr, User: fmt.Sprint("u", []int{3, 1, 2}[i])}, d)
+	}
+	d = g.Check(ctx, Attempt{Addr: addr, User: "u9"})
+	if d.Allowed || d.Busy || d.Reason != ReasonIPRateLimited {
+		t.Fatalf("after three failures: %+v, want ip_rate_limited", d)
 	}
 }

@@ -81,18 +81,28 @@ func (m *MemoryStore) Take(_ context.Context, keys []Key, limits []int, window t
 	t := now.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	spent := -1
+	spent, busy := TakeHeld, false
 	for i, k := range keys {
 		counts[i] = 0
-		if e := m.fails.get(m.key(k)); e != nil && t-e.start < int64(window) {
-			counts[i] = int(e.n)
+		pending := 0
+		if e := m.fails.get(m.key(k)); e != nil {
+			if t-e.start < int64(window) {
+				counts[i] = int(e.n)
+			}
+			pending = int(e.pending)
 		}
-		if spent < 0 && limits[i] > 0 && counts[i] >= limits[i] {
-			spent = i
+		if limits[i] > 0 {
+			if spent < 0 && counts[i] >= limits[i] {
+				spent = i
+			}
+			busy = busy || counts[i]+pending >= limits[i]
 		}
 	}
 	if spent >= 0 {
 		return spent, nil
+	}
+	if busy {
+		return TakeBusy, nil
 	}
 	m.longest = max(m.longest, window)
 	m.fails.expire(t, int64(m.longest))
@@ -101,12 +111,33 @@ func (m *MemoryStore) Take(_ context.Context, keys []Key, limits []int, window t
 		if e.n == 0 || t-e.start >= int64(window) {
 			e.n, e.start = 0, t
 		}
+		if e.pending < ^uint32(0) {
+			e.pending++
+		}
+		counts[i] = int(e.n) + 1
+	}
+	return TakeHeld, nil
+}
+
+// Commit implements Store.
+func (m *MemoryStore) Commit(_ context.Context, keys []Key, window time.Duration, now time.Time) error {
+	m.init()
+	t := now.UnixNano()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, k := range keys {
+		e := m.fails.put(m.key(k)) // evicted meanwhile: the failure still counts
+		if e.pending > 0 {
+			e.pending--
+		}
+		if e.n == 0 || t-e.start >= int64(window) {
+			e.n, e.start = 0, t
+		}
 		if e.n < ^uint32(0) {
 			e.n++
 		}
-		counts[i] = int(e.n)
 	}
-	return -1, nil
+	return nil
 }
 
 // Refund implements Store.
@@ -115,8 +146,8 @@ func (m *MemoryStore) Refund(_ context.Context, keys []Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range keys {
-		if e := m.fails.get(m.key(k)); e != nil && e.n > 0 {
-			e.n--
+		if e := m.fails.get(m.key(k)); e != nil && e.pending > 0 {
+			e.pending--
 		}
 	}
 	return nil
@@ -128,7 +159,12 @@ func (m *MemoryStore) Reset(_ context.Context, keys []Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, k := range keys {
-		m.fails.remove(m.key(k))
+		mk := m.key(k)
+		if e := m.fails.get(mk); e != nil && e.pending > 0 {
+			e.n = 0 // attempts still pending keep their hold
+			continue
+		}
+		m.fails.remove(mk)
 	}
 	return nil
 }
@@ -171,8 +207,9 @@ type lruTable struct {
 
 type lruEntry struct {
 	k          memKey
-	start      int64 // window start (counters) or last success (devices), Unix ns
-	n          uint32
+	start      int64  // window start (counters) or last success (devices), Unix ns
+	n          uint32 // failures in the window
+	pending    uint32 // attempts held by Take, not yet committed or refunded
 	prev, next int32
 }
 

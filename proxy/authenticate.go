@@ -112,6 +112,9 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 	ev.Upstream = s.cfg.Upstream.Address
 	attempt, decision, allowed := s.checkPolicy(tag, ev, user)
 	if !allowed {
+		if decision.Busy {
+			return false, true // the server's state, not the client's failure
+		}
 		return false, s.countAuthFailure()
 	}
 	release := s.cfg.UpstreamLogins.Acquire(s.ctx)

@@ -1,8 +1,18 @@
 package proxy
 
 import (
+	"time"
+
 	"github.com/imapgate/imapgate/policy"
 )
+
+// busyWaitMax bounds how long an attempt waits for attempts in flight on
+// its budgets to settle before it is answered NO [UNAVAILABLE].
+const busyWaitMax = 10 * time.Second
+
+// ReasonAttemptsInFlight is the audit reason (result error) of an attempt
+// that waited busyWaitMax for attempts in flight on its budgets to settle.
+const ReasonAttemptsInFlight = "attempts_in_flight"
 
 // checkPolicy asks the configured policy whether user's attempt may reach
 // the upstream. A refused attempt is audited (result ratelimited or locked,
@@ -17,6 +27,22 @@ func (s *session) checkPolicy(tag string, ev *Event, user string) (policy.Attemp
 		return a, policy.Decision{Allowed: true}, true
 	}
 	d := s.cfg.Policy.Check(s.ctx, a)
+	// Attempts in flight fill a budget no failure has spent (a login
+	// storm from one address or network): wait for them to settle rather
+	// than refuse a password that may well be right. The wait holds only
+	// this session's goroutine, and is bounded.
+	pause, deadline := time.Millisecond, time.Now().Add(busyWaitMax)
+	for d.Busy && s.ctx.Err() == nil && time.Now().Before(deadline) {
+		s.wait(pause)
+		pause = min(2*pause, 50*time.Millisecond)
+		d = s.cfg.Policy.Check(s.ctx, a)
+	}
+	if d.Busy {
+		ev.Result, ev.Reason, ev.Upstream = ResultError, ReasonAttemptsInFlight, ""
+		s.cfg.Audit.Log(ev)
+		s.reply(tag + " NO [UNAVAILABLE] Too many logins in progress, try again later.")
+		return a, d, false
+	}
 	if d.Err != nil {
 		s.cfg.log().Warn("policy store failed; allowing the attempt", "session", s.id, "err", d.Err)
 	}

@@ -462,3 +462,39 @@ func TestUnavailableUpstreamSpendsNoBudget(t *testing.T) {
 		t.Fatalf("%d upstream_busy events, want 5", busy)
 	}
 }
+
+// TestLoginStormFromOneAddressIsNotRefused: after a network blip every
+// phone behind one address (a carrier NAT, an office) logs in again at
+// once, all with the right password. Attempts in flight are held against
+// the budgets (so an attacker's parallel guesses cannot overshoot them),
+// but they must only make the others wait, never refuse them: 100
+// concurrent logins from one address with a budget of 10 per address, 50
+// per network and 20 per user all succeed against a real Dovecot.
+func TestLoginStormFromOneAddressIsNotRefused(t *testing.T) {
+	const clients = 100
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Users: proxytest.NumberedUsers(10, "Storm-Pass1!")})
+	tp := startGuardedProxy(t, d, nil)
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ans, _, err := tp.loginOnce(t, "127.0.0.9", fmt.Sprintf("user%d", i%10+1), "Storm-Pass1!")
+			if err != nil || !strings.HasPrefix(ans, "a OK") {
+				t.Errorf("login %d: %q %v", i, ans, err)
+				return
+			}
+			ok.Add(1)
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != clients {
+		t.Fatalf("%d of %d logins succeeded", ok.Load(), clients)
+	}
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventAuth && e.Result != ResultSuccess {
+			t.Errorf("auth event %s/%s in a storm of right passwords", e.Result, e.Reason)
+		}
+	}
+}
