@@ -487,6 +487,9 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	if o.ReuseProcesses {
 		p("  service_count = 0")
 		p("  process_min_avail = %d", reuseSpares)
+		p("  # Thousands of idle processes left by a burst of sessions would all")
+		p("  # wake for every new connection: let them go soon.")
+		p("  idle_kill = 2 secs")
 	}
 	p("}")
 	if !o.AuthPenalty || ids.rootless {
