@@ -314,7 +314,7 @@ func TestACMEBadInputNamesDomainAndCause(t *testing.T) {
 			_, certPEM, _ := tlsconf.SelfSigned(time.Hour, "localhost")
 			root := filepath.Join(t.TempDir(), "root.pem")
 			os.WriteFile(root, certPEM, 0o644)
-			ports := freePorts(t, 2)
+			ports := proxytest.FreePorts(t, 2)
 			p := &pebble{DirURL: "https://" + ports[0] + "/dir", CARoot: root}
 			return p, fmt.Sprintf("domains = [\"imap.unreachable.test\"]\nchallenge_listen = %q", ports[1])
 		}, []string{`"name":"imap.unreachable.test"`, "connection refused"}},
@@ -416,7 +416,7 @@ func TestACMEExternalAccountBinding(t *testing.T) {
 	// The wrong key fails at account registration, before any challenge:
 	// the second gate's responder port does not matter.
 	bad := uniqueName("imap", "eab.test")
-	g2 := startACMEGate(t, p, fmt.Sprintf("domains = [%q]\nchallenge_listen = %q\neab_key_id = %q\neab_mac_key = %q", bad, freePorts(t, 1)[0], kid, wrong), "")
+	g2 := startACMEGate(t, p, fmt.Sprintf("domains = [%q]\nchallenge_listen = %q\neab_key_id = %q\neab_mac_key = %q", bad, proxytest.FreePorts(t, 1)[0], kid, wrong), "")
 	deadline := time.Now().Add(30 * time.Second)
 	want := `"msg":"certificate not obtained; serving the current one while it is valid, retrying later","name":"` + bad + `"`
 	for !strings.Contains(g2.stderr.String(), want) {

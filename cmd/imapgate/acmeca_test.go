@@ -112,20 +112,6 @@ func tail(s string, n int) string {
 
 // freePorts returns n distinct free loopback addresses: every port is held
 // until all are found, so the kernel cannot hand out one of them twice.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs
-}
-
 func portOf(addr string) int {
 	_, p, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(p)
@@ -138,7 +124,7 @@ func portOf(addr string) int {
 func startChallSrv(t *testing.T) string {
 	t.Helper()
 	bin := goTool(t, "pebble-challtestsrv")
-	ports := freePorts(t, 2)
+	ports := proxytest.FreePorts(t, 2)
 	dns := ports[0]
 	startProcess(t, t.TempDir(), bin, nil,
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
@@ -195,7 +181,7 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 4)
+	ports := proxytest.FreePorts(t, 4)
 	p := &pebble{CARoot: filepath.Join(dir, "pebble-https.pem"), RootFile: filepath.Join(dir, "pebble-root.pem"),
 		HTTPPort: portOf(ports[0]), TLSPort: portOf(ports[1])}
 	os.WriteFile(p.CARoot, certPEM, 0o644)

@@ -76,9 +76,10 @@ func startGate(t *testing.T, o gateOptions) *gate {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := proxytest.FreePorts(t, 2)
 	g := &gate{
-		implicit:  proxytest.FreePort(t),
-		starttls:  proxytest.FreePort(t),
+		implicit:  ports[0],
+		starttls:  ports[1],
 		caFile:    filepath.Join(dir, "ca.pem"),
 		auditFile: filepath.Join(dir, "audit.log"),
 		stderr:    &lockedBuffer{},

@@ -33,8 +33,8 @@ func TestSIGHUPReloadsTheWholeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := proxytest.FreePort(t), proxytest.FreePort(t)
-	metricsAddr := proxytest.FreePort(t)
+	ports := proxytest.FreePorts(t, 3)
+	first, second, metricsAddr := ports[0], ports[1], ports[2]
 	auditFile := filepath.Join(dir, "audit.log")
 	path := filepath.Join(dir, "imapgate.toml")
 	writeConfig := func(listeners []string, upstream, policy string) {

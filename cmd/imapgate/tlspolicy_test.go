@@ -85,7 +85,7 @@ func opensslTLS11(addr string) (string, error) {
 // that sets min_version = "1.1", which start-up warns about loudly.
 func TestTLS11RefusedByDefaultAcceptedWhereAllowed(t *testing.T) {
 	proxytest.RequireTool(t, "openssl")
-	ports := freePorts(t, 2)
+	ports := proxytest.FreePorts(t, 2)
 	modern, legacy := ports[0], ports[1]
 	log := startPolicyGate(t, fmt.Sprintf(`
 [[listen]]
@@ -141,7 +141,7 @@ func TestACMEConfigCheckedWithoutTheCA(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "imapgate.toml")
-			ports := freePorts(t, 2)
+			ports := proxytest.FreePorts(t, 2)
 			os.WriteFile(path, []byte(fmt.Sprintf("[[listen]]\naddress = %q\n\n[tls.acme]\ndomains = [\"imap.example.test\"]\nstorage = %q\nchallenge_listen = %q\n%s\n\n[upstream]\naddress = \"127.0.0.1:143\"\ntls = \"none\"\n",
 				ports[0], filepath.Join(t.TempDir(), "acme"), ports[1], tt.acme)), 0o600)
 			var stdout, stderr strings.Builder

@@ -655,6 +655,30 @@ func FreePort(t testing.TB) string {
 	return addr
 }
 
+// FreePorts returns n distinct free loopback addresses: every probe
+// listener stays open until all n are chosen, so (unlike n calls of
+// FreePort, which may hand out a port just closed again) no two are the
+// same.
+func FreePorts(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("proxytest: no free loopback port: %v", err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
+}
+
 func freePort() (string, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")

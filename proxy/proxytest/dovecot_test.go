@@ -489,6 +489,23 @@ func TestFreePortAndRequireTool(t *testing.T) {
 	RequireTool(t, "sh")
 }
 
+func TestFreePortsAreDistinctAndFree(t *testing.T) {
+	t.Parallel()
+	addrs := FreePorts(t, 50)
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		if seen[a] {
+			t.Fatalf("FreePorts handed out %s twice", a)
+		}
+		seen[a] = true
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("FreePorts gave %s, which cannot be listened on: %v", a, err)
+		}
+		defer ln.Close()
+	}
+}
+
 // clientTLS trusts exactly d.CAFile.
 func clientTLS(t testing.TB, d *Dovecot) *tls.Config {
 	t.Helper()
