@@ -18,11 +18,7 @@ func observeLogin(f func(time.Duration, error), start time.Time, err *error) {
 // greeting and logs out, without any credential. Health checks call it
 // every few seconds; it costs one connection and no login.
 func (u *Upstream) Probe(ctx context.Context) error {
-	timeout := u.ConnectTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout())
 	defer cancel()
 	conn, err := u.dial(ctx)
 	if err != nil {

@@ -126,17 +126,21 @@ type upstreamClient struct {
 	caps []string
 }
 
+// connectTimeout bounds a whole login or probe: ConnectTimeout, or 10s.
+func (u *Upstream) connectTimeout() time.Duration {
+	if u.ConnectTimeout > 0 {
+		return u.ConnectTimeout
+	}
+	return 10 * time.Second
+}
+
 // Login connects to the upstream and logs in as user. On success the
 // connection is handed over for relaying; the password is forgotten.
 func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
 	if u.ObserveLogin != nil {
 		defer observeLogin(u.ObserveLogin, time.Now(), &err)
 	}
-	timeout := u.ConnectTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout())
 	defer cancel()
 
 	conn, err := u.dial(ctx)

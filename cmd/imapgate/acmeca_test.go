@@ -338,38 +338,9 @@ output = %q
 `, g.implicit, p.DirURL, p.CARoot, filepath.Join(dir, "acme"), acme, upstream, filepath.Join(dir, "audit.log"), extra)
 	path := filepath.Join(dir, "imapgate.toml")
 	os.WriteFile(path, []byte(cfg), 0o600)
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
 	g.started = time.Now()
 	g.reload = make(chan struct{})
-	go func() { g.exit <- serveReloading(ctx, path, g.stderr, g.reload) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", g.implicit)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case code := <-g.exit:
-			t.Fatalf("serve exited with %d: %s", code, g.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy did not start: %s", g.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-g.exit:
-			if code != 0 {
-				t.Errorf("serve exited with %d", code)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not stop within 15s")
-		}
+	g.cancel = runServe(t, path, g.implicit, g.stderr, g.reload, g.exit, 10*time.Second, func() {
 		if t.Failed() {
 			t.Logf("imapgate log:\n%s", tail(g.stderr.String(), 8000))
 		}

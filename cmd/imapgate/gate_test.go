@@ -123,38 +123,7 @@ output = %q
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cancel = cancel
-	go func() { g.exit <- serve(ctx, path, g.stderr) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", g.starttls)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case code := <-g.exit:
-			t.Fatalf("serve exited with %d: %s", code, g.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy did not start: %s", g.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-g.exit:
-			if code != 0 {
-				t.Errorf("serve exited with %d: %s", code, g.stderr.String())
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not stop within 15s of SIGTERM")
-		}
-		g.assertNoSecrets(t)
-	})
+	g.cancel = runServe(t, path, g.starttls, g.stderr, nil, g.exit, 5*time.Second, func() { g.assertNoSecrets(t) })
 	return g
 }
 
