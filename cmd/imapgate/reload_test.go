@@ -25,10 +25,7 @@ import (
 func TestSIGHUPReloadKeepsSessions(t *testing.T) {
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "imapgate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := imapgateBinary(t)
 	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
