@@ -183,6 +183,9 @@ func (s *session) admit() bool {
 	return true
 }
 
+// alpnACME is the ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+const alpnACME = "acme-tls/1"
+
 // handshake runs the server side of TLS over s.raw (implicit TLS, or after
 // STARTTLS) and logs the tls event.
 func (s *session) handshake() bool {
@@ -200,6 +203,15 @@ func (s *session) handshake() bool {
 	ev.TLSVersion = tls.VersionName(st.Version)
 	ev.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
 	ev.SNI = st.ServerName
+	if st.NegotiatedProtocol == alpnACME {
+		// An ACME CA validating TLS-ALPN-01 (RFC 8737): the handshake
+		// was the whole exchange; it gets no IMAP greeting.
+		ev.Reason = "acme_challenge"
+		s.cfg.Audit.Log(ev)
+		tc.Close()
+		s.endReason = "acme_challenge"
+		return false
+	}
 	s.cfg.Audit.Log(ev)
 	s.conn = tc
 	s.isTLS = true
