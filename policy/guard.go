@@ -19,6 +19,10 @@ const (
 	ReasonUserLocked     = "user_locked"      // the user, from a network that is not a known device
 	ReasonDeviceLocked   = "device_locked"    // the user from this network (known device or not)
 	ReasonUpstreamBusy   = "upstream_busy"    // max_upstream_logins reached and the queue full or too slow
+	// ReasonAttemptsInFlight (result error): attempts in flight filled a
+	// budget that failures had not spent, and stayed so while the attempt
+	// waited (Decision.Busy); the server's state, not the client's failure.
+	ReasonAttemptsInFlight = "attempts_in_flight"
 )
 
 // Decider is what the proxy asks before and after an upstream login.

@@ -10,10 +10,6 @@ import (
 // its budgets to settle before it is answered NO [UNAVAILABLE].
 const busyWaitMax = 10 * time.Second
 
-// ReasonAttemptsInFlight is the audit reason (result error) of an attempt
-// that waited busyWaitMax for attempts in flight on its budgets to settle.
-const ReasonAttemptsInFlight = "attempts_in_flight"
-
 // checkPolicy asks the configured policy whether user's attempt may reach
 // the upstream. A refused attempt is audited (result ratelimited or locked,
 // with the budget that was spent as reason) and answered after the tarpit
@@ -38,7 +34,7 @@ func (s *session) checkPolicy(tag string, ev *Event, user string) (policy.Attemp
 		d = s.cfg.Policy.Check(s.ctx, a)
 	}
 	if d.Busy {
-		ev.Result, ev.Reason, ev.Upstream = ResultError, ReasonAttemptsInFlight, ""
+		ev.Result, ev.Reason, ev.Upstream = ResultError, policy.ReasonAttemptsInFlight, ""
 		s.cfg.Audit.Log(ev)
 		s.reply(tag + " NO [UNAVAILABLE] Too many logins in progress, try again later.")
 		return a, d, false
