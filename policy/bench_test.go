@@ -54,8 +54,9 @@ func BenchmarkCheckIPv6Failure(b *testing.B) {
 	}
 }
 
-// BenchmarkMemoryPerKey fills a MemoryStore with b.N distinct counters
-// and reports the heap they hold per key.
+// BenchmarkMemoryPerKey fills a MemoryStore with 100,000 distinct
+// failure counters (an attempt held by Take, then failed by Commit) and
+// reports the heap they hold per key.
 func BenchmarkMemoryPerKey(b *testing.B) {
 	const n = 100_000
 	for range b.N {
@@ -70,6 +71,7 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		for i := range n {
 			keys[0] = Key{Kind: KeyNet, Net: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)}
 			m.Take(ctx, keys, []int{0}, time.Hour, now, counts)
+			m.Commit(ctx, keys, time.Hour, now)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -112,5 +114,20 @@ func BenchmarkAttackReach(b *testing.B) {
 		b.ReportMetric(float64(single), "reached/10k-single")
 		b.ReportMetric(float64(spray), "reached/10k-spray")
 		b.ReportMetric(100*float64(realOK)/float64(realTries), "real-user-%")
+	}
+}
+
+// BenchmarkUserNamesKey is the cost of making a policy key from a user
+// name: a name already folded (no allocation), and spellings that are
+// rewritten into the mail domain (one allocation each).
+func BenchmarkUserNamesKey(b *testing.B) {
+	u := exampleUserNames(b)
+	for _, name := range []string{"jdoe@other.org", "jdoe", `EXAMPLE\JDoe`, "JDoe@Example.local"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				u.Key(name)
+			}
+		})
 	}
 }

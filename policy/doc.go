@@ -24,6 +24,9 @@
 //	release()
 //	if err != nil { wait(g.Failure(ctx, a, d)) } else { g.Success(ctx, a, d) }
 //
-// The Guard's counters live in a Store: MemoryStore (bounded, single node)
-// now, a shared store for clusters later, behind the same interface.
+// User names become policy keys through UserNames (g.SetUserNames), so the
+// spellings of one mailbox share its budgets. The Guard's counters live in
+// a Store: MemoryStore (bounded, single node; only failures create
+// counters, so successes cannot flush it) now, a shared store for clusters
+// later, behind the same interface.
 package policy

@@ -50,7 +50,7 @@ type Decider interface {
 // Attempt is one authentication attempt.
 type Attempt struct {
 	Addr     netip.Addr // the client's address; IPv4-mapped IPv6 counts as IPv4
-	User     string     // as the client sent it
+	User     string     // as the client sent it; the Guard keys budgets by UserNames.Key of it
 	Listener string     // the listener's name, for per-listener budgets
 }
 
@@ -76,8 +76,9 @@ type Decision struct {
 	Err error
 
 	budgets Budgets
-	counted bool // Take counted the attempt: Success and Cancel refund it
-	busiest int  // the highest count among the attempt's keys, after counting
+	user    string // the user's policy key, as Check made it
+	counted bool   // Take counted the attempt: Success and Cancel refund it
+	busiest int    // the highest count among the attempt's keys, after counting
 }
 
 // Budgets are the limits applied to an attempt. A zero limit means no limit.
@@ -156,8 +157,11 @@ const DefaultKnownFor = 30 * 24 * time.Hour
 // anywhere else, however many, cannot lock the user out of a network they
 // already use; a guessed-at user is locked only for unknown networks.
 //
-// Create one with NewGuard; change budgets with SetBudgets (counters are
-// kept).
+// Users are keyed by UserNames.Key, so the spellings of one mailbox share
+// its budgets and known devices (see SetUserNames).
+//
+// Create one with NewGuard; change budgets with SetBudgets and the user
+// name normalisation with SetUserNames (counters are kept).
 type Guard struct {
 	// KnownFor is how long a success keeps a device known. Zero means
 	// DefaultKnownFor. Set before use.
@@ -167,7 +171,8 @@ type Guard struct {
 
 	store   Store
 	rules   atomic.Pointer[ruleSet]
-	keySets sync.Pool // of *keySet
+	users   atomic.Pointer[UserNames] // nil: fold case only
+	keySets sync.Pool                 // of *keySet
 }
 
 type ruleSet struct {
@@ -190,6 +195,27 @@ func NewGuard(store Store, def Budgets, rules []Rule) *Guard {
 // counter and known device.
 func (g *Guard) SetBudgets(def Budgets, rules []Rule) {
 	g.rules.Store(&ruleSet{def: def, rules: slices.Clone(rules)})
+}
+
+// SetUserNames sets how user names become policy keys (nil: fold case and
+// space only, the default). An attempt keeps the key Check gave it, so a
+// change while attempts are in flight settles each under its own key.
+func (g *Guard) SetUserNames(u *UserNames) {
+	g.users.Store(u)
+}
+
+// UserKey returns the policy key of a user name as a client typed it.
+func (g *Guard) UserKey(user string) string {
+	return g.users.Load().Key(user)
+}
+
+// userOf is the user key of an attempt: the one Check made, if d came
+// from Check.
+func (g *Guard) userOf(a Attempt, d Decision) string {
+	if d.counted {
+		return d.user
+	}
+	return g.UserKey(a.User)
 }
 
 // Store returns the Guard's store.
@@ -286,8 +312,8 @@ func reasonFor(k Key) (result, reason string) {
 func (g *Guard) Check(ctx context.Context, a Attempt) Decision {
 	addr := a.Addr.Unmap()
 	b := g.BudgetsFor(addr, a.Listener)
-	d := Decision{Allowed: true, budgets: b}
-	user := NormalizeUser(a.User)
+	user := g.UserKey(a.User)
+	d := Decision{Allowed: true, budgets: b, user: user}
 	now := g.now()
 	if user != "" && addr.IsValid() {
 		known, err := g.store.Known(ctx, Key{Kind: KeyDevice, Net: DeviceNet(addr), User: user}, g.knownFor(), now)
@@ -328,7 +354,7 @@ func (g *Guard) Failure(ctx context.Context, a Attempt, d Decision) time.Duratio
 	if d.counted {
 		ks := g.keySet()
 		defer g.keySets.Put(ks)
-		keysFor(ks, a.Addr.Unmap(), NormalizeUser(a.User), d.Known, d.budgets)
+		keysFor(ks, a.Addr.Unmap(), d.user, d.Known, d.budgets)
 		g.store.Commit(ctx, ks.keys[:ks.n], d.budgets.window(), g.now())
 	}
 	return d.budgets.delay(max(d.busiest, 1))
@@ -341,7 +367,7 @@ func (g *Guard) Cancel(ctx context.Context, a Attempt, d Decision) {
 	}
 	ks := g.keySet()
 	defer g.keySets.Put(ks)
-	keysFor(ks, a.Addr.Unmap(), NormalizeUser(a.User), d.Known, d.budgets)
+	keysFor(ks, a.Addr.Unmap(), d.user, d.Known, d.budgets)
 	g.store.Refund(ctx, ks.keys[:ks.n])
 }
 
@@ -351,7 +377,7 @@ func (g *Guard) Cancel(ctx context.Context, a Attempt, d Decision) {
 // user logging in must not hand a sprayer a fresh budget.
 func (g *Guard) Success(ctx context.Context, a Attempt, d Decision) {
 	g.Cancel(ctx, a, d)
-	user := NormalizeUser(a.User)
+	user := g.userOf(a, d)
 	addr := a.Addr.Unmap()
 	if user == "" || !addr.IsValid() {
 		return

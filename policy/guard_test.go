@@ -307,7 +307,11 @@ func TestRulesFirstMatchWinsAndReloadKeepsCounters(t *testing.T) {
 	}
 }
 
-func TestMemoryStoreIsBoundedAndEvictsOldestFirst(t *testing.T) {
+// TestMemoryStoreIsBoundedAndEvictsTheCheapestFirst: when the failure
+// table is full, the counter that goes is the one with the fewest failures
+// (by powers of two) whose last failure is oldest; counters whose window
+// has passed go first of all.
+func TestMemoryStoreIsBoundedAndEvictsTheCheapestFirst(t *testing.T) {
 	m := &MemoryStore{MaxEntries: 100}
 	ctx := context.Background()
 	now := time.Unix(1e9, 0)
@@ -319,25 +323,36 @@ func TestMemoryStoreIsBoundedAndEvictsOldestFirst(t *testing.T) {
 		m.Take(ctx, []Key{k}, []int{0}, time.Hour, now, counts)
 		m.Commit(ctx, []Key{k}, time.Hour, now)
 	}
-	for i := range 1000 {
+	for range 3 {
+		fail(key(0), now) // a spent budget, made first
+	}
+	fail(key(1), now)
+	fail(key(1), now)
+	for i := 2; i < 1000; i++ {
 		fail(key(i), now)
-		if i == 0 || i%7 == 0 {
-			peek(m, key(0), time.Hour, now) // key 0 stays in use
-		}
 	}
 	if n, _ := m.Len(); n != 100 {
 		t.Fatalf("%d entries, want the cap of 100", n)
 	}
-	if peek(m, key(0), time.Hour, now) != 1 {
-		t.Fatal("a key in use was evicted")
+	if m.Pending() != 0 {
+		t.Fatalf("%d keys still pending after every attempt failed", m.Pending())
 	}
-	if peek(m, key(500), time.Hour, now) != 0 {
-		t.Fatal("an old idle key was kept")
+	for _, tt := range []struct {
+		key, want int
+		why       string
+	}{
+		{0, 3, "the oldest counter, with 3 failures, was pushed out by one-failure counters"},
+		{1, 2, "a counter with 2 failures was pushed out by one-failure counters"},
+		{901, 0, "the one-failure counter that failed longest ago was kept"},
+		{902, 1, "a one-failure counter was evicted before older ones"},
+		{999, 1, "the newest counter was evicted"},
+	} {
+		if got := peek(m, key(tt.key), time.Hour, now); got != tt.want {
+			t.Errorf("key %d counts %d, want %d: %s", tt.key, got, tt.want, tt.why)
+		}
 	}
-	if peek(m, key(999), time.Hour, now) != 1 {
-		t.Fatal("the newest key was evicted")
-	}
-	// Idle counters past the longest window leave as new ones arrive.
+	// Idle counters past the longest window leave as new ones arrive,
+	// whatever their failures.
 	later := now.Add(2 * time.Hour)
 	for i := range 60 {
 		fail(key(5000+i), later)

@@ -340,6 +340,18 @@ type PolicyConfig struct {
 	// network) a known device. Default 720h (30 days); must be more than 0.
 	KnownDeviceFor Duration `toml:"known_device_for"`
 
+	// UserDomain is the mail domain bare user names belong to: budgets and
+	// known devices are kept under "user@domain", so "jdoe", "JDoe" and
+	// "jdoe@example.com" are one user (see policy.UserNames). What is
+	// sent to the upstream is not changed. Default "": names are compared
+	// as typed, case-insensitively.
+	UserDomain string `toml:"user_domain"`
+
+	// UserRealms are other domains that mean UserDomain: NetBIOS domains
+	// (EXAMPLE\jdoe) and UPN suffixes (jdoe@example.local). Default none;
+	// needs user_domain.
+	UserRealms []string `toml:"user_realms"`
+
 	// UpstreamLoginQueue is how many logins may wait for one of the
 	// max_upstream_logins slots. Default 0: as many as max_upstream_logins.
 	UpstreamLoginQueue int `toml:"upstream_login_queue"`
@@ -1309,6 +1321,7 @@ func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
 	t.duration("known_device_for", &p.KnownDeviceFor)
 	t.count("upstream_login_queue", &p.UpstreamLoginQueue)
 	t.duration("upstream_login_wait", &p.UpstreamLoginWait)
+	d.policyUserNames(t, p)
 	ruleTables = t.tables("rule", "[[policy.rule]]")
 	for _, rt := range ruleTables {
 		r := d.policyRule(rt)

@@ -1,9 +1,12 @@
 package main
 
-// The [[policy.rule]] tables: budgets for some networks or listeners.
+// The [[policy.rule]] tables (budgets for some networks or listeners), and
+// the user name keys of the budgets.
 
 import (
 	"strings"
+
+	"github.com/imapgate/imapgate/policy"
 )
 
 // ruleBudgetKeys are the keys a [[policy.rule]] may override.
@@ -92,4 +95,24 @@ func quoteAll(list []string) []string {
 		out[i] = `"` + s + `"`
 	}
 	return out
+}
+
+// policyUserNames reads user_domain and user_realms, which make the
+// spellings of one mailbox one user for the budgets (policy.UserNames).
+func (d *decoder) policyUserNames(t *table, p *PolicyConfig) {
+	t.str("user_domain", &p.UserDomain)
+	t.strings("user_realms", &p.UserRealms)
+	if p.UserDomain != "" {
+		if err := policy.CheckUserRealm(p.UserDomain); err != nil {
+			t.problem("user_domain", "%s", err)
+		}
+	}
+	for i, r := range p.UserRealms {
+		if err := policy.CheckUserRealm(r); err != nil {
+			t.problemKey(elemKey(t.keyOf("user_realms"), i), "%s", err)
+		}
+	}
+	if p.UserDomain == "" && len(p.UserRealms) > 0 && t.ok("user_domain") {
+		t.problem("user_realms", "is set without user_domain: set the mail domain these realms stand for, like user_domain = \"example.com\"")
+	}
 }

@@ -254,6 +254,8 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			AuthFailuresPerNetwork: 30,
 			AuthFailuresPerDevice:  4,
 			KnownDeviceFor:         Duration{168 * time.Hour},
+			UserDomain:             "Example.com",
+			UserRealms:             []string{"EXAMPLE", "example.local"},
 			UpstreamLoginQueue:     16,
 			UpstreamLoginWait:      Duration{time.Second},
 			Rules: []PolicyRule{

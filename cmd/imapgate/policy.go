@@ -45,10 +45,21 @@ func policyRules(p *PolicyConfig) []policy.Rule {
 	return rules
 }
 
+// policyUserNames is the [policy] user_domain and user_realms as a
+// policy.UserNames (nil, folding case only, when user_domain is empty).
+func policyUserNames(p *PolicyConfig) *policy.UserNames {
+	u, err := policy.NewUserNames(p.UserDomain, p.UserRealms)
+	if err != nil {
+		return nil // validated with the config
+	}
+	return u
+}
+
 // newAuthPolicy builds the brute-force defence and the upstream login cap.
 func newAuthPolicy(p *PolicyConfig) (*policy.Guard, *policy.Slots) {
 	g := policy.NewGuard(nil, policyBudgets(p), policyRules(p))
 	g.KnownFor = p.KnownDeviceFor.Duration
+	g.SetUserNames(policyUserNames(p))
 	return g, policy.NewSlots(p.MaxUpstreamLogins, p.UpstreamLoginQueue, p.UpstreamLoginWait.Duration)
 }
 
@@ -61,6 +72,7 @@ func reloadPolicy(running, next *proxy.Config, p *PolicyConfig) {
 		return
 	}
 	g.SetBudgets(policyBudgets(p), policyRules(p))
+	g.SetUserNames(policyUserNames(p))
 	running.UpstreamLogins.SetLimits(p.MaxUpstreamLogins, p.UpstreamLoginQueue, p.UpstreamLoginWait.Duration)
 	next.Policy, next.UpstreamLogins = g, running.UpstreamLogins
 }

@@ -193,3 +193,32 @@ auth_failures_per_device = 0`,
 		t.Fatalf("refusals\n got %s\nwant %s", got, want)
 	}
 }
+
+// TestPolicyUserNamesFromConfig: user_domain and user_realms make the
+// spellings of one mailbox one policy key, and a reload changes them on
+// the running Guard.
+func TestPolicyUserNamesFromConfig(t *testing.T) {
+	c := mustParse(t, "testdata/config/good-every-key.toml")
+	g, _ := newAuthPolicy(&c.Policy)
+	for _, user := range []string{"jdoe", "JDoe@Example.COM", `EXAMPLE\jdoe`, "jdoe@example.local"} {
+		if got := g.UserKey(user); got != "jdoe@example.com" {
+			t.Errorf("UserKey(%q) = %q, want jdoe@example.com", user, got)
+		}
+	}
+	if got := g.UserKey(`OTHER\jdoe`); got != `other\jdoe` {
+		t.Errorf("another domain became %q", got)
+	}
+
+	p := DefaultConfig().Policy
+	running := &proxy.Config{}
+	running.Policy, running.UpstreamLogins = newAuthPolicy(&p)
+	if got := running.Policy.(*policy.Guard).UserKey(`EXAMPLE\JDoe`); got != `example\jdoe` {
+		t.Fatalf("without user_domain: %q, want the name as typed, folded", got)
+	}
+	next := &proxy.Config{}
+	next.Policy, next.UpstreamLogins = newAuthPolicy(&c.Policy)
+	reloadPolicy(running, next, &c.Policy)
+	if got := next.Policy.(*policy.Guard).UserKey(`EXAMPLE\JDoe`); got != "jdoe@example.com" {
+		t.Fatalf("after a reload setting user_domain: %q", got)
+	}
+}
