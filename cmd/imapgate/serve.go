@@ -79,7 +79,7 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		IdleTimeout:       cfg.Policy.IdleTimeout.Duration,
 		FailureDelay:      cfg.Policy.FailureDelay.Duration,
 		Access:            access,
-		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP),
+		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork),
 		Audit:             audit,
 	}
 	rt.proxy.Policy, rt.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
