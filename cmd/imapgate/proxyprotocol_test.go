@@ -39,6 +39,7 @@ tls = "implicit"
 proxy_protocol = true
 `, ports[0], ports[1]),
 	})
+	g.waitNoSessions(t)
 	return &proxyGate{gate: g, plain: ports[0], implicit: ports[1]}
 }
 
