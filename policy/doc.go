@@ -1,13 +1,13 @@
 // Package policy decides who may connect and try to log in: access rules
-// (deny, then allow, by CIDR), connection limits (total and per client
-// address), authentication budgets against brute force and password
+// (deny, then allow, by CIDR), connection limits (total, per client
+// address and per client network), authentication budgets against brute force and password
 // spraying (Guard), and a cap on concurrent upstream logins (Slots).
 //
 //	acc, err := policy.NewAccess([]string{"10.0.0.0/8"}, []string{"10.6.6.0/24"})
 //	if ok, reason := acc.Allowed(addr); !ok {
 //		// refuse before the TLS handshake; reason is e.g. "denied_network"
 //	}
-//	lim := policy.NewConnLimiter(20000, 50)
+//	lim := policy.NewConnLimiter(20000, 50, 1000)
 //	release, reason := lim.Acquire(addr)
 //	if release == nil { /* refuse with reason */ }
 //	defer release()

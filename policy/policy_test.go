@@ -40,7 +40,7 @@ func TestAccess(t *testing.T) {
 }
 
 func TestConnLimiter(t *testing.T) {
-	l := NewConnLimiter(3, 2)
+	l := NewConnLimiter(3, 2, 0)
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
 	r1, _ := l.Acquire(a)
 	r2, _ := l.Acquire(a)
@@ -64,11 +64,11 @@ func TestConnLimiter(t *testing.T) {
 }
 
 func TestConnLimiterSetLimitsKeepsOpenConnections(t *testing.T) {
-	l := NewConnLimiter(0, 2)
+	l := NewConnLimiter(0, 2, 0)
 	a := netip.MustParseAddr("192.0.2.1")
 	r1, _ := l.Acquire(a)
 	r2, _ := l.Acquire(a)
-	l.SetLimits(0, 3) // a reload raises the per-IP limit
+	l.SetLimits(0, 3, 0) // a reload raises the per-IP limit
 	if r, _ := l.Acquire(a); r == nil {
 		t.Fatal("new limit not applied")
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 )
 
 // session is one client connection, from accept to close. Its life reads
@@ -105,11 +107,8 @@ func (s *session) serve() {
 // preauth runs the session up to the relay. It reports whether the relay
 // took over (and will call finish).
 func (s *session) preauth() bool {
-	// With PROXY protocol, RemoteAddr reads the header: do it here, in the
-	// session's goroutine, never in the accept loop.
-	s.raw.SetReadDeadline(s.start.Add(s.cfg.preauthTimeout()))
-	if ap, err := netip.ParseAddrPort(s.raw.RemoteAddr().String()); err == nil {
-		s.clientAddr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if !s.identify() {
+		return false
 	}
 	if !s.admit() {
 		return false
@@ -157,8 +156,38 @@ func (s *session) finish() {
 	s.srv.sessionDone(s)
 }
 
-// admit applies the access rules and connection limits before any byte is
-// read, and logs the connect event. It reports whether the client may go on.
+// identify finds out who the client is: the peer, or, on a PROXY protocol
+// listener, the client named by a trusted proxy's header, read here in the
+// session's goroutine, never in the accept loop (see readProxyHeader). A
+// header that is late or bad ends the connection, audited with the proxy's
+// address.
+func (s *session) identify() bool {
+	if pc, ok := s.raw.(*proxyproto.Conn); ok {
+		if reason := s.readProxyHeader(pc); reason != "" {
+			s.clientAddr = addrPortOf(pc.Raw().RemoteAddr())
+			ev := s.event(EventConnect)
+			ev.Result, ev.Reason = ResultRefused, reason
+			s.cfg.Audit.Log(ev)
+			return false
+		}
+	}
+	s.clientAddr = addrPortOf(s.raw.RemoteAddr())
+	return true
+}
+
+// addrPortOf returns an "ip:port" address as a netip.AddrPort, IPv4-mapped
+// IPv6 unmapped; anything else gives the zero AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// admit applies the access rules and connection limits before any byte of
+// IMAP is read, and logs the connect event. It reports whether the client
+// may go on.
 func (s *session) admit() bool {
 	ev := s.event(EventConnect)
 	if allowed, reason := s.cfg.Access.Allowed(s.clientAddr.Addr()); !allowed {

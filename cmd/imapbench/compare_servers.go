@@ -382,6 +382,7 @@ tls = "none"
 failure_delay = "0s"
 max_connections = 20000
 max_connections_per_ip = 20000
+max_connections_per_network = 0
 
 [audit]
 output = %q

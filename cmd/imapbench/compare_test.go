@@ -367,7 +367,8 @@ func TestImapgateConfigIsPlaintextUpstreamWithoutDelay(t *testing.T) {
 	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem")
 	for _, want := range []string{
 		`address = "127.0.0.1:9993"`, `tls = "implicit"`, `address = "127.0.0.1:143"`, `tls = "none"`,
-		`failure_delay = "0s"`, "max_connections = 20000", "max_connections_per_ip = 20000", `output = "/tmp/run/audit.log"`,
+		`failure_delay = "0s"`, "max_connections = 20000", "max_connections_per_ip = 20000",
+		"max_connections_per_network = 0", `output = "/tmp/run/audit.log"`,
 	} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("imapgate.toml lacks %q:\n%s", want, conf)

@@ -314,9 +314,21 @@ func extraFail2banEvents() []byte {
 	a.Log(base("192.0.2.12", "error", "upstream_unavailable", "carol"))
 	a.Log(&proxy.Event{Event: "connect", Session: "0123456789abcdef02", ClientIP: "192.0.2.13", ClientPort: 1, Listener: "[::]:993", Result: "refused", Reason: "too_many_connections_per_ip"})
 	a.Log(&proxy.Event{Event: "connect", Session: "0123456789abcdef03", ClientIP: "192.0.2.15", ClientPort: 1, Listener: "[::]:993", Result: "refused", Reason: "too_many_connections"})
+	for i, reason := range []string{"too_many_connections_per_network", "proxy_header_timeout", "proxy_header_missing", "proxy_header_invalid"} {
+		a.Log(&proxy.Event{Event: "connect", Session: "0123456789abcdef04", ClientIP: fmt.Sprintf("192.0.2.%d", 16+i), ClientPort: 1, Listener: "[::]:993", Result: "refused", Reason: reason})
+	}
 	a.SetUserKey([]byte("0123456789abcdef0123456789abcdef"))
 	a.Log(base("2001:db8::14", "failure", "bad_credentials", "dave"))
 	return b.Bytes()
+}
+
+// noBanReasons are connect refusals that say nothing against the address
+// in the event: a full proxy, or a full network (the refused client may be
+// anyone in it, as the README's fail2ban section says), and a PROXY header
+// refusal, whose address is the trusted proxy's own.
+var noBanReasons = map[string]bool{
+	"too_many_connections": true, "too_many_connections_per_network": true,
+	"proxy_header_timeout": true, "proxy_header_missing": true, "proxy_header_invalid": true,
 }
 
 // checkFail2ban runs the shipped filter over log with Debian's
@@ -335,8 +347,7 @@ func checkFail2ban(t *testing.T, log string) {
 		var e map[string]any
 		json.Unmarshal([]byte(line), &e)
 		r, _ := e["result"].(string)
-		// A full proxy (too_many_connections) is the server's state: no ban.
-		if (e["event"] == "auth" && isFailure(r)) || (e["event"] == "connect" && r == "refused" && e["reason"] != "too_many_connections") {
+		if (e["event"] == "auth" && isFailure(r)) || (e["event"] == "connect" && r == "refused" && !noBanReasons[e["reason"].(string)]) {
 			wantMatched++
 			wantIPs[e["client_ip"].(string)] = true
 		}

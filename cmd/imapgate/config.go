@@ -325,6 +325,12 @@ type PolicyConfig struct {
 	// with a warning: IDLE clients re-issue IDLE only every 29 minutes.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
+	// MaxConnectionsPerNetwork is the connections open at once from one
+	// client network, an IPv4 /24 or IPv6 /48, so that one network cannot
+	// fill max_connections (max_connections_per_ip counts an IPv4 address
+	// and an IPv6 /64). Default 1000; 0 means no limit.
+	MaxConnectionsPerNetwork int `toml:"max_connections_per_network"`
+
 	// AuthFailuresPerNetwork is the failures allowed per IPv4 /24 and per
 	// IPv6 /48 within failure_window (auth_failures_per_ip counts the IPv4
 	// /32 and the IPv6 /128 and /64). Default 50. For every auth_failures_*
@@ -439,6 +445,8 @@ func DefaultConfig() *Config {
 			AuthFailuresPerDevice:  10,
 			KnownDeviceFor:         Duration{30 * 24 * time.Hour},
 			UpstreamLoginWait:      Duration{2 * time.Second},
+
+			MaxConnectionsPerNetwork: 1000,
 		},
 		Audit: AuditConfig{Output: "stdout"},
 	}
@@ -1321,6 +1329,7 @@ func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
 	t.duration("known_device_for", &p.KnownDeviceFor)
 	t.count("upstream_login_queue", &p.UpstreamLoginQueue)
 	t.duration("upstream_login_wait", &p.UpstreamLoginWait)
+	t.count("max_connections_per_network", &p.MaxConnectionsPerNetwork)
 	d.policyUserNames(t, p)
 	ruleTables = t.tables("rule", "[[policy.rule]]")
 	for _, rt := range ruleTables {
@@ -1338,6 +1347,9 @@ func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
 	t.positive("idle_timeout", p.IdleTimeout)
 	if p.IdleTimeout.Duration > 0 && p.IdleTimeout.Duration < idleTimeoutFloor {
 		t.warn("idle_timeout", "%v is below 29m: clients in IDLE re-issue it every 29 minutes and will be cut off", p.IdleTimeout)
+	}
+	if n, perIP := p.MaxConnectionsPerNetwork, p.MaxConnectionsPerIP; n > 0 && perIP > n {
+		t.warn("max_connections_per_network", "%d is below max_connections_per_ip (%d): no address can reach its own limit", n, perIP)
 	}
 	t.prefixes("trusted_proxies", p.TrustedProxies)
 	t.prefixes("allow", p.Allow)

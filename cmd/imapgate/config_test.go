@@ -177,6 +177,8 @@ func TestMinimalConfigGetsContractDefaults(t *testing.T) {
 			AuthFailuresPerDevice:  10,
 			KnownDeviceFor:         Duration{720 * time.Hour},
 			UpstreamLoginWait:      Duration{2 * time.Second},
+
+			MaxConnectionsPerNetwork: 1000,
 		},
 		Audit: AuditConfig{Output: "stdout"},
 		path:  "imapgate.toml",
@@ -258,6 +260,8 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			UserRealms:             []string{"EXAMPLE", "example.local"},
 			UpstreamLoginQueue:     16,
 			UpstreamLoginWait:      Duration{time.Second},
+
+			MaxConnectionsPerNetwork: 100,
 			Rules: []PolicyRule{
 				{Networks: []string{"192.0.2.0/24"}, AuthFailuresPerIP: ptr(0), AuthFailuresPerNetwork: ptr(0),
 					AuthFailuresPerUser: ptr(0), AuthFailuresPerDevice: ptr(0), FailureWindow: &Duration{time.Minute}, FailureDelay: &Duration{0}},

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/imapgate/imapgate/policy"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -152,7 +153,8 @@ func bindListener(i int, l ListenConfig, cfg *Config) (net.Listener, error) {
 		return nil, fmt.Errorf("listen[%d]: cannot bind %s: %w", i, l.Address, err)
 	}
 	if l.ProxyProtocol {
-		ln = proxyProtocolListener(ln, cfg.Policy.TrustedProxies, cfg.Policy.PreauthTimeout.Duration)
+		trusted, _ := policy.ParsePrefixes(cfg.Policy.TrustedProxies) // validated with the config
+		ln = proxy.ProxyProtocolListener(ln, trusted)
 	}
 	return ln, nil
 }

@@ -106,7 +106,7 @@ func (g *gateway) reload(ctx context.Context) {
 	}
 	// Only now that nothing can reject the config: the running limiter,
 	// failure counters and login slots take the new limits.
-	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP)
+	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
 	reloadPolicy(g.rt.proxy, nrt.proxy, &cfg.Policy)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)

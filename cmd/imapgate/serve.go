@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pires/go-proxyproto"
-
 	"github.com/imapgate/imapgate/policy"
 	"github.com/imapgate/imapgate/proxy"
 	"github.com/imapgate/imapgate/tlsconf"
@@ -79,7 +77,7 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 		IdleTimeout:       cfg.Policy.IdleTimeout.Duration,
 		FailureDelay:      cfg.Policy.FailureDelay.Duration,
 		Access:            access,
-		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP),
+		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork),
 		Audit:             audit,
 	}
 	rt.proxy.Policy, rt.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
@@ -256,31 +254,3 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 
 // upstreamProbeEvery is how often /readyz's upstream probe runs.
 const upstreamProbeEvery = 10 * time.Second
-
-// proxyProtocolListener accepts PROXY v1/v2 headers only from trusted
-// proxies; anyone else is served as a direct client (its header, if any, is
-// then a syntax error, never trusted).
-func proxyProtocolListener(ln net.Listener, trusted []string, timeout time.Duration) net.Listener {
-	prefixes, _ := policy.ParsePrefixes(trusted) // validated with the config
-	return &proxyproto.Listener{
-		Listener:          ln,
-		ReadHeaderTimeout: timeout,
-		ConnPolicy: func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
-			if ta, ok := o.Upstream.(*net.TCPAddr); ok {
-				if ip, ok := netipFromIP(ta.IP); ok {
-					for _, p := range prefixes {
-						if p.Contains(ip) {
-							return proxyproto.USE, nil
-						}
-					}
-				}
-			}
-			return proxyproto.IGNORE, nil
-		},
-	}
-}
-
-func netipFromIP(ip net.IP) (netip.Addr, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	return a.Unmap(), ok
-}
