@@ -30,14 +30,36 @@ func (s *session) refuseLogin(tag, user string) bool {
 	return s.countAuthFailure()
 }
 
-// onLiteral is asked before the parser requests a literal. A LOGIN that
-// will be refused gets its answer before the client sends the literal, so a
+// onLiteral is asked before the parser requests a synchronizing literal.
+// Before login only LOGIN's user name and password (RFC 3501 6.2.3) and
+// the values in ID's list (RFC 2971) may be literals: AUTHENTICATE takes an
+// atom mechanism and an atom initial response (RFC 3501 6.2.2, RFC 4959),
+// and the other commands take no arguments. Any other literal is answered
+// BAD before the client sends it, so no credential announced in one is ever
+// requested. A LOGIN that will be refused gets its NO the same way, so a
 // password in a literal is never even transmitted.
-func (s *session) onLiteral(tag, name string, size int64, sync bool) error {
-	if name == "LOGIN" && sync && (!s.isTLS || !s.cfg.AllowLoginOverTLS) {
-		return &syntaxError{tag: tag, msg: "LOGIN refused", err: errLiteralRefused}
+//
+// A LITERAL+ / LITERAL- literal (sync false; the proxy advertises neither)
+// is already on its way: it is read within the parser's limits and the
+// command's handler answers it.
+func (s *session) onLiteral(cmd *command, size int64, sync bool) error {
+	if !sync {
+		return nil
 	}
-	return nil
+	switch cmd.name {
+	case "LOGIN":
+		if !s.isTLS || !s.cfg.AllowLoginOverTLS {
+			return &syntaxError{tag: cmd.tag, msg: "LOGIN refused", err: errLiteralRefused}
+		}
+		if len(cmd.args) < 2 {
+			return nil
+		}
+	case "ID":
+		if len(cmd.args) > 0 && cmd.args[0].kind == tokLParen {
+			return nil
+		}
+	}
+	return &syntaxError{tag: cmd.tag, msg: "Error in IMAP command " + truncate(cmd.name, 20) + ": no literal allowed here", err: errLiteralNotAllowed}
 }
 
 // safeUser bounds and cleans a client-supplied user name for the audit log.
