@@ -79,6 +79,9 @@ func TestLiteralWhereTheCommandTakesNoneIsRefused(t *testing.T) {
 		"a STARTTLS {5}",
 		"a SELECT {5}",
 		"a LOGIN alice secret {5}",
+		"a LOGIN (alice) {5}",
+		"a ID {5}",
+		`a ID ("name" "Mail") {5}`,
 	} {
 		t.Run(line, func(t *testing.T) {
 			c := tp.dialImplicit(t)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -90,12 +91,13 @@ func (s *session) onLiteral(cmd *command, size int64, sync bool) error {
 		if !s.isTLS || !s.cfg.AllowLoginOverTLS {
 			return &syntaxError{tag: cmd.tag, msg: "LOGIN refused", err: errLiteralRefused}
 		}
-		if len(cmd.args) < 2 {
-			return nil
+		if len(cmd.args) == 0 || len(cmd.args) == 1 && cmd.args[0].isString() {
+			return nil // the user name or the password
 		}
 	case "ID":
-		if len(cmd.args) > 0 && cmd.args[0].kind == tokLParen {
-			return nil
+		if len(cmd.args) > 0 && cmd.args[0].kind == tokLParen &&
+			!slices.ContainsFunc(cmd.args, func(t token) bool { return t.kind == tokRParen }) {
+			return nil // a field or value inside the list
 		}
 	}
 	return &syntaxError{tag: cmd.tag, msg: "Error in IMAP command " + truncate(cmd.name, 20) + ": no literal allowed here", err: errLiteralNotAllowed}
