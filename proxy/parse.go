@@ -21,8 +21,12 @@ const (
 	maxLiteralSize = 8 << 10
 	// maxCommandSize caps a whole command, literals included.
 	maxCommandSize = 32 << 10
-	// maxTokens caps the number of tokens in one command.
+	// maxTokens caps the number of tokens in one command; every token
+	// counts, parentheses included.
 	maxTokens = 256
+	// maxDepth caps how deeply parenthesized lists nest. Before login only
+	// ID takes a list, and its list is flat (RFC 2971).
+	maxDepth = 1
 )
 
 // Parser errors. errFatal* errors end the connection with BYE; the others
@@ -33,6 +37,9 @@ var (
 	errCommandTooBig  = errors.New("command too large")
 	errSyntax         = errors.New("syntax error")
 	errLiteralRefused = errors.New("literal refused")
+	// errLiteralNotAllowed is a synchronizing literal where the command
+	// takes none: answered BAD without the "+" continuation.
+	errLiteralNotAllowed = errors.New("literal not allowed")
 )
 
 // tokenKind says what a token is.
@@ -64,11 +71,13 @@ type command struct {
 	args []token
 }
 
-// literalFunc is asked before the parser accepts a literal. It returns nil to
-// accept it. For a synchronizing literal a non-nil error refuses it: the
-// client has not sent the literal yet, so the command simply ends. sync is
-// false for LITERAL+ / LITERAL- literals, which the client sends unasked.
-type literalFunc func(tag, name string, size int64, sync bool) error
+// literalFunc is asked before the parser accepts a literal; cmd holds the
+// command so far (tag, name and the arguments before the literal), which is
+// within every limit. It returns nil to accept the literal. For a
+// synchronizing literal a non-nil error refuses it: the client has not sent
+// the literal yet, so the command simply ends. sync is false for LITERAL+ /
+// LITERAL- literals, which the client sends unasked.
+type literalFunc func(cmd *command, size int64, sync bool) error
 
 // commandReader reads pre-auth commands from a client. It never holds more
 // than maxCommandSize bytes of one command.
@@ -162,9 +171,10 @@ func (cr *commandReader) read() (*command, error) {
 	}
 	cmd.name = upperASCII(p[:i])
 	p = p[i:]
+	depth := 0 // open parentheses
 	for {
 		if len(p) == 0 {
-			return cmd, nil
+			return cr.end(cmd, depth)
 		}
 		if p[0] != ' ' {
 			return nil, cr.badSyntax(cmd, "expected a space between arguments")
@@ -174,18 +184,21 @@ func (cr *commandReader) read() (*command, error) {
 			p = p[1:]
 		}
 		if len(p) == 0 {
-			return cmd, nil
-		}
-		if len(cmd.args) >= maxTokens {
-			return nil, cr.badSyntax(cmd, "too many arguments")
+			return cr.end(cmd, depth)
 		}
 		// Parentheses may be glued to their neighbours: "(a b)".
 		for len(p) > 0 && p[0] == '(' {
-			cmd.args = append(cmd.args, token{kind: tokLParen})
+			if depth >= maxDepth {
+				return nil, cr.badSyntax(cmd, "lists nested too deeply")
+			}
+			if err := cr.add(cmd, token{kind: tokLParen}); err != nil {
+				return nil, err
+			}
+			depth++
 			p = p[1:]
 		}
 		if len(p) == 0 {
-			return cmd, nil
+			return cr.end(cmd, depth)
 		}
 		switch c := p[0]; {
 		case c == '"':
@@ -193,12 +206,18 @@ func (cr *commandReader) read() (*command, error) {
 			if !ok {
 				return nil, cr.badSyntax(cmd, "invalid quoted string")
 			}
-			cmd.args = append(cmd.args, token{kind: tokQuoted, value: s})
+			if err := cr.add(cmd, token{kind: tokQuoted, value: s}); err != nil {
+				return nil, err
+			}
 			p = rest
 		case c == '{':
 			size, sync, ok := parseLiteralHeader(p)
 			if !ok {
 				return nil, cr.badSyntax(cmd, "invalid literal")
+			}
+			// The literal is a token: refuse it before asking for it.
+			if len(cmd.args) >= maxTokens {
+				return nil, cr.tooManyTokens(cmd)
 			}
 			lit, err := cr.readLiteral(cmd, size, sync)
 			if err != nil {
@@ -225,18 +244,49 @@ func (cr *commandReader) read() (*command, error) {
 			if i == 0 {
 				return nil, cr.badSyntax(cmd, fmt.Sprintf("unexpected character %q", c))
 			}
-			cmd.args = append(cmd.args, token{kind: tokAtom, value: string(p[:i])})
+			if err := cr.add(cmd, token{kind: tokAtom, value: string(p[:i])}); err != nil {
+				return nil, err
+			}
 			p = p[i:]
 		}
 		for len(p) > 0 && p[0] == ')' {
-			cmd.args = append(cmd.args, token{kind: tokRParen})
+			if depth == 0 {
+				return nil, cr.badSyntax(cmd, "unbalanced parenthesis")
+			}
+			if err := cr.add(cmd, token{kind: tokRParen}); err != nil {
+				return nil, err
+			}
+			depth--
 			p = p[1:]
 		}
 	}
 }
 
+// add appends t to the command's arguments, or refuses the command once it
+// has maxTokens of them: every token counts, parentheses included.
+func (cr *commandReader) add(cmd *command, t token) error {
+	if len(cmd.args) >= maxTokens {
+		return cr.tooManyTokens(cmd)
+	}
+	cmd.args = append(cmd.args, t)
+	return nil
+}
+
+func (cr *commandReader) tooManyTokens(cmd *command) error {
+	return cr.badSyntax(cmd, "too many arguments")
+}
+
+// end finishes a command at the end of its last line: every list must be
+// closed.
+func (cr *commandReader) end(cmd *command, depth int) (*command, error) {
+	if depth != 0 {
+		return nil, cr.badSyntax(cmd, "unbalanced parenthesis")
+	}
+	return cmd, nil
+}
+
 func (cr *commandReader) badSyntax(cmd *command, msg string) error {
-	return &syntaxError{tag: cmd.tag, msg: "Error in IMAP command " + cmd.name + ": " + msg, err: errSyntax}
+	return &syntaxError{tag: cmd.tag, msg: "Error in IMAP command " + truncate(cmd.name, 20) + ": " + msg, err: errSyntax}
 }
 
 // readLiteral handles a literal announced at the end of a line.
@@ -248,7 +298,7 @@ func (cr *commandReader) readLiteral(cmd *command, size int64, sync bool) (strin
 			return "", &syntaxError{tag: cmd.tag, msg: "Literal too large", err: errLiteralTooBig}
 		}
 		if cr.onLiteral != nil {
-			if err := cr.onLiteral(cmd.tag, cmd.name, size, true); err != nil {
+			if err := cr.onLiteral(cmd, size, true); err != nil {
 				return "", err
 			}
 		}
@@ -265,7 +315,7 @@ func (cr *commandReader) readLiteral(cmd *command, size int64, sync bool) (strin
 			return "", errLiteralTooBig
 		}
 		if cr.onLiteral != nil {
-			if err := cr.onLiteral(cmd.tag, cmd.name, size, false); err != nil {
+			if err := cr.onLiteral(cmd, size, false); err != nil {
 				return "", err
 			}
 		}

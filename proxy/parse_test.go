@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -111,6 +112,11 @@ func TestParseErrors(t *testing.T) {
 		{"truncated literal", "a LOGIN {10}\r\nabc", io.ErrUnexpectedEOF, ""},
 		{"control char", "a NOOP \x01\r\n", errSyntax, "a"},
 		{"too many args", "a ID (" + strings.Repeat("x ", maxTokens+2) + ")\r\n", errSyntax, "a"},
+		{"nested list", "a ID ((x y))\r\n", errSyntax, "a"},
+		{"list never closed", "a ID (x y\r\n", errSyntax, "a"},
+		{"list closed twice", "a ID (x y))\r\n", errSyntax, "a"},
+		{"list never opened", "a ID x)\r\n", errSyntax, "a"},
+		{"list left open over a literal", "a ID ({1}\r\nx\r\n", errSyntax, "a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,8 +150,8 @@ func TestParseTotalCommandSize(t *testing.T) {
 }
 
 func TestLiteralRefusedBeforeItIsSent(t *testing.T) {
-	refuse := func(tag, name string, size int64, sync bool) error {
-		return &syntaxError{tag: tag, err: errLiteralRefused}
+	refuse := func(cmd *command, size int64, sync bool) error {
+		return &syntaxError{tag: cmd.tag, err: errLiteralRefused}
 	}
 	_, out, err := parseAll("a LOGIN {5}\r\n", refuse)
 	if !errors.Is(err, errLiteralRefused) {
@@ -181,8 +187,48 @@ func TestQuote(t *testing.T) {
 	}
 }
 
+// checkArgs fails unless args stay within the parser's limits: at most
+// maxTokens tokens, parentheses balanced so far and nested at most
+// maxDepth deep, literals of at most maxLiteralSize, and at most
+// maxCommandSize bytes of values in all. complete also wants every list
+// closed.
+func checkArgs(t *testing.T, args []token, complete bool) {
+	t.Helper()
+	if len(args) > maxTokens {
+		t.Fatalf("%d tokens, limit %d", len(args), maxTokens)
+	}
+	depth, total := 0, 0
+	for _, a := range args {
+		switch a.kind {
+		case tokLParen:
+			if depth++; depth > maxDepth {
+				t.Fatalf("lists nested %d deep, limit %d", depth, maxDepth)
+			}
+		case tokRParen:
+			if depth--; depth < 0 {
+				t.Fatal("a list closed that was never opened")
+			}
+		case tokLiteral:
+			if len(a.value) > maxLiteralSize {
+				t.Fatalf("literal of %d bytes, limit %d", len(a.value), maxLiteralSize)
+			}
+		}
+		total += len(a.value)
+	}
+	if complete && depth != 0 {
+		t.Fatalf("%d lists left open", depth)
+	}
+	if total > maxCommandSize {
+		t.Fatalf("command of %d bytes, limit %d", total, maxCommandSize)
+	}
+}
+
 // FuzzCommandReader checks that no input panics, that every accepted
-// command has a valid tag and name, and that no token exceeds the limits.
+// command has a valid tag and name and stays within every limit (tokens,
+// nesting, literal and command size), that the parser asks about a
+// literal only while the command so far is within them and the literal
+// fits, and that it writes a "+" continuation only for a literal the hook
+// accepted.
 func FuzzCommandReader(f *testing.F) {
 	seeds := []string{
 		"a1 NOOP\r\n",
@@ -192,15 +238,43 @@ func FuzzCommandReader(f *testing.F) {
 		`a LOGIN "al\"ice" "p\\w"` + "\r\n",
 		"a ID ({4-}\r\na\r\nb NIL)\r\n",
 		"\r\n\r\n* BAD\r\n",
+		"a ID " + strings.Repeat("(", 300) + "{1}\r\n",
+		"a ID x" + strings.Repeat(")", 300) + "\r\n",
+		"a ID " + strings.Repeat("(", 300) + "x" + strings.Repeat(")", 300) + "\r\n",
+		"a ID ((\"name\" \"Mail\"))\r\n",
+		"a ID (" + strings.Repeat("x ", 255) + "{1}\r\n",
+		"a ID (" + strings.Repeat("{1}\r\nx ", 300) + ")\r\n",
+		"a ID ({8000}\r\n" + strings.Repeat("y", 8000) + " {8000+}\r\n" + strings.Repeat("y", 8000) + ")\r\n",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		cr := commandReader{r: bufio.NewReaderSize(bytes.NewReader(data), 64), w: bufio.NewWriter(&out)}
+		cr := &commandReader{r: bufio.NewReaderSize(bytes.NewReader(data), 64), w: bufio.NewWriter(&out)}
+		accepted := 0 // synchronizing literals the hook accepted
+		cr.onLiteral = func(cmd *command, size int64, sync bool) error {
+			checkArgs(t, cmd.args, false)
+			if len(cmd.args) >= maxTokens {
+				t.Fatalf("asked about a literal after %d tokens, limit %d", len(cmd.args), maxTokens)
+			}
+			if size > maxLiteralSize || int64(cr.size)+size > maxCommandSize {
+				t.Fatalf("asked about a literal of %d bytes after %d, limits %d and %d", size, cr.size, maxLiteralSize, maxCommandSize)
+			}
+			if sync && size%3 == 1 {
+				// Refuse some, as the session does, to reach that path.
+				return &syntaxError{tag: cmd.tag, err: errLiteralNotAllowed}
+			}
+			if sync {
+				accepted++
+			}
+			return nil
+		}
 		for i := 0; i < 100; i++ {
 			cmd, err := cr.read()
+			if n := strings.Count(out.String(), "+ "); n != accepted {
+				t.Fatalf("%d continuations for %d literals the hook accepted", n, accepted)
+			}
 			if err != nil {
 				var se *syntaxError
 				if errors.As(err, &se) {
@@ -211,13 +285,63 @@ func FuzzCommandReader(f *testing.F) {
 			if cmd.tag == "" || cmd.name == "" || strings.ContainsAny(cmd.tag, " +") {
 				t.Fatalf("bad command %+v", cmd)
 			}
-			total := 0
-			for _, a := range cmd.args {
-				total += len(a.value)
-			}
-			if total > maxCommandSize+maxLineLength {
-				t.Fatalf("command of %d bytes accepted", total)
+			checkArgs(t, cmd.args, true)
+			if cr.size > maxCommandSize {
+				t.Fatalf("command of %d bytes read, limit %d", cr.size, maxCommandSize)
 			}
 		}
 	})
+}
+
+// bytesPerRead reports the bytes the command reader allocates, on average,
+// to read input once, the way a session reads it (a 2 KiB buffered reader).
+func bytesPerRead(t *testing.T, input string) uint64 {
+	t.Helper()
+	const runs = 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range runs {
+		cr := commandReader{r: bufio.NewReaderSize(strings.NewReader(input), 2048), w: bufio.NewWriter(io.Discard)}
+		cr.read()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.TotalAlloc - before.TotalAlloc) / runs
+}
+
+// TestParenthesesCannotEscapeTheTokenLimit is the attack of a client that
+// has not even started TLS: one line of 8,184 "(" (or ")"), or ending in a
+// literal it never sends. The parser must refuse the line at the
+// token limit, with BAD and without asking for the literal, and allocate
+// no more than a small, fixed amount for it.
+func TestParenthesesCannotEscapeTheTokenLimit(t *testing.T) {
+	const maxBytes = 64 << 10 // the line itself is 8 KiB; 256 tokens add about 12 KiB
+	tests := []struct{ name, line string }{
+		{"nested", "a ID " + strings.Repeat("(", 8184)},
+		{"nested then literal", "a ID " + strings.Repeat("(", 8181) + "{1}"},
+		{"closing", "a ID x" + strings.Repeat(")", 8183)},
+		{"glued to atoms", "a ID " + strings.Repeat("((x)) ", 1364)},
+		{"side by side then literal", "a ID " + strings.Repeat("() ", 2727) + "{1}"},
+		{"literal as token 257", "a ID (" + strings.Repeat("x ", maxTokens-1) + "{1}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if len(tt.line) > maxLineLength {
+				t.Fatalf("test line of %d bytes is over the line limit", len(tt.line))
+			}
+			n := bytesPerRead(t, tt.line+"\r\n")
+			t.Logf("%d bytes allocated to read %d bytes", n, len(tt.line)+2)
+			if n > maxBytes {
+				t.Errorf("reading the line allocated %d bytes, want at most %d", n, maxBytes)
+			}
+			cmds, out, err := parseAll(tt.line+"\r\n", nil)
+			var se *syntaxError
+			if !errors.As(err, &se) || se.tag != "a" {
+				t.Fatalf("got %d commands, err %v; want a tagged syntax error", len(cmds), err)
+			}
+			if out != "" {
+				t.Fatalf("the parser asked for a literal on a line over its limits: %q", out)
+			}
+		})
+	}
 }
