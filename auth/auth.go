@@ -65,15 +65,6 @@ type Verifier func(Credentials) error
 // Server is one server side of a SASL exchange (go-sasl's interface).
 type Server = sasl.Server
 
-// Supported reports whether name is a mechanism this package implements.
-func Supported(name string) bool {
-	switch strings.ToUpper(name) {
-	case Plain:
-		return true
-	}
-	return false
-}
-
 // NewServer starts the server side of mechanism name. verify is called once
 // the client's credentials are complete.
 func NewServer(name string, verify Verifier) (Server, error) {

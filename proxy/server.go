@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/policy"
 )
 
@@ -122,7 +123,7 @@ func (c *Config) mechanisms() []string {
 	if len(c.Mechanisms) > 0 {
 		return c.Mechanisms
 	}
-	return []string{"PLAIN"}
+	return auth.Default()
 }
 
 // Server accepts client connections on any number of listeners and runs one

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/imapgate/imapgate/auth"
 )
 
 // Config is the whole imapgate configuration. LoadConfig returns it with
@@ -427,7 +428,7 @@ func DefaultConfig() *Config {
 			ConnectTimeout:  Duration{10 * time.Second},
 		},
 		Auth: AuthConfig{
-			Mechanisms:   []string{"PLAIN"},
+			Mechanisms:   auth.Default(),
 			LoginCommand: "refuse",
 		},
 		Policy: PolicyConfig{
@@ -1279,11 +1280,6 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	}
 }
 
-var (
-	knownMechanisms       = []string{"PLAIN", "OAUTHBEARER", "EXTERNAL", "SCRAM-SHA-256"}
-	implementedMechanisms = []string{"PLAIN"}
-)
-
 func (d *decoder) auth(t *table, a *AuthConfig) {
 	t.strings("mechanisms", &a.Mechanisms)
 	t.str("login_command", &a.LoginCommand)
@@ -1296,10 +1292,10 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 		upper := strings.ToUpper(m)
 		a.Mechanisms[i] = upper
 		switch {
-		case !slices.Contains(knownMechanisms, upper):
-			t.problemKey(key, "%q is not one of %s", m, strings.Join(knownMechanisms, ", "))
-		case !slices.Contains(implementedMechanisms, upper):
-			t.problemKey(key, "%q is not supported yet (supported: %s)", m, strings.Join(implementedMechanisms, ", "))
+		case !slices.Contains(auth.Known(), upper):
+			t.problemKey(key, "%q is not one of %s", m, strings.Join(auth.Known(), ", "))
+		case !auth.Supported(upper):
+			t.problemKey(key, "%q is not supported yet (supported: %s)", m, strings.Join(auth.Implemented(), ", "))
 		case seen[upper]:
 			t.problemKey(key, "%q is listed twice", m)
 		}

@@ -1,0 +1,32 @@
+package auth
+
+import (
+	"slices"
+	"strings"
+)
+
+// The mechanism vocabulary: the config check, the AUTH= capabilities and
+// AUTHENTICATE all ask these, so a name is listed in one place only.
+
+// known are the mechanism names the configuration recognises: those
+// implemented, and those planned, which a config may not name yet.
+var known = [...]string{Plain, "OAUTHBEARER", "EXTERNAL", "SCRAM-SHA-256"}
+
+// implemented are the mechanisms this build can offer.
+var implemented = [...]string{Plain}
+
+// Known returns every mechanism name the configuration recognises.
+func Known() []string { return slices.Clone(known[:]) }
+
+// Implemented returns the mechanisms this build can offer.
+func Implemented() []string { return slices.Clone(implemented[:]) }
+
+// Default returns what a listener offers when the config names no
+// mechanisms: PLAIN (RFC 4616), which every IMAP client speaks.
+func Default() []string { return []string{Plain} }
+
+// Supported reports whether name (any case) is a mechanism this package
+// implements.
+func Supported(name string) bool {
+	return slices.Contains(implemented[:], strings.ToUpper(name))
+}
