@@ -253,8 +253,8 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // which guesses were never tried. With a tiny tarpit (so only the
 // upstream's time shows), 12 addresses each spend a budget of one real
 // failure, then get two refusals; the median and 90th percentile of the
-// two kinds must agree within 20%. (Before, a refusal came after the
-// tarpit alone: a few milliseconds.)
+// two kinds must agree within 25% (runs give 0.94 to 1.11). Before, a
+// refusal came after the tarpit alone: 9ms against 2s, a ratio of 0.005.
 func TestRefusedGuessesAnswerWhenRealFailuresDo(t *testing.T) {
 	const addresses = 12
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{AuthPenalty: true, AuthFailureDelay: 2 * time.Second, TrustedNetworks: "127.0.0.1/32"})
@@ -305,8 +305,8 @@ func TestRefusedGuessesAnswerWhenRealFailuresDo(t *testing.T) {
 		len(tried), realMed.Round(time.Millisecond), realP90.Round(time.Millisecond),
 		len(refused), refMed.Round(time.Millisecond), refP90.Round(time.Millisecond), medRatio, p90Ratio)
 	for _, r := range []float64{medRatio, p90Ratio} {
-		if r < 0.8 || r > 1.2 {
-			t.Errorf("refused/real time to NO ratio %.2f, want within 20%% of 1", r)
+		if r < 0.75 || r > 1.25 {
+			t.Errorf("refused/real time to NO ratio %.2f, want within 25%% of 1", r)
 		}
 	}
 	for _, e := range tp.audit.events(t) {
