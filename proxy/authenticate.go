@@ -3,12 +3,14 @@ package proxy
 import (
 	"encoding/base64"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/policy"
 )
 
 // handleAuthenticate runs AUTHENTICATE (RFC 3501 6.2.2) with SASL-IR
@@ -96,6 +98,8 @@ var errCredentialsReady = errors.New("credentials ready")
 
 func saslFailureReason(err error) string {
 	switch {
+	case errors.Is(err, auth.ErrMalformedUser):
+		return "malformed_user"
 	case errors.Is(err, auth.ErrAuthzidNotAllowed):
 		return "authzid_not_allowed"
 	case errors.Is(err, auth.ErrEmptyCredentials):
@@ -106,11 +110,18 @@ func saslFailureReason(err error) string {
 
 // login logs in to the upstream as user. On success the client gets the
 // upstream's capabilities and the session moves to the relay.
+//
+// The tarpit runs from the start of the attempt, alongside the upstream
+// login: a failure is answered when both the tarpit and the upstream's
+// answer are over, and a refused attempt (checkPolicy) when the tarpit
+// and a typical upstream failure would be, so the time to NO does not
+// tell a guesser which guesses reached the upstream.
 func (s *session) login(tag, mech, user, password string) (done, keep bool) {
+	start := time.Now()
 	ev := s.event(EventAuth)
 	ev.Mechanism, ev.User, ev.ClientID = mech, safeUser(user), s.clientID
 	ev.Upstream = s.cfg.Upstream.Address
-	attempt, decision, allowed := s.checkPolicy(tag, ev, user)
+	attempt, decision, allowed := s.checkPolicy(tag, ev, user, start)
 	if !allowed {
 		if decision.Busy {
 			return false, true // the server's state, not the client's failure
@@ -143,12 +154,25 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 	case errors.Is(err, ErrBadCredentials):
 		ev.Result, ev.Reason = ResultFailure, "bad_credentials"
 		s.cfg.Audit.Log(ev)
-		if s.cfg.Policy != nil {
-			s.wait(s.cfg.Policy.Failure(s.ctx, attempt, decision))
-		} else {
-			s.failureDelay()
-		}
+		s.waitSince(start, withJitter(s.failed(attempt, decision)))
 		s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+		return false, s.countAuthFailure()
+	case errors.Is(err, ErrNoAnswer):
+		// The credential was on the wire: the upstream may have judged it
+		// (a tarpitting server, or Dovecot's auth penalty past
+		// login_timeout), so it is a failure, or every guess would be free.
+		// The client is told to try again: the server may be at fault.
+		ev.Result, ev.Reason = ResultFailure, "upstream_no_answer"
+		s.cfg.Audit.Log(ev)
+		s.cfg.log().Warn("upstream did not answer the login", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
+		tarpit := s.failed(attempt, decision)
+		if s.ctx.Err() != nil {
+			s.endReason = endShutdown
+			s.bye("Server shutting down.")
+			return false, false
+		}
+		s.waitSince(start, withJitter(tarpit))
+		s.reply(tag + " NO [UNAVAILABLE] The mail server did not answer in time, try again later.")
 		return false, s.countAuthFailure()
 	default:
 		if s.cfg.Policy != nil {
@@ -172,6 +196,29 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 
 // failureDelay waits before a failed answer, unless the session is ending.
 func (s *session) failureDelay() { s.wait(s.cfg.FailureDelay) }
+
+// failed counts an attempt the upstream judged (or may have judged) as a
+// failure and returns its tarpit: the Policy's, or FailureDelay without one.
+func (s *session) failed(a policy.Attempt, d policy.Decision) time.Duration {
+	if s.cfg.Policy == nil {
+		return s.cfg.FailureDelay
+	}
+	return s.cfg.Policy.Failure(s.ctx, a, d)
+}
+
+// waitSince waits until d has passed since start (at once if it has).
+func (s *session) waitSince(start time.Time, d time.Duration) {
+	s.wait(d - time.Since(start))
+}
+
+// withJitter adds up to a tenth of d, at random, so that no two answers
+// after one tarpit come at exactly the same time.
+func withJitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d + rand.N(d/10+1)
+}
 
 // wait sleeps for d in the session's own goroutine (the tarpit holds
 // nothing but the connection), and returns early when the session ends.

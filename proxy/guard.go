@@ -10,14 +10,17 @@ import (
 // its budgets to settle before it is answered NO [UNAVAILABLE].
 const busyWaitMax = 10 * time.Second
 
-// checkPolicy asks the configured policy whether user's attempt may reach
-// the upstream. A refused attempt is audited (result ratelimited or locked,
-// with the budget that was spent as reason) and answered after the tarpit
-// exactly like a wrong password, NO [AUTHENTICATIONFAILED]: RFC 5530 has no
-// code for a rate limit, AUTHENTICATIONFAILED means "failed for some reason
-// on which the server is unwilling to elaborate", and an attacker must not
-// learn which guesses were never tried.
-func (s *session) checkPolicy(tag string, ev *Event, user string) (policy.Attempt, policy.Decision, bool) {
+// checkPolicy asks the configured policy whether user's attempt, begun at
+// start, may reach the upstream. A refused attempt is audited (result
+// ratelimited or locked, with the budget that was spent as reason) and
+// answered exactly like a wrong password, NO [AUTHENTICATIONFAILED]: RFC
+// 5530 has no code for a rate limit, AUTHENTICATIONFAILED means "failed
+// for some reason on which the server is unwilling to elaborate", and an
+// attacker must not learn which guesses were never tried. So it is also
+// answered when a wrong password would be: once both its tarpit and a
+// draw of the upstream's recent time to answer a wrong password have
+// passed since start.
+func (s *session) checkPolicy(tag string, ev *Event, user string, start time.Time) (policy.Attempt, policy.Decision, bool) {
 	a := policy.Attempt{Addr: s.clientAddr.Addr(), User: user, Listener: s.l.Name}
 	if s.cfg.Policy == nil {
 		return a, policy.Decision{Allowed: true}, true
@@ -47,7 +50,7 @@ func (s *session) checkPolicy(tag string, ev *Event, user string) (policy.Attemp
 	}
 	ev.Result, ev.Reason, ev.Upstream = d.Result, d.Reason, ""
 	s.cfg.Audit.Log(ev)
-	s.wait(d.Delay)
+	s.waitSince(start, max(withJitter(d.Delay), s.cfg.Upstream.failureAnswerTime()))
 	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 	return a, d, false
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -38,21 +37,11 @@ func (s *session) handleLogin(cmd *command) (done, keep bool) {
 // as a failure, after the tarpit, NO [AUTHENTICATIONFAILED].
 func (s *session) malformedLogin(tag, user string, err error) bool {
 	ev := s.event(EventAuth)
-	ev.Result, ev.Reason, ev.Mechanism, ev.User, ev.ClientID = ResultFailure, credentialsReason(err), "LOGIN", safeUser(user), s.clientID
+	ev.Result, ev.Reason, ev.Mechanism, ev.User, ev.ClientID = ResultFailure, saslFailureReason(err), "LOGIN", safeUser(user), s.clientID
 	s.cfg.Audit.Log(ev)
 	s.failureDelay()
 	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 	return s.countAuthFailure()
-}
-
-// credentialsReason names why auth.CheckCredentials refused a claim, in
-// the words AUTHENTICATE uses (README, Audit events): malformed_user for
-// a user name no mailbox has, else saslFailureReason's.
-func credentialsReason(err error) string {
-	if errors.Is(err, auth.ErrMalformedUser) {
-		return "malformed_user"
-	}
-	return saslFailureReason(err)
 }
 
 // refuseLogin answers a LOGIN that policy forbids and logs it.

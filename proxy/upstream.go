@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -59,6 +61,13 @@ var (
 	// ErrUpstreamProtocol: the upstream did something unsafe or broken
 	// (PREAUTH, STARTTLS injection, garbage). Also wraps ErrUnavailable.
 	ErrUpstreamProtocol = errors.New("upstream protocol violation")
+	// ErrNoAnswer: the credential went to the upstream, but no answer came
+	// back (LoginTimeout passed, the connection dropped, or ctx ended).
+	// The upstream may well have judged it, so it counts as a failed
+	// attempt, not as an outage (README, "Brute force and password
+	// spraying"). It does not wrap ErrUnavailable: everything that fails
+	// before the credential is sent does, and only that is given back.
+	ErrNoAnswer = errors.New("no answer from the upstream after the credential was sent")
 )
 
 // maxUpstreamLine caps a response line from the upstream during login, and
@@ -83,9 +92,17 @@ type Upstream struct {
 	// Forward says how to tell the upstream the client's address.
 	// Empty means ForwardNone.
 	Forward ForwardMode
-	// ConnectTimeout bounds the whole login: dial, TLS and the exchange.
-	// Zero means 10s.
+	// ConnectTimeout bounds everything before the credential is sent:
+	// dial, PROXY header, TLS, greeting, STARTTLS, CAPABILITY and ID.
+	// Failing there is ErrUnavailable. Zero means 10s.
 	ConnectTimeout time.Duration
+	// LoginTimeout bounds the wait for the upstream's answer once the
+	// credential is on the wire (and for the CAPABILITY that may follow a
+	// successful login). Failing there is ErrNoAnswer. It should outlast
+	// the longest delay the upstream puts on a login (Dovecot 2.3: a
+	// per-IP auth penalty of up to 15s plus auth_failure_delay, 2s).
+	// Zero means DefaultLoginTimeout.
+	LoginTimeout time.Duration
 	// SourceAddrs spreads connections over these local addresses, round
 	// robin, skipping one whose ephemeral ports are exhausted. One source
 	// address reaches one upstream address with about 28,000 connections.
@@ -98,7 +115,13 @@ type Upstream struct {
 	ObserveLogin func(d time.Duration, err error)
 
 	nextSource atomic.Uint64
+	failures   answerEstimate // how long the upstream takes to say NO
 }
+
+// DefaultLoginTimeout is the LoginTimeout used when it is zero: Dovecot
+// 2.3's longest auth penalty (15s) plus its auth_failure_delay (2s), with
+// room for a busy auth process.
+const DefaultLoginTimeout = 30 * time.Second
 
 // ClientInfo describes the client on whose behalf imapgate logs in.
 type ClientInfo struct {
@@ -124,9 +147,17 @@ type upstreamClient struct {
 	w    *bufio.Writer
 	tag  int
 	caps []string
+	// capsSeen is set whenever caps is replaced by what the server said,
+	// so login can tell whether its answer brought capabilities.
+	capsSeen bool
+	// onCredential is called just before the first byte of the password
+	// is written; from then on an I/O error is ErrNoAnswer.
+	onCredential func()
+	credential   bool // the password is (partly) on the wire
 }
 
-// connectTimeout bounds a whole login or probe: ConnectTimeout, or 10s.
+// connectTimeout bounds a login up to its credential, or a probe:
+// ConnectTimeout, or 10s.
 func (u *Upstream) connectTimeout() time.Duration {
 	if u.ConnectTimeout > 0 {
 		return u.ConnectTimeout
@@ -134,16 +165,57 @@ func (u *Upstream) connectTimeout() time.Duration {
 	return 10 * time.Second
 }
 
+// loginTimeout bounds the wait for the answer to the credential.
+func (u *Upstream) loginTimeout() time.Duration {
+	if u.LoginTimeout > 0 {
+		return u.LoginTimeout
+	}
+	return DefaultLoginTimeout
+}
+
+// connDeadline moves a connection's deadline from phase to phase while
+// a context's end can break it at any time: once ctx is done, no later
+// phase may set a deadline that would outlive it.
+type connDeadline struct {
+	mu    sync.Mutex
+	conn  net.Conn
+	ended bool
+}
+
+// set sets the deadline, unless ctx has already ended.
+func (d *connDeadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.ended {
+		d.conn.SetDeadline(t)
+	}
+}
+
+// end breaks every read and write in progress or to come.
+func (d *connDeadline) end() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ended = true
+	d.conn.SetDeadline(time.Unix(1, 0))
+}
+
 // Login connects to the upstream and logs in as user. On success the
 // connection is handed over for relaying; the password is forgotten.
+//
+// Until the credential is sent, ConnectTimeout bounds the exchange and
+// any failure is ErrUnavailable (the upstream never saw the credential);
+// from then on LoginTimeout bounds it, and a timeout, a dropped
+// connection or the end of ctx is ErrNoAnswer.
 func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
+	start := time.Now()
 	if u.ObserveLogin != nil {
-		defer observeLogin(u.ObserveLogin, time.Now(), &err)
+		defer observeLogin(u.ObserveLogin, start, &err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout())
+	defer u.noteFailureTime(start, &err)
+	connectCtx, cancel := context.WithTimeout(ctx, u.connectTimeout())
 	defer cancel()
 
-	conn, err := u.dial(ctx)
+	conn, err := u.dial(connectCtx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnavailable, u.Address, err)
 	}
@@ -153,14 +225,12 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 			conn.Close()
 		}
 	}()
-	// One deadline bounds the whole exchange; ctx cancellation also breaks it.
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	var cancelled atomic.Bool
-	stop := context.AfterFunc(ctx, func() {
-		cancelled.Store(true)
-		conn.SetDeadline(time.Unix(1, 0))
-	})
+	// The connect deadline bounds the exchange up to the credential, the
+	// login deadline the rest; the end of ctx (shutdown) breaks either.
+	dl := &connDeadline{conn: conn}
+	deadline, _ := connectCtx.Deadline()
+	dl.set(deadline)
+	stop := context.AfterFunc(ctx, dl.end)
 	defer stop()
 
 	if u.Forward == ForwardProxyV2 {
@@ -170,17 +240,18 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 	}
 	if u.TLS == UpstreamImplicit {
 		tc := tls.Client(conn, u.tlsConfig())
-		if err := tc.HandshakeContext(ctx); err != nil {
+		if err := tc.HandshakeContext(connectCtx); err != nil {
 			return nil, unavailable("TLS handshake", err)
 		}
 		conn = tc
 	}
 	c := &upstreamClient{conn: conn, r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 1024)}
+	c.onCredential = func() { dl.set(time.Now().Add(u.loginTimeout())) }
 	if err := c.greeting(); err != nil {
 		return nil, err
 	}
 	if u.TLS == UpstreamSTARTTLS || u.TLS == "" {
-		if err := c.startTLS(ctx, u.tlsConfig()); err != nil {
+		if err := c.startTLS(connectCtx, u.tlsConfig()); err != nil {
 			return nil, err
 		}
 	}
@@ -197,18 +268,79 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 	if err := c.login(u.Method, user, password); err != nil {
 		return nil, err
 	}
-	if c.caps == nil {
+	if !c.capsSeen {
+		// The pre-login list is stale (AUTH=, no post-login extensions):
+		// ask (RFC 3501 7.1: the OK need not carry CAPABILITY).
 		if err := c.capability(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("after login: %w", err)
 		}
 	}
 	conn.SetDeadline(time.Time{})
-	if cancelled.Load() {
-		return nil, unavailable("login", ctx.Err())
+	if err := ctx.Err(); err != nil {
+		return nil, unavailable("login", err)
 	}
 	ok = true
 	return &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps}, nil
 }
+
+// answerEstimate follows how long the upstream takes to answer a wrong
+// password, the way TCP follows a round-trip time (RFC 6298): a smoothed
+// mean and a smoothed mean deviation. A refused attempt, which never
+// reaches the upstream, waits a draw from it so that it is answered
+// when a real failure would be (README, "Brute force and password
+// spraying"). The zero value knows nothing yet.
+type answerEstimate struct {
+	mu        sync.Mutex
+	mean, dev time.Duration
+	seen      bool
+}
+
+// observe adds one measured answer time.
+func (e *answerEstimate) observe(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.seen {
+		e.mean, e.dev, e.seen = d, d/4, true
+		return
+	}
+	diff := d - e.mean
+	e.dev += (abs(diff) - e.dev) / 4
+	e.mean += diff / 8
+}
+
+// draw returns a plausible answer time: uniform over mean ± 2 mean
+// deviations (for a uniform spread, as Dovecot's 500ms flush timer
+// gives, that is the spread itself), never negative; 0 before any
+// observation.
+func (e *answerEstimate) draw() time.Duration {
+	e.mu.Lock()
+	mean, dev := e.mean, e.dev
+	e.mu.Unlock()
+	if dev > 0 {
+		mean += time.Duration(rand.Int64N(int64(4*dev)+1)) - 2*dev
+	}
+	return max(mean, 0)
+}
+
+func abs(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// noteFailureTime, deferred by Login, learns from a login the upstream
+// answered with a wrong-password NO how long such an answer takes.
+func (u *Upstream) noteFailureTime(start time.Time, err *error) {
+	if errors.Is(*err, ErrBadCredentials) {
+		u.failures.observe(time.Since(start))
+	}
+}
+
+// failureAnswerTime is a draw of how long this upstream has lately taken
+// to answer bad credentials, counted from the start of Login; 0 until it
+// has answered one.
+func (u *Upstream) failureAnswerTime() time.Duration { return u.failures.draw() }
 
 func (u *Upstream) dial(ctx context.Context) (net.Conn, error) {
 	if u.Dialer != nil {
@@ -244,6 +376,31 @@ func (u *Upstream) tlsConfig() *tls.Config {
 
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
+
+func noAnswer(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrNoAnswer, what, err)
+}
+
+// ioError classifies an I/O error of the login command: before the
+// password was on the wire the upstream never saw the credential
+// (ErrUnavailable); after, it may have judged it (ErrNoAnswer).
+func (c *upstreamClient) ioError(what string, err error) error {
+	if c.credential {
+		return noAnswer(what, err)
+	}
+	return unavailable(what, err)
+}
+
+// sendingCredential marks the moment the password starts on its way.
+func (c *upstreamClient) sendingCredential() {
+	if c.credential {
+		return
+	}
+	c.credential = true
+	if c.onCredential != nil {
+		c.onCredential()
+	}
 }
 
 func protocolError(format string, args ...any) error {
@@ -299,7 +456,9 @@ func (c *upstreamClient) startTLS(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
+// capability asks for the capabilities; the answer must list them.
 func (c *upstreamClient) capability() error {
+	c.caps = nil
 	status, _, err := c.simple("CAPABILITY")
 	if err != nil {
 		return err
@@ -338,6 +497,7 @@ func (c *upstreamClient) login(method LoginMethod, user, password string) error 
 	}
 	var status, code string
 	var err error
+	c.capsSeen = false // from here, capabilities come from the login's answer
 	if usePlain {
 		status, code, err = c.authenticatePlain(user, password)
 	} else {
@@ -365,8 +525,11 @@ func (c *upstreamClient) authenticatePlain(user, password string) (status, code 
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
 	tag := c.nextTag()
 	if c.has("SASL-IR") {
+		c.sendingCredential()
 		err = c.send(tag + " AUTHENTICATE PLAIN " + ir + "\r\n")
 	} else {
+		// The credential leaves only after the "+": until then the
+		// exchange is still bounded by the connect timeout.
 		err = c.send(tag + " AUTHENTICATE PLAIN\r\n")
 		if err == nil {
 			var line []byte
@@ -377,22 +540,23 @@ func (c *upstreamClient) authenticatePlain(user, password string) (status, code 
 				return status, code, nil
 			}
 			if err == nil {
+				c.sendingCredential()
 				err = c.send(ir + "\r\n")
 			}
 		}
 	}
 	if err != nil {
-		return "", "", unavailable("AUTHENTICATE", err)
+		return "", "", c.ioError("AUTHENTICATE", err)
 	}
 	for {
 		line, err := c.readResponse()
 		if err != nil {
-			return "", "", unavailable("AUTHENTICATE", err)
+			return "", "", c.ioError("AUTHENTICATE", err)
 		}
 		if len(line) > 0 && line[0] == '+' {
 			// PLAIN has one step; a second challenge is broken. Cancel.
 			if err := c.send("*\r\n"); err != nil {
-				return "", "", unavailable("AUTHENTICATE", err)
+				return "", "", c.ioError("AUTHENTICATE", err)
 			}
 			continue
 		}
@@ -406,22 +570,31 @@ func (c *upstreamClient) authenticatePlain(user, password string) (status, code 
 
 func (c *upstreamClient) loginCommand(user, password string) (status, code string, err error) {
 	tag := c.nextTag()
-	// Each argument is quoted when it can be, else a literal.
+	// Each argument is quoted when it can be, else a literal. The
+	// password is the credential: the login deadline starts with its
+	// first byte (for a synchronizing literal, after the "+").
 	args := []string{user, password}
 	if err := c.sendString(tag + " LOGIN "); err != nil {
 		return "", "", unavailable("LOGIN", err)
 	}
 	for i, a := range args {
-		if i > 0 {
+		isPassword := i == 1
+		if isPassword {
 			c.sendString(" ")
 		}
 		if q, ok := quote(a); ok && isASCII(a) {
+			if isPassword {
+				c.sendingCredential()
+			}
 			if err := c.sendString(q); err != nil {
-				return "", "", unavailable("LOGIN", err)
+				return "", "", c.ioError("LOGIN", err)
 			}
 			continue
 		}
 		if c.has("LITERAL+") || (c.has("LITERAL-") && len(a) <= 4096) {
+			if isPassword {
+				c.sendingCredential()
+			}
 			c.sendString("{" + strconv.Itoa(len(a)) + "+}\r\n" + a)
 			continue
 		}
@@ -436,15 +609,18 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 			status, code, _ = parseStatus(line, tag)
 			return status, code, nil
 		}
+		if isPassword {
+			c.sendingCredential()
+		}
 		c.sendString(a)
 	}
 	if err := c.send("\r\n"); err != nil {
-		return "", "", unavailable("LOGIN", err)
+		return "", "", c.ioError("LOGIN", err)
 	}
 	for {
 		line, err := c.readResponse()
 		if err != nil {
-			return "", "", unavailable("LOGIN", err)
+			return "", "", c.ioError("LOGIN", err)
 		}
 		if s, cd, ok := parseStatus(line, tag); ok {
 			c.noteCapsFromCode(s, cd)
@@ -510,14 +686,14 @@ func firstWord(s string) string {
 
 func (c *upstreamClient) untagged(line []byte) {
 	if caps, ok := bytes.CutPrefix(line, []byte("* CAPABILITY ")); ok {
-		c.caps = strings.Fields(string(caps))
+		c.caps, c.capsSeen = strings.Fields(string(caps)), true
 	}
 }
 
 func (c *upstreamClient) noteCapsFromCode(status, code string) {
 	if status == "OK" {
 		if caps := capsFromCode(code); caps != nil {
-			c.caps = caps
+			c.caps, c.capsSeen = caps, true
 		}
 	}
 }

@@ -40,7 +40,9 @@ func startScripted(t *testing.T, greeting string, handle func(c *scriptedConn, l
 			go func() {
 				defer conn.Close()
 				c := &scriptedConn{Conn: conn, r: bufio.NewReader(conn)}
-				c.write(greeting)
+				if greeting != "" { // "": a server that never greets
+					c.write(greeting)
+				}
 				for {
 					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 					line, err := c.r.ReadString('\n')
@@ -207,6 +209,9 @@ func TestUpstreamAuthenticateWithoutSASLIR(t *testing.T) {
 
 func TestUpstreamForwardsClientIPWithID(t *testing.T) {
 	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		if strings.HasSuffix(line, " CAPABILITY") {
+			c.write("* CAPABILITY IMAP4rev1 ID")
+		}
 		c.write(tagOf(line) + " OK done")
 		return true
 	})
@@ -271,5 +276,159 @@ func TestUpstreamImplicitTLSWithPin(t *testing.T) {
 	u.TLSConfig = bad
 	if _, err := u.Login(context.Background(), "alice", "pw", ClientInfo{}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "pin") {
 		t.Fatalf("wrong pin: err = %v", err)
+	}
+}
+
+// TestUpstreamLoginTimeoutStartsWithTheCredential: an upstream that stops
+// answering before the password is on the wire never saw the credential
+// (ErrUnavailable, within the connect timeout); one that stops after it
+// may have judged it (ErrNoAnswer, after the login timeout). For
+// AUTHENTICATE without SASL-IR and for a synchronizing literal the
+// password leaves only after the server's "+".
+func TestUpstreamLoginTimeoutStartsWithTheCredential(t *testing.T) {
+	const connectTimeout, loginTimeout = 200 * time.Millisecond, time.Second
+	stall := func(c *scriptedConn, line string) bool { return true }
+	tests := []struct {
+		name     string
+		greeting string
+		handle   func(c *scriptedConn, line string) bool
+		forward  ForwardMode
+		password string
+		want     error
+	}{
+		{"no greeting", "", stall, "", "pw", ErrUnavailable},
+		{"CAPABILITY unanswered", "* OK hi", stall, "", "pw", ErrUnavailable},
+		{"closed at CAPABILITY", "* OK hi", func(*scriptedConn, string) bool { return false }, "", "pw", ErrUnavailable},
+		{"ID unanswered", "* OK [CAPABILITY IMAP4rev1 ID AUTH=PLAIN SASL-IR] hi", stall, ForwardID, "pw", ErrUnavailable},
+		{"no + for AUTHENTICATE", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", stall, "", "pw", ErrUnavailable},
+		{"no + for the password literal", "* OK [CAPABILITY IMAP4rev1] hi", stall, "", "pässword", ErrUnavailable},
+
+		{"AUTHENTICATE with SASL-IR unanswered", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", stall, "", "pw", ErrNoAnswer},
+		{"PLAIN response unanswered", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", func(c *scriptedConn, line string) bool {
+			if strings.HasSuffix(line, "AUTHENTICATE PLAIN") {
+				c.write("+ ")
+			}
+			return true
+		}, "", "pw", ErrNoAnswer},
+		{"LOGIN unanswered", "* OK [CAPABILITY IMAP4rev1] hi", stall, "", "pw", ErrNoAnswer},
+		{"password literal unanswered", "* OK [CAPABILITY IMAP4rev1] hi", func(c *scriptedConn, line string) bool {
+			if strings.HasSuffix(line, "}") {
+				c.write("+ go ahead")
+			}
+			return true
+		}, "", "pässword", ErrNoAnswer},
+		{"closed after the credential", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(*scriptedConn, string) bool { return false }, "", "pw", ErrNoAnswer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			su := startScripted(t, tt.greeting, tt.handle)
+			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, Forward: tt.forward, ConnectTimeout: connectTimeout, LoginTimeout: loginTimeout}
+			start := time.Now()
+			_, err := u.Login(context.Background(), "alice", tt.password, ClientInfo{})
+			took := time.Since(start)
+			other := ErrNoAnswer
+			if tt.want == ErrNoAnswer {
+				other = ErrUnavailable
+			}
+			if !errors.Is(err, tt.want) || errors.Is(err, other) {
+				t.Fatalf("err = %v, want %v (and not %v)", err, tt.want, other)
+			}
+			stalled := !strings.HasPrefix(tt.name, "closed")
+			switch {
+			case tt.want == ErrUnavailable && took >= loginTimeout:
+				t.Errorf("gave up after %v: the connect timeout (%v) bounds what comes before the credential", took, connectTimeout)
+			case tt.want == ErrNoAnswer && stalled && took < loginTimeout:
+				t.Errorf("gave up after %v: the login timeout (%v) bounds the wait for the answer", took, loginTimeout)
+			}
+		})
+	}
+}
+
+// TestUpstreamWaitsLoginTimeoutForTheAnswer: Dovecot delays a login from
+// a penalised address by up to 15s; an answer slower than the connect
+// timeout but within the login timeout is taken.
+func TestUpstreamWaitsLoginTimeoutForTheAnswer(t *testing.T) {
+	const connectTimeout = 200 * time.Millisecond
+	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		time.Sleep(3 * connectTimeout) // the upstream's own delay
+		c.write(tagOf(line) + " OK [CAPABILITY IMAP4rev1 IDLE] Logged in")
+		return true
+	})
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, ConnectTimeout: connectTimeout, LoginTimeout: 5 * time.Second}
+	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if err != nil {
+		t.Fatalf("an answer after %v, within the login timeout: %v", 3*connectTimeout, err)
+	}
+	uc.Conn.Close()
+}
+
+// TestUpstreamShutdownWhileWaitingIsNoAnswer: the session's context ends
+// (shutdown) after the credential went out: the upstream may have judged
+// it, so it is not "unavailable".
+func TestUpstreamShutdownWhileWaitingIsNoAnswer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		cancel() // shutdown, while the upstream thinks
+		return true
+	})
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, LoginTimeout: 5 * time.Second}
+	_, err := u.Login(ctx, "alice", "pw", ClientInfo{})
+	if !errors.Is(err, ErrNoAnswer) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrNoAnswer", err)
+	}
+}
+
+// capsUpstream answers a login with a bare OK (no CAPABILITY code) and
+// lists other capabilities after login than before, as RFC 3501 allows.
+func capsUpstream(t *testing.T) *scriptedUpstream {
+	var mu sync.Mutex
+	loggedIn := map[*scriptedConn]bool{}
+	return startScripted(t, "* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN] pre-login", func(c *scriptedConn, line string) bool {
+		mu.Lock()
+		after := loggedIn[c]
+		mu.Unlock()
+		switch {
+		case strings.Contains(line, " AUTHENTICATE "):
+			mu.Lock()
+			loggedIn[c] = true
+			mu.Unlock()
+			c.write(tagOf(line) + " OK Logged in")
+		case strings.HasSuffix(line, " CAPABILITY") && after:
+			c.write("* CAPABILITY IMAP4rev1 ID IDLE MOVE CONDSTORE UIDPLUS", tagOf(line)+" OK done")
+		case strings.HasSuffix(line, " CAPABILITY"):
+			c.write("* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN", tagOf(line)+" OK done")
+		default:
+			c.write(tagOf(line) + " OK done")
+		}
+		return true
+	})
+}
+
+// TestUpstreamAsksCapabilitiesAfterLogin: when the OK to the login
+// carries no CAPABILITY code, the post-login list is asked for; the
+// pre-login one (AUTH=, no IDLE or MOVE) would be stale.
+func TestUpstreamAsksCapabilitiesAfterLogin(t *testing.T) {
+	su := capsUpstream(t)
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext}
+	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Conn.Close()
+	if got, want := strings.Join(uc.Capabilities, " "), "IMAP4rev1 ID IDLE MOVE CONDSTORE UIDPLUS"; got != want {
+		t.Errorf("capabilities %q, want the post-login list %q", got, want)
+	}
+	if got := su.lines(); len(got) != 2 || got[1] != "ig2 CAPABILITY" {
+		t.Errorf("server received %q, want the login then CAPABILITY", got)
+	}
+
+	// The client sees the post-login list.
+	tp := startProxyTo(t, su.addr, UpstreamPlaintext, nil, nil, nil)
+	c := tp.dialImplicit(t)
+	c.send("a AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+	if line := c.expect("a OK"); line != "a OK [CAPABILITY IMAP4rev1 ID IDLE MOVE CONDSTORE UIDPLUS] Logged in" {
+		t.Errorf("client got %q", line)
 	}
 }

@@ -271,9 +271,17 @@ type UpstreamConfig struct {
 	// Default "none".
 	ForwardClientIP string `toml:"forward_client_ip"`
 
-	// ConnectTimeout bounds dialling and greeting. Default 10s; must be
-	// more than 0.
+	// ConnectTimeout bounds everything before the credential is sent:
+	// connect, TLS, greeting, STARTTLS, CAPABILITY, ID. Default 10s; must
+	// be more than 0.
 	ConnectTimeout Duration `toml:"connect_timeout"`
+
+	// LoginTimeout bounds the wait for the upstream's answer once the
+	// credential is sent; running out counts as a failed attempt
+	// (upstream_no_answer). Default 30s: more than Dovecot 2.3's longest
+	// auth penalty (15s) plus its auth_failure_delay (2s). Must be more
+	// than 0.
+	LoginTimeout Duration `toml:"login_timeout"`
 
 	// SourceAddresses are local IP addresses to dial the upstream from.
 	// Default none: the system chooses.
@@ -426,6 +434,7 @@ func DefaultConfig() *Config {
 			Login:           "auto",
 			ForwardClientIP: "none",
 			ConnectTimeout:  Duration{10 * time.Second},
+			LoginTimeout:    Duration{30 * time.Second},
 		},
 		Auth: AuthConfig{
 			Mechanisms:   auth.Default(),
@@ -1235,6 +1244,7 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	t.str("login", &u.Login)
 	t.str("forward_client_ip", &u.ForwardClientIP)
 	t.duration("connect_timeout", &u.ConnectTimeout)
+	t.duration("login_timeout", &u.LoginTimeout)
 	t.strings("source_addresses", &u.SourceAddresses)
 	t.done()
 
@@ -1250,6 +1260,7 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	t.oneOf("login", u.Login, "auto", "plain", "login")
 	t.oneOf("forward_client_ip", u.ForwardClientIP, "none", "id", "proxy-v2")
 	t.positive("connect_timeout", u.ConnectTimeout)
+	t.positive("login_timeout", u.LoginTimeout)
 
 	if u.PinSHA256 != "" {
 		if sum, err := base64.StdEncoding.DecodeString(u.PinSHA256); err != nil || len(sum) != 32 {

@@ -160,6 +160,7 @@ func TestMinimalConfigGetsContractDefaults(t *testing.T) {
 			Login:           "auto",
 			ForwardClientIP: "none",
 			ConnectTimeout:  Duration{10 * time.Second},
+			LoginTimeout:    Duration{30 * time.Second},
 		},
 		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "refuse"},
 		Policy: PolicyConfig{
@@ -236,6 +237,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			Login:           "login",
 			ForwardClientIP: "proxy-v2",
 			ConnectTimeout:  Duration{3 * time.Second},
+			LoginTimeout:    Duration{45 * time.Second},
 			SourceAddresses: []string{"2001:db8::2", "192.0.2.2"},
 		},
 		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "allow-over-tls"},

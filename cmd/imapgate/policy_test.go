@@ -100,13 +100,19 @@ func TestReloadPolicyKeepsCounters(t *testing.T) {
 
 // TestServeEnforcesPolicyAgainstDovecot runs `serve` with budgets, a rule,
 // deny/allow lists and connection limits, and counts what reaches Dovecot.
+// Dovecot keeps its per-IP auth penalty, set up as the README's Dovecot
+// recipe says (imapgate's address trusted, forward_client_ip = "id"), so
+// it penalises the guessing addresses, each failure making that
+// address's next login wait longer (4s, 8s, 15s): guesses go in pairs,
+// one per connection, to keep the test short.
 func TestServeEnforcesPolicyAgainstDovecot(t *testing.T) {
-	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{AuthPenalty: true, TrustedNetworks: "127.0.0.1/32"})
 	const wrong = "Wr0ng-Guess!"
+	const window = 3 * time.Second
 	g := startGate(t, gateOptions{
-		upstream: dovecotUpstream(d, "none"),
-		policy: `auth_failures_per_ip = 3
-failure_window = "2s"
+		upstream: dovecotUpstream(d, "none") + "\nforward_client_ip = \"id\"",
+		policy: `auth_failures_per_ip = 2
+failure_window = "3s"
 max_connections_per_ip = 2
 allow = ["127.0.0.0/16"]
 deny = ["127.0.0.66"]
@@ -119,44 +125,51 @@ auth_failures_per_user = 0
 auth_failures_per_device = 0`,
 		secrets: append(secretsOf(d), wrong),
 	})
+	// guess sends one wrong guess on each of n new connections from
+	// source, all before reading any answer, and returns the answers.
 	guess := func(source string, n int) []string {
-		c := g.dialTLSFrom(t, source)
-		defer c.conn.Close()
+		var cs []*client
+		for range n {
+			cs = append(cs, g.dialTLSFrom(t, source))
+		}
+		for i, c := range cs {
+			c.send("g AUTHENTICATE PLAIN " + plainIR(fmt.Sprint("nosuch", i), wrong))
+		}
 		var answers []string
-		for i := range n {
-			c.send(fmt.Sprintf("g%d AUTHENTICATE PLAIN %s", i, plainIR(fmt.Sprint("nosuch", i), wrong)))
-			answers = append(answers, c.expect(fmt.Sprintf("g%d ", i)))
+		for _, c := range cs {
+			answers = append(answers, c.expect("g "))
+			c.conn.Close()
 		}
 		return answers
 	}
 
-	// An attacker at 127.0.0.5: three guesses reach Dovecot, the fourth does not.
-	guess("127.0.0.5", 3)
-	if a := guess("127.0.0.5", 1)[0]; a != "g0 NO [AUTHENTICATIONFAILED] Authentication failed." {
+	// An attacker at 127.0.0.5: two guesses reach Dovecot, the third does not.
+	guess("127.0.0.5", 2)
+	if a := guess("127.0.0.5", 1)[0]; a != "g NO [AUTHENTICATIONFAILED] Authentication failed." {
 		t.Fatalf("refused guess answered %q", a)
 	}
-	got := d.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.Failure >= 3 })
-	if got.Failure != 3 {
-		t.Fatalf("Dovecot saw %d failures, want 3", got.Failure)
+	got := d.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.Failure >= 2 })
+	if got.Failure != 2 {
+		t.Fatalf("Dovecot saw %d failures, want 2", got.Failure)
 	}
-	// The window passes and the address may log in again.
-	time.Sleep(2100 * time.Millisecond)
+	// The window passes and the address may log in again (after
+	// Dovecot's own penalty for its two failures).
+	time.Sleep(window + 100*time.Millisecond)
 	c := g.dialTLSFrom(t, "127.0.0.5")
 	c.send("a AUTHENTICATE PLAIN " + plainIR("user1", d.Users["user1"]))
 	c.expect("a OK")
 	c.conn.Close()
 
-	// The office (a rule without budgets) is never limited.
-	for range 3 {
-		for _, a := range guess("127.0.0.9", 2) {
-			if !strings.Contains(a, "NO [AUTHENTICATIONFAILED]") {
-				t.Fatalf("office guess answered %q", a)
-			}
+	// The office (a rule without budgets) is never limited: three
+	// failures where the budget is two.
+	for _, a := range append(guess("127.0.0.9", 2), guess("127.0.0.9", 1)...) {
+		if !strings.Contains(a, "NO [AUTHENTICATIONFAILED]") {
+			t.Fatalf("office guess answered %q", a)
 		}
 	}
-	got = d.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.Failure >= 9 })
-	if got.Failure != 9 {
-		t.Fatalf("Dovecot saw %d failures, want 3 + 6 from the office", got.Failure)
+	got = d.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.Failure >= 5 })
+	if got.Failure != 5 || got.ByIP["127.0.0.9"] != 3 {
+		t.Fatalf("Dovecot saw %d failures (by IP %v), want 2 + 3 from the office", got.Failure, got.ByIP)
 	}
 
 	// Deny, then allow: refused before any byte is sent.
@@ -220,5 +233,28 @@ func TestPolicyUserNamesFromConfig(t *testing.T) {
 	reloadPolicy(running, next, &c.Policy)
 	if got := next.Policy.(*policy.Guard).UserKey(`EXAMPLE\JDoe`); got != "jdoe@example.com" {
 		t.Fatalf("after a reload setting user_domain: %q", got)
+	}
+}
+
+// TestUpstreamTimeoutsReachTheProxy: connect_timeout and login_timeout
+// bound different phases of the upstream login; both reach it, and a
+// config without them gets 10s and 30s.
+func TestUpstreamTimeoutsReachTheProxy(t *testing.T) {
+	for _, tt := range []struct {
+		file             string
+		connect, loginTO time.Duration
+	}{
+		{"testdata/config/good-every-key.toml", 3 * time.Second, 45 * time.Second},
+		{"testdata/config/good-minimal.toml", 10 * time.Second, 30 * time.Second},
+	} {
+		c := mustParse(t, tt.file)
+		c.Upstream.CAFile = "" // every-key sets both a CA and a pin, which a real upstream may not
+		up, err := newUpstream(&c.Upstream)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.file, err)
+		}
+		if up.ConnectTimeout != tt.connect || up.LoginTimeout != tt.loginTO {
+			t.Errorf("%s: connect %v login %v, want %v and %v", tt.file, up.ConnectTimeout, up.LoginTimeout, tt.connect, tt.loginTO)
+		}
 	}
 }

@@ -118,6 +118,7 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 		Method:         proxy.LoginMethod(c.Login),
 		Forward:        proxy.ForwardMode(c.ForwardClientIP),
 		ConnectTimeout: c.ConnectTimeout.Duration,
+		LoginTimeout:   c.LoginTimeout.Duration,
 	}
 	if up.TLS != proxy.UpstreamPlaintext {
 		name := c.ServerName
