@@ -329,6 +329,22 @@ func abs(d time.Duration) time.Duration {
 	return d
 }
 
+// KeepAnswerTimes carries what old has learnt about how long the server
+// takes to answer a wrong password over to u, when both name the same
+// address: a reload that keeps the upstream must not leave refusals
+// answering at the tarpit alone until the next wrong password.
+func (u *Upstream) KeepAnswerTimes(old *Upstream) {
+	if old == nil || old == u || old.Address != u.Address {
+		return
+	}
+	old.failures.mu.Lock()
+	mean, dev, seen := old.failures.mean, old.failures.dev, old.failures.seen
+	old.failures.mu.Unlock()
+	u.failures.mu.Lock()
+	u.failures.mean, u.failures.dev, u.failures.seen = mean, dev, seen
+	u.failures.mu.Unlock()
+}
+
 // noteFailureTime, deferred by Login, learns from a login the upstream
 // answered with a wrong-password NO how long such an answer takes.
 func (u *Upstream) noteFailureTime(start time.Time, err *error) {

@@ -432,3 +432,24 @@ func TestUpstreamAsksCapabilitiesAfterLogin(t *testing.T) {
 		t.Errorf("client got %q", line)
 	}
 }
+
+// TestReloadKeepsTheUpstreamsAnswerTimes: a reload builds a new Upstream;
+// for the same address it keeps what the old one learnt, so refusals
+// still wait as long as a wrong password takes; for a new address it
+// starts afresh.
+func TestReloadKeepsTheUpstreamsAnswerTimes(t *testing.T) {
+	old := &Upstream{Address: "192.0.2.1:143"}
+	for range 8 {
+		old.failures.observe(2 * time.Second)
+	}
+	same := &Upstream{Address: old.Address}
+	same.KeepAnswerTimes(old)
+	if d := same.failures.draw(); d < time.Second {
+		t.Errorf("after a reload to the same address a refusal waits %v, want about 2s", d)
+	}
+	other := &Upstream{Address: "192.0.2.2:143"}
+	other.KeepAnswerTimes(old)
+	if d := other.failures.draw(); d != 0 {
+		t.Errorf("a new upstream inherited an answer time of %v", d)
+	}
+}

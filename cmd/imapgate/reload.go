@@ -108,6 +108,7 @@ func (g *gateway) reload(ctx context.Context) {
 	// failure counters and login slots take the new limits.
 	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
 	reloadPolicy(g.rt.proxy, nrt.proxy, &cfg.Policy)
+	nrt.proxy.Upstream.KeepAnswerTimes(g.rt.proxy.Upstream)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}
