@@ -44,7 +44,7 @@ type ACMEStorage = certmagic.Storage
 
 // FileStorage returns the file storage rooted at dir, creating dir with
 // mode 0700 (it holds private keys) if it does not exist. An existing
-// directory that others can read is refused.
+// directory that its group or others can read is refused.
 func FileStorage(dir string) (ACMEStorage, error) {
 	if dir == "" {
 		return nil, errors.New("tlsconf: ACME storage directory is empty")
