@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 )
 
 // Reasons for a refusal (audit `reason` values).
@@ -21,7 +20,8 @@ type Access struct {
 	Deny  []netip.Prefix
 }
 
-// NewAccess parses CIDR lists; a bare address counts as a single host.
+// NewAccess parses CIDR lists with ParsePrefix: a bare address counts as a
+// single host, an IPv4-mapped entry as the IPv4 network it names.
 func NewAccess(allow, deny []string) (*Access, error) {
 	a := &Access{}
 	var err error
@@ -32,28 +32,6 @@ func NewAccess(allow, deny []string) (*Access, error) {
 		return nil, fmt.Errorf("deny: %w", err)
 	}
 	return a, nil
-}
-
-// ParsePrefixes parses "10.0.0.0/8", "2001:db8::/32" or a bare address.
-func ParsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		s = strings.TrimSpace(s)
-		if strings.Contains(s, "/") {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-	}
-	return out, nil
 }
 
 // Allowed reports whether addr may connect, and if not, why.

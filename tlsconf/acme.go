@@ -1,6 +1,7 @@
 package tlsconf
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
 )
 
 // The ACME challenge types ACMEOptions.Challenge accepts.
@@ -44,7 +46,7 @@ type ACMEStorage = certmagic.Storage
 
 // FileStorage returns the file storage rooted at dir, creating dir with
 // mode 0700 (it holds private keys) if it does not exist. An existing
-// directory that others can read is refused.
+// directory that its group or others can read is refused.
 func FileStorage(dir string) (ACMEStorage, error) {
 	if dir == "" {
 		return nil, errors.New("tlsconf: ACME storage directory is empty")
@@ -103,7 +105,10 @@ type ACMEOptions struct {
 	// ChallengeListen is the "host:port" the TLS-ALPN-01 or HTTP-01
 	// responder binds for as long as the ACME manager runs. A public CA
 	// connects to port 443 (TLS-ALPN-01) or 80 (HTTP-01) only. Empty:
-	// ":443" or ":80". Unused with ChallengeDNS.
+	// ":443" or ":80". Unused with ChallengeDNS. The responder serves at
+	// most MaxChallengeConns connections at once, each for at most
+	// ChallengeConnTimeout, and outlasts accept errors (see
+	// challengeListener).
 	ChallengeListen string
 
 	// DNS publishes the DNS-01 TXT record: RFC2136 or ExecHook. Required
@@ -111,8 +116,10 @@ type ACMEOptions struct {
 	DNS certmagic.DNSProvider
 
 	// DNSResolvers ("host:port") are asked whether the TXT record is
-	// visible before the CA is told to look, and to find the zone. Empty:
-	// the system's resolvers, then the zone's authoritative servers.
+	// visible before the CA is told to look, and to find the zone; with
+	// OnDemand (and no OnDemandPolicy.Resolver), whether a name under an
+	// allowed suffix resolves. Empty: the system's resolvers, then (for
+	// DNS-01) the zone's authoritative servers.
 	DNSResolvers []string
 
 	// DNSPropagationTimeout bounds the wait for the TXT record to be
@@ -148,14 +155,39 @@ type ACME struct {
 	cfg      *certmagic.Config // the configured Domains
 	demand   *certmagic.Config // on-demand names; nil without OnDemand
 	issuer   *certmagic.ACMEIssuer
-	chalLn   net.Listener
+	answer   *challengeAnswer
+	chalLn   *challengeListener
 	chalAddr string // ChallengeListen with the port bound
 	chalDone chan struct{}
 	cancel   context.CancelFunc
 
+	// Lines peers can make repeat, each at most once per logEvery.
+	acceptFail *repeatLog           // accept errors on the challenge listener
+	refused    map[error]*repeatLog // On-Demand refusals, by reason
+
 	failMu   sync.Mutex
 	failures map[string]error // latest failure per name, cleared on success
+
+	// Set by tests before Start; zero values mean the documented defaults.
+	listen       func(ctx context.Context, network, address string) (net.Listener, error)
+	maxChalConns int           // MaxChallengeConns
+	chalTimeout  time.Duration // ChallengeConnTimeout
+	logEvery     time.Duration // RepeatedLogInterval
 }
+
+// MaxChallengeConns caps the connections the TLS-ALPN-01 or HTTP-01
+// responder serves at once. A CA validates a name from a few vantage
+// points (Let's Encrypt: up to five), one connection each, so 32 leave room
+// for several names at a time. With all slots taken the responder accepts
+// nothing more until one frees (at the latest after ChallengeConnTimeout):
+// the next connections wait in the kernel's backlog instead of being
+// refused.
+const MaxChallengeConns = 32
+
+// ChallengeConnTimeout bounds one connection to the challenge responder:
+// a TLS-ALPN-01 handshake, or an HTTP-01 request and its answer. A peer
+// that sends nothing, or sends slowly, loses its slot after it.
+const ChallengeConnTimeout = 5 * time.Second
 
 // NewACME checks the options and returns an ACME that has done nothing
 // yet: no port is bound, no CA is contacted, no goroutine runs, and the
@@ -234,8 +266,12 @@ func (a *ACME) Start(ctx context.Context) error {
 
 	var chalLn net.Listener
 	if a.opts.Challenge != ChallengeDNS {
-		var lc net.ListenConfig
-		ln, err := lc.Listen(ctx, "tcp", a.opts.ChallengeListen)
+		listen := a.listen
+		if listen == nil {
+			var lc net.ListenConfig
+			listen = lc.Listen
+		}
+		ln, err := listen(ctx, "tcp", a.opts.ChallengeListen)
 		if err != nil {
 			return fmt.Errorf("tlsconf: ACME %s responder: cannot bind %s: %w", a.opts.Challenge, a.opts.ChallengeListen, err)
 		}
@@ -260,14 +296,32 @@ func (a *ACME) Start(ctx context.Context) error {
 	a.cfg = certmagic.New(a.cache, tmpl)
 	a.issuer = a.newIssuer(a.cfg, zl)
 	a.cfg.Issuers = []certmagic.Issuer{a.issuer}
+	// A Config that only answers challenge hellos (from this process's
+	// challenges, or from the storage's for another node): certmagic would
+	// log every hello for a name with no challenge pending as an error,
+	// which anyone could repeat at will; GetCertificate logs it, limited.
+	a.answer = &challengeAnswer{
+		chal:    certmagic.New(a.cache, certmagic.Config{Storage: storage, Logger: zap.NewNop(), Issuers: a.cfg.Issuers}),
+		refused: newRepeatLog(a.log, slog.LevelWarn, "TLS-ALPN-01 hello for a name with no challenge pending; refused", a.logEvery),
+		log:     a.log,
+	}
+	a.acceptFail = newRepeatLog(a.log, slog.LevelWarn, "ACME challenge responder: accept failed; retrying", a.logEvery)
+	refused := map[error]*repeatLog{}
+	a.refused = refused
 	if p := a.opts.OnDemand; p != nil {
+		if p.Resolver == nil {
+			p.Resolver = resolverOf(a.opts.DNSResolvers)
+		}
+		for _, reason := range onDemandReasons {
+			refused[reason] = newRepeatLog(a.log, slog.LevelWarn, "on-demand certificate refused", a.logEvery)
+		}
 		// A second Config: with OnDemand set, Manage would only allow-list
 		// the names and issue nothing.
 		dt := tmpl
-		dt.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
-			err := p.Decide(name)
+		dt.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(ctx context.Context, name string) error {
+			err := p.Decide(ctx, name)
 			if err != nil {
-				a.log.Warn("on-demand certificate refused", "name", name, "reason", err.Error())
+				refusedLog(refused, err).Log("name", name, "reason", err.Error())
 			}
 			return err
 		}}
@@ -278,9 +332,9 @@ func (a *ACME) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	if chalLn != nil {
-		a.chalLn = chalLn
+		a.chalLn = newChallengeListener(chalLn, cmp.Or(a.maxChalConns, MaxChallengeConns), a.acceptFail)
 		a.chalDone = make(chan struct{})
-		go a.serveChallenges(chalLn, a.chalDone)
+		go a.serveChallenges(runCtx, a.chalLn, a.answer, a.chalDone)
 	}
 	a.started = true
 	if len(a.opts.Domains) > 0 {
@@ -343,47 +397,108 @@ func (a *ACME) isConfigured(name string) bool {
 
 // serveChallenges answers the CA on the challenge listener until it is
 // closed: TLS-ALPN-01 handshakes, or HTTP-01 requests (nothing but
-// /.well-known/acme-challenge/ is answered; everything else is 404).
-func (a *ACME) serveChallenges(ln net.Listener, done chan struct{}) {
+// /.well-known/acme-challenge/ is answered; everything else is 404). The
+// listener holds the connections to MaxChallengeConns and outlasts accept
+// errors; each connection gets ChallengeConnTimeout.
+func (a *ACME) serveChallenges(ctx context.Context, ln *challengeListener, answer *challengeAnswer, done chan struct{}) {
 	defer close(done)
+	timeout := cmp.Or(a.chalTimeout, ChallengeConnTimeout)
 	if a.opts.Challenge == ChallengeHTTP {
 		srv := &http.Server{
 			Handler:           a.issuer.HTTPChallengeHandler(http.NotFoundHandler()),
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: timeout,
+			ReadTimeout:       timeout,
+			WriteTimeout:      timeout,
+			MaxHeaderBytes:    8 << 10, // a CA's GET is a few hundred bytes
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+			BaseContext:       func(net.Listener) context.Context { return ctx },
 		}
 		srv.SetKeepAlivesEnabled(false)
 		srv.Serve(ln)
+		srv.Close() // requests still in flight
 		return
 	}
-	cfg := a.cfg.TLSConfig()
-	cfg.NextProtos = []string{ACMEProtocol}
+	cfg := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{ACMEProtocol},
+		GetCertificate: answer.onlyChallenges,
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
+			return // closed: the listener retries everything else
 		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			answerTLSALPN(c, cfg)
-		}()
+		go answerTLSALPN(ctx, c, cfg, timeout, &wg)
 	}
 }
 
 // answerTLSALPN completes one TLS-ALPN-01 handshake: the challenge
 // certificate is the answer, nothing is read or written after it.
-func answerTLSALPN(c net.Conn, cfg *tls.Config) {
+func answerTLSALPN(ctx context.Context, c net.Conn, cfg *tls.Config, timeout time.Duration, wg *sync.WaitGroup) {
+	defer wg.Done()
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	tc := tls.Server(c, cfg)
-	tc.Handshake()
+	c.SetDeadline(time.Now().Add(timeout))
+	tls.Server(c, cfg).HandshakeContext(ctx)
+}
+
+// isChallengeHello reports whether hello is a TLS-ALPN-01 validation: a
+// name in SNI and "acme-tls/1" as the only protocol (RFC 8737, section 3).
+func isChallengeHello(hello *tls.ClientHelloInfo) bool {
+	return hello.ServerName != "" && len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == ACMEProtocol
+}
+
+// challengeAnswer answers TLS-ALPN-01 validations, on the responder and
+// on client-facing listeners.
+type challengeAnswer struct {
+	// chal finds the challenges of this process, or of another node in
+	// the storage. Its own log is silent: certmagic would log every hello
+	// for a name with no challenge pending as an error, which anyone can
+	// repeat at will; refused logs them at most once per interval.
+	chal    *certmagic.Config
+	refused *repeatLog
+	log     *slog.Logger
+}
+
+// onlyChallenges is GetCertificate of the TLS-ALPN-01 responder: it
+// answers validations and nothing else.
+func (c *challengeAnswer) onlyChallenges(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if !isChallengeHello(hello) {
+		return nil, errors.New("tlsconf: the ACME challenge responder answers TLS-ALPN-01 validations only")
+	}
+	return c.certificate(hello)
+}
+
+// certificate returns the TLS-ALPN-01 certificate for hello's name, or an
+// error when no challenge is pending for it.
+func (c *challengeAnswer) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	remote := ""
+	if hello.Conn != nil {
+		remote = hello.Conn.RemoteAddr().String()
+	}
+	cert, err := c.chal.GetCertificate(hello)
+	if err != nil {
+		c.refused.Log("server_name", hello.ServerName, "remote_addr", remote, "reason", err.Error())
+		return nil, err
+	}
+	c.log.Debug("TLS-ALPN-01 challenge answered", "server_name", hello.ServerName, "remote_addr", remote)
+	return cert, nil
+}
+
+// onDemandReasons are the refusals of OnDemandPolicy.Decide, each logged
+// at most once per interval.
+var onDemandReasons = []error{ErrOnDemandNotAllowed, ErrOnDemandCap, ErrOnDemandNoAddress, ErrOnDemandElsewhere}
+
+// refusedLog is the log of On-Demand refusals for err's reason.
+func refusedLog(logs map[error]*repeatLog, err error) *repeatLog {
+	for _, reason := range onDemandReasons {
+		if errors.Is(err, reason) {
+			return logs[reason]
+		}
+	}
+	return logs[ErrOnDemandNotAllowed]
 }
 
 // onEvent turns certmagic's events into operational log lines.
@@ -437,10 +552,13 @@ func (a *ACME) Failure(name string) error {
 // is meant for tls.Config.GetCertificate.
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	a.mu.Lock()
-	cfg, demand := a.cfg, a.demand
+	cfg, demand, answer := a.cfg, a.demand, a.answer
 	a.mu.Unlock()
 	if cfg == nil {
 		return nil, errors.New("tlsconf: ACME not started")
+	}
+	if isChallengeHello(hello) {
+		return answer.certificate(hello)
 	}
 	if demand == nil || a.isConfigured(strings.TrimSuffix(hello.ServerName, ".")) {
 		return cfg.GetCertificate(hello)
@@ -503,6 +621,11 @@ func (a *ACME) closeLocked() {
 		a.chalLn = nil
 	}
 	a.cache.Stop()
+	a.answer.refused.Close()
+	a.acceptFail.Close()
+	for _, l := range a.refused {
+		l.Close()
+	}
 }
 
 // SetLog replaces ACMEOptions.Log; call it before Start.

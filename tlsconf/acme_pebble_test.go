@@ -29,13 +29,33 @@ import (
 // the pool to trust for its HTTPS, and the pool of its issuing root.
 func inProcessPebble(t *testing.T) (dirURL string, https, roots *x509.CertPool) {
 	t.Helper()
-	t.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
+	return inProcessPebbleValidating(t, nil)
+}
+
+// pebbleVA is where a validating in-process Pebble checks challenges: the
+// ports it connects to for HTTP-01 and TLS-ALPN-01, and the DNS server
+// (TCP, "host:port") it resolves the names with.
+type pebbleVA struct {
+	HTTPPort, TLSPort int
+	DNS               string
+}
+
+// inProcessPebbleValidating is inProcessPebble, validating every challenge
+// for real as v says (nil: validation switched off).
+func inProcessPebbleValidating(t *testing.T, v *pebbleVA) (dirURL string, https, roots *x509.CertPool) {
+	t.Helper()
+	if v == nil {
+		t.Setenv("PEBBLE_VA_ALWAYS_VALID", "1")
+		v = &pebbleVA{}
+	} else {
+		t.Setenv("PEBBLE_VA_ALWAYS_VALID", "0")
+	}
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	logger := log.New(io.Discard, "", 0)
 	store := db.NewMemoryStore()
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "tests", ValidityPeriod: 3600}})
-	validator := va.New(logger, 0, 0, false, "", store)
+	validator := va.New(logger, v.HTTPPort, v.TLSPort, false, v.DNS, store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
 	srv := httptest.NewTLSServer(front.Handler())
 	t.Cleanup(srv.Close)

@@ -250,9 +250,10 @@ renew_check_interval = "1s"`, name, p.TLSPort), "", dovecotUpstream(d, "starttls
 }
 
 // TestACMEOnDemandAllowListAndCap: with on_demand, a name under the
-// allowed suffix gets a certificate during its first handshake; a second
-// new name is over the hourly cap of 1; a name outside the allow-list gets
-// none, and the CA is never asked for either.
+// allowed suffix (which resolves, through dns_resolvers) gets a
+// certificate during its first handshake; a second new name is over the
+// hourly cap of 1; a name outside the allow-list gets none, and the CA is
+// never asked for either.
 func TestACMEOnDemandAllowListAndCap(t *testing.T) {
 	t.Parallel()
 	dns := startChallSrv(t)
@@ -260,9 +261,10 @@ func TestACMEOnDemandAllowListAndCap(t *testing.T) {
 	g := startACMEGate(t, p, fmt.Sprintf(`domains = ["imap.ondemand.test"]
 challenge = "tls-alpn-01"
 challenge_listen = "127.0.0.1:%d"
+dns_resolvers = [%q]
 on_demand = true
 on_demand_allow = [".customers.ondemand.test"]
-on_demand_per_hour = 1`, p.TLSPort), "")
+on_demand_per_hour = 1`, p.TLSPort, dns), "")
 	g.waitVerified(t, g.implicit, "imap.ondemand.test", p.Roots, 60*time.Second)
 
 	leaf, _ := g.waitVerified(t, g.implicit, "a.customers.ondemand.test", p.Roots, 60*time.Second)

@@ -33,6 +33,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/policy"
 )
 
 // Config is the whole imapgate configuration. LoadConfig returns it with
@@ -302,7 +303,8 @@ type AuthConfig struct {
 
 // PolicyConfig is the [policy] table. Numbers are never negative.
 // Every CIDR list holds canonical prefixes ("192.0.2.7" in the file becomes
-// "192.0.2.7/32"), so netip.ParsePrefix cannot fail on them.
+// "192.0.2.7/32", "::ffff:192.0.2.0/120" becomes "192.0.2.0/24"), so
+// policy.ParsePrefixes cannot fail on them.
 type PolicyConfig struct {
 	MaxConnections      int `toml:"max_connections"`        // default 20000
 	MaxConnectionsPerIP int `toml:"max_connections_per_ip"` // default 50
@@ -1429,39 +1431,18 @@ func (t *table) file(name, path string) {
 	}
 }
 
-// prefixes checks a CIDR list and rewrites each entry in canonical form.
+// prefixes checks a CIDR list with policy.ParsePrefix, the one parser of
+// every network list (allow, deny, trusted_proxies, [[policy.rule]]
+// networks), and rewrites each entry in its canonical form.
 func (t *table) prefixes(name string, list []string) {
 	for i, s := range list {
-		p, err := parsePrefix(s)
+		p, err := policy.ParsePrefix(s)
 		if err != nil {
 			t.problemKey(elemKey(t.keyOf(name), i), "%s", err)
 			continue
 		}
 		list[i] = p.String()
 	}
-}
-
-// parsePrefix parses a CIDR prefix; a bare address is a /32 or /128. Host
-// bits after the prefix length are refused: "10.1.2.3/8" is more likely a
-// mistake than a way to write 10.0.0.0/8.
-func parsePrefix(s string) (netip.Prefix, error) {
-	bad := fmt.Errorf("%q is not an IP address or CIDR prefix like \"192.0.2.0/24\" or \"2001:db8::/32\"", s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, bad
-		}
-		if p != p.Masked() {
-			return netip.Prefix{}, fmt.Errorf("%q has bits set after /%d: write %q, or %q for the one address",
-				s, p.Bits(), p.Masked().String(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen()).String())
-		}
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Prefix{}, bad
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // checkHostPort checks a "host:port" address; emptyHost allows ":993"
