@@ -36,14 +36,16 @@ type Decider interface {
 	// flight fill a budget that failures have not spent, so the caller
 	// should wait briefly and Check again.
 	Check(ctx context.Context, a Attempt) Decision
-	// Failure says the upstream rejected the credentials, and returns how
-	// long to wait before answering (the tarpit).
+	// Failure says the credentials may have been judged and were not
+	// accepted: the upstream rejected them, or they were sent and no
+	// answer came (a timeout or a dropped connection may hide a judgement).
+	// It returns how long to wait before answering (the tarpit).
 	Failure(ctx context.Context, a Attempt, d Decision) time.Duration
 	// Success says the login succeeded: the attempt is given back and the
 	// device becomes known.
 	Success(ctx context.Context, a Attempt, d Decision)
-	// Cancel says the upstream never judged the credentials (unavailable,
-	// busy): the attempt is given back.
+	// Cancel says the credentials never reached the upstream (it was
+	// unavailable or busy before they were sent): the attempt is given back.
 	Cancel(ctx context.Context, a Attempt, d Decision)
 }
 
