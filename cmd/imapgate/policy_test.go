@@ -104,15 +104,17 @@ func TestReloadPolicyKeepsCounters(t *testing.T) {
 // recipe says (imapgate's address trusted, forward_client_ip = "id"), so
 // it penalises the guessing addresses, each failure making that
 // address's next login wait longer (4s, 8s, 15s): guesses go in pairs,
-// one per connection, to keep the test short.
+// one per connection, to keep the test short. The window opens at the
+// first failure and must outlast Dovecot's answer to the second guess,
+// which its penalty may hold for 4 s or more: 10 s leaves room.
 func TestServeEnforcesPolicyAgainstDovecot(t *testing.T) {
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{AuthPenalty: true, TrustedNetworks: "127.0.0.1/32"})
 	const wrong = "Wr0ng-Guess!"
-	const window = 3 * time.Second
+	const window = 10 * time.Second
 	g := startGate(t, gateOptions{
 		upstream: dovecotUpstream(d, "none") + "\nforward_client_ip = \"id\"",
 		policy: `auth_failures_per_ip = 2
-failure_window = "3s"
+failure_window = "10s"
 max_connections_per_ip = 2
 allow = ["127.0.0.0/16"]
 deny = ["127.0.0.66"]
