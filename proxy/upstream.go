@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
 
 // UpstreamTLS says how imapgate secures its connection to the upstream.
@@ -429,9 +431,9 @@ func (c *upstreamClient) greeting() error {
 	if err != nil {
 		return unavailable("greeting", err)
 	}
-	switch status, code, _ := parseStatus(line, "*"); status {
+	switch status, code, _ := imapwire.ParseStatus(line, "*"); status {
 	case "OK":
-		c.caps = capsFromCode(code)
+		c.caps = imapwire.CapabilitiesFromCode(code)
 		return nil
 	case "PREAUTH":
 		// A server that logs everyone in would make the proxy's
@@ -552,7 +554,7 @@ func (c *upstreamClient) authenticatePlain(user, password string) (status, code 
 			line, err = c.readUntilContinuation(tag)
 			if err == nil && line != nil {
 				// Tagged answer instead of "+": the server refused outright.
-				status, code, _ = parseStatus(line, tag)
+				status, code, _ = imapwire.ParseStatus(line, tag)
 				return status, code, nil
 			}
 			if err == nil {
@@ -576,7 +578,7 @@ func (c *upstreamClient) authenticatePlain(user, password string) (status, code 
 			}
 			continue
 		}
-		if s, cd, ok := parseStatus(line, tag); ok {
+		if s, cd, ok := imapwire.ParseStatus(line, tag); ok {
 			c.noteCapsFromCode(s, cd)
 			return s, cd, nil
 		}
@@ -622,7 +624,7 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 			return "", "", unavailable("LOGIN", err)
 		}
 		if line != nil {
-			status, code, _ = parseStatus(line, tag)
+			status, code, _ = imapwire.ParseStatus(line, tag)
 			return status, code, nil
 		}
 		if isPassword {
@@ -638,7 +640,7 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 		if err != nil {
 			return "", "", c.ioError("LOGIN", err)
 		}
-		if s, cd, ok := parseStatus(line, tag); ok {
+		if s, cd, ok := imapwire.ParseStatus(line, tag); ok {
 			c.noteCapsFromCode(s, cd)
 			return s, cd, nil
 		}
@@ -666,7 +668,7 @@ func (c *upstreamClient) readUntilContinuation(tag string) ([]byte, error) {
 		if len(line) > 0 && line[0] == '+' {
 			return nil, nil
 		}
-		if _, _, ok := parseStatus(line, tag); ok {
+		if _, _, ok := imapwire.ParseStatus(line, tag); ok {
 			return line, nil
 		}
 		c.untagged(line)
@@ -685,7 +687,7 @@ func (c *upstreamClient) simple(cmd string) (status, code string, err error) {
 		if err != nil {
 			return "", "", unavailable(firstWord(cmd), err)
 		}
-		if s, cd, ok := parseStatus(line, tag); ok {
+		if s, cd, ok := imapwire.ParseStatus(line, tag); ok {
 			c.noteCapsFromCode(s, cd)
 			return s, cd, nil
 		}
@@ -708,7 +710,7 @@ func (c *upstreamClient) untagged(line []byte) {
 
 func (c *upstreamClient) noteCapsFromCode(status, code string) {
 	if status == "OK" {
-		if caps := capsFromCode(code); caps != nil {
+		if caps := imapwire.CapabilitiesFromCode(code); caps != nil {
 			c.caps, c.capsSeen = caps, true
 		}
 	}
@@ -744,11 +746,7 @@ func (c *upstreamClient) readResponse() ([]byte, error) {
 		if len(out) > maxUpstreamLine {
 			return nil, errLineTooLong
 		}
-		i := bytes.LastIndexByte(line, '{')
-		if i < 0 || line[len(line)-1] != '}' {
-			return out, nil
-		}
-		size, _, ok := parseLiteralHeader(line[i:])
+		size, _, ok := imapwire.LiteralAtEnd(line)
 		if !ok {
 			return out, nil
 		}
@@ -771,32 +769,4 @@ func (c *upstreamClient) has(capability string) bool {
 		}
 	}
 	return false
-}
-
-// parseStatus parses "TAG STATUS [CODE ...] text" for the given tag ("*" for
-// untagged). It returns the status word upper-cased and the response code's
-// content without brackets.
-func parseStatus(line []byte, tag string) (status, code string, ok bool) {
-	rest, found := bytes.CutPrefix(line, []byte(tag+" "))
-	if !found {
-		return "", "", false
-	}
-	word, rest, _ := bytes.Cut(rest, []byte(" "))
-	status = strings.ToUpper(string(word))
-	if bytes.HasPrefix(rest, []byte("[")) {
-		if end := bytes.IndexByte(rest, ']'); end > 0 {
-			code = string(rest[1:end])
-		}
-	}
-	return status, code, true
-}
-
-// capsFromCode returns the capabilities in a "CAPABILITY ..." response code,
-// or nil.
-func capsFromCode(code string) []string {
-	name, list, _ := strings.Cut(code, " ")
-	if !strings.EqualFold(name, "CAPABILITY") {
-		return nil
-	}
-	return strings.Fields(list)
 }
