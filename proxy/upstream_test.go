@@ -29,6 +29,12 @@ func startScripted(t *testing.T, greeting string, handle func(c *scriptedConn, l
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveScripted(t, ln, greeting, handle)
+}
+
+// serveScripted is startScripted on a listener of the test's (TLS, say);
+// it closes ln at the end of the test.
+func serveScripted(t *testing.T, ln net.Listener, greeting string, handle func(c *scriptedConn, line string) bool) *scriptedUpstream {
 	t.Cleanup(func() { ln.Close() })
 	su := &scriptedUpstream{addr: ln.Addr().String()}
 	go func() {
@@ -237,33 +243,16 @@ func TestUpstreamImplicitTLSWithPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				r := bufio.NewReader(conn)
-				conn.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n"))
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					conn.Write([]byte(tagOf(line) + " OK [CAPABILITY IMAP4rev1] ok\r\n"))
-				}
-			}()
-		}
-	}()
+	su := serveScripted(t, ln, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		c.write(tagOf(line) + " OK [CAPABILITY IMAP4rev1] ok")
+		return true
+	})
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	good, err := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: "legacy.internal", PinSHA256: tlsconf.SPKIPin(leaf)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &Upstream{Address: ln.Addr().String(), TLS: UpstreamImplicit, TLSConfig: good}
+	u := &Upstream{Address: su.addr, TLS: UpstreamImplicit, TLSConfig: good}
 	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
 	if err != nil {
 		t.Fatalf("pinned login: %v", err)
