@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
+
+	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
 
 // Limits of the pre-auth parser. Nothing a legitimate client sends before
@@ -32,7 +33,7 @@ const (
 // Parser errors. errFatal* errors end the connection with BYE; the others
 // answer BAD and let the client go on.
 var (
-	errLineTooLong    = errors.New("command line too long")
+	errLineTooLong    = imapwire.ErrLineTooLong
 	errLiteralTooBig  = errors.New("literal too large")
 	errCommandTooBig  = errors.New("command too large")
 	errSyntax         = errors.New("syntax error")
@@ -89,41 +90,10 @@ type commandReader struct {
 	size      int // bytes of the current command so far
 }
 
-// readLine reads one CRLF- (or LF-) terminated line without the terminator,
-// refusing lines longer than max. The returned slice is only valid until the
-// next read.
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
-	var long []byte
-	for {
-		frag, err := r.ReadSlice('\n')
-		if err == nil {
-			line := frag
-			if long != nil {
-				long = append(long, frag...)
-				line = long
-			}
-			if len(line) > max+2 {
-				return nil, errLineTooLong
-			}
-			line = line[:len(line)-1]
-			if n := len(line); n > 0 && line[n-1] == '\r' {
-				line = line[:n-1]
-			}
-			return line, nil
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if len(long)+len(frag) > max+2 {
-				return nil, errLineTooLong
-			}
-			long = append(long, frag...)
-			continue
-		}
-		if errors.Is(err, io.EOF) && len(frag) > 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-}
+// readLine reads one line of at most max bytes and its CRLF, without the
+// terminator; see imapwire.ReadLine. The slice is only valid until the next
+// read.
+func readLine(r *bufio.Reader, max int) ([]byte, error) { return imapwire.ReadLine(r, max) }
 
 // syntaxError is a parse failure that still knows the tag, so the answer
 // can be "tag BAD ...".
@@ -150,7 +120,7 @@ func (cr *commandReader) read() (*command, error) {
 	p := line
 	// Tag.
 	i := 0
-	for i < len(p) && isTagChar(p[i]) {
+	for i < len(p) && imapwire.IsTagChar(p[i]) {
 		i++
 	}
 	if i == 0 || i >= len(p) || p[i] != ' ' {
@@ -163,7 +133,7 @@ func (cr *commandReader) read() (*command, error) {
 	p = p[i+1:]
 	// Command name.
 	i = 0
-	for i < len(p) && isAtomChar(p[i]) {
+	for i < len(p) && imapwire.IsAtomChar(p[i]) {
 		i++
 	}
 	if i == 0 {
@@ -202,7 +172,7 @@ func (cr *commandReader) read() (*command, error) {
 		}
 		switch c := p[0]; {
 		case c == '"':
-			s, rest, ok := parseQuoted(p)
+			s, rest, ok := imapwire.Unquote(p)
 			if !ok {
 				return nil, cr.badSyntax(cmd, "invalid quoted string")
 			}
@@ -211,7 +181,7 @@ func (cr *commandReader) read() (*command, error) {
 			}
 			p = rest
 		case c == '{':
-			size, sync, ok := parseLiteralHeader(p)
+			size, sync, ok := imapwire.ParseLiteralHeader(p)
 			if !ok {
 				return nil, cr.badSyntax(cmd, "invalid literal")
 			}
@@ -238,7 +208,7 @@ func (cr *commandReader) read() (*command, error) {
 			// handled below
 		default:
 			i := 0
-			for i < len(p) && isAtomChar(p[i]) || i < len(p) && p[i] == ']' {
+			for i < len(p) && imapwire.IsAtomChar(p[i]) || i < len(p) && p[i] == ']' {
 				i++
 			}
 			if i == 0 {
@@ -328,76 +298,6 @@ func (cr *commandReader) readLiteral(cmd *command, size int64, sync bool) (strin
 	return string(buf), nil
 }
 
-// parseQuoted parses a quoted string at the start of p.
-func parseQuoted(p []byte) (s string, rest []byte, ok bool) {
-	var b []byte
-	for i := 1; i < len(p); i++ {
-		switch c := p[i]; c {
-		case '"':
-			if b == nil {
-				return string(p[1:i]), p[i+1:], true
-			}
-			return string(b), p[i+1:], true
-		case '\\':
-			if i+1 >= len(p) || (p[i+1] != '\\' && p[i+1] != '"') {
-				return "", nil, false
-			}
-			if b == nil {
-				b = append([]byte(nil), p[1:i]...)
-			}
-			i++
-			b = append(b, p[i])
-		case 0, '\r', '\n':
-			return "", nil, false
-		default:
-			if b != nil {
-				b = append(b, c)
-			}
-		}
-	}
-	return "", nil, false
-}
-
-// parseLiteralHeader parses "{N}", "{N+}" or "{N-}", which must end the line.
-func parseLiteralHeader(p []byte) (size int64, sync, ok bool) {
-	if len(p) < 3 || p[0] != '{' || p[len(p)-1] != '}' {
-		return 0, false, false
-	}
-	digits := p[1 : len(p)-1]
-	sync = true
-	if n := len(digits); n > 0 && (digits[n-1] == '+' || digits[n-1] == '-') {
-		sync = false
-		digits = digits[:n-1]
-	}
-	if len(digits) == 0 || len(digits) > 10 {
-		return 0, false, false
-	}
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return 0, false, false
-		}
-	}
-	n, err := strconv.ParseInt(string(digits), 10, 64)
-	if err != nil {
-		return 0, false, false
-	}
-	return n, sync, true
-}
-
-// isAtomChar reports whether c may appear in an atom (RFC 3501 ATOM-CHAR).
-func isAtomChar(c byte) bool {
-	switch c {
-	case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
-		return false
-	}
-	return c > 0x1f && c < 0x7f
-}
-
-// isTagChar reports whether c may appear in a tag: ASTRING-CHAR except "+".
-func isTagChar(c byte) bool {
-	return c != '+' && (isAtomChar(c) || c == ']')
-}
-
 func upperASCII(b []byte) string {
 	out := make([]byte, len(b))
 	for i, c := range b {
@@ -410,19 +310,5 @@ func upperASCII(b []byte) string {
 }
 
 // quote renders s as an IMAP quoted string, or reports false when s cannot
-// be quoted (CR, LF or NUL) and needs a literal.
-func quote(s string) (string, bool) {
-	b := make([]byte, 0, len(s)+2)
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case 0, '\r', '\n':
-			return "", false
-		case '"', '\\':
-			b = append(b, '\\', c)
-		default:
-			b = append(b, c)
-		}
-	}
-	return string(append(b, '"')), true
-}
+// be quoted (CR, LF or NUL) and needs a literal; see imapwire.Quote.
+func quote(s string) (string, bool) { return imapwire.Quote(s) }

@@ -194,82 +194,101 @@ func (d *direction) resume() { d.pump() }
 // pump copies until the direction ends or parks.
 //
 // While bytes flow (a client sending commands, a FETCH in progress) it is a
-// plain copy loop: blocking reads into a pooled buffer, woken by the
-// runtime's poller, with no extra system call. After parkAfter without a
-// byte it gives the buffer back and parks the socket. Before parking it
-// drains what is buffered above the socket, which the parker's epoll
-// cannot see: crypto/tls keeps records it read ahead (also during the
-// pre-auth phase), and the PROXY protocol reader keeps what followed its
-// header.
+// plain copy loop: blocking reads, woken by the runtime's poller, with no
+// extra system call. After parkAfter without a byte it parks the socket,
+// holding no buffer. Before parking it drains what is buffered above the
+// socket, which the parker's epoll cannot see: crypto/tls keeps records it
+// read ahead (also during the pre-auth phase), and the PROXY protocol
+// reader keeps what followed its header.
 func (d *direction) pump() {
+	small := make([]byte, smallReadSize)
 	linger := d.r.shared.parkAfter()
 	if d.rc == nil || linger <= 0 {
-		d.finish(d.copyBlocking())
+		d.finish(d.copy(small, waitForBytes))
 		return
 	}
-	for {
-		if rerr, werr := d.copyUntilQuiet(linger); rerr != nil || werr != nil {
+	if rerr, werr := d.copy(small, linger); rerr != nil || werr != nil {
+		d.finish(rerr, werr)
+		return
+	}
+	if d.layered {
+		if rerr, werr := d.copy(small, noWait); rerr != nil || werr != nil {
 			d.finish(rerr, werr)
 			return
 		}
-		if d.layered {
-			if rerr, werr := d.drainBuffered(); rerr != nil || werr != nil {
-				d.finish(rerr, werr)
-				return
-			}
-		}
-		switch d.park() {
-		case parkedOK:
-			return // the parker starts resume when bytes arrive
-		case parkClosed:
-			d.finish(net.ErrClosed, nil)
-			return
-		}
-		d.finish(d.copyBlocking()) // the parker failed: keep the goroutine
+	}
+	switch d.park() {
+	case parkedOK:
+		return // the parker starts resume when bytes arrive
+	case parkClosed:
+		d.finish(net.ErrClosed, nil)
 		return
 	}
+	d.finish(d.copy(small, waitForBytes)) // the parker failed: keep the goroutine
 }
 
-// copyUntilQuiet copies with blocking reads until a read has waited for
-// quiet without a byte (nil, nil) or the direction ends.
-//
-// It reads into a small buffer of its own, so thousands of sessions that
-// exchanged a few lines in the last seconds do not each hold 16 KiB; a read
-// that fills it means bulk data, and a pooled full-size buffer is used
-// until a read comes back short.
-func (d *direction) copyUntilQuiet(quiet time.Duration) (rerr, werr error) {
-	defer d.src.SetReadDeadline(time.Time{})
-	small := make([]byte, smallReadSize)
-	for {
-		d.src.SetReadDeadline(time.Now().Add(quiet))
-		nr, rerr, werr := d.copyOnce(small)
-		if nr == len(small) && rerr == nil && werr == nil {
-			rerr, werr = d.copyBulk(quiet)
-		}
-		if werr != nil {
-			return nil, werr
-		}
-		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			return nil, nil
-		}
-		if rerr != nil {
-			return rerr, nil
-		}
-	}
-}
+// How long each read of copy waits for bytes, besides a positive duration
+// (a quiet spell that ends the copy).
+const (
+	// waitForBytes: reads block until bytes, the end of src or an error.
+	waitForBytes time.Duration = 0
+	// noWait: reads return only what is buffered above the socket.
+	noWait time.Duration = -1
+)
 
 // smallReadSize covers IMAP commands and short responses in one read.
 const smallReadSize = 1024
 
-// copyBulk copies with a pooled full-size buffer until a read is short.
-func (d *direction) copyBulk(quiet time.Duration) (rerr, werr error) {
-	bp := d.r.shared.buffers.Get().(*[]byte)
-	defer d.r.shared.buffers.Put(bp)
+// copy is the relay's one copy loop: it copies from src to dst until a
+// read or a write fails, or a read has waited wait without a byte
+// (wait > 0: a quiet spell; noWait: src had nothing more buffered), which
+// returns (nil, nil). With waitForBytes only an error ends it.
+//
+// It reads into small, so thousands of sessions that exchanged a few lines
+// in the last seconds do not each hold 16 KiB; a read that fills it means
+// bulk data, and a pooled full-size buffer is used until a read comes back
+// short.
+func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
+	if wait != waitForBytes {
+		if wait == noWait {
+			d.src.SetReadDeadline(pastDeadline)
+		}
+		defer d.src.SetReadDeadline(time.Time{})
+	}
+	buf := small
+	var bulk *[]byte // from the pool while reads fill buf
+	defer func() {
+		if bulk != nil {
+			d.r.shared.buffers.Put(bulk)
+		}
+	}()
 	for {
-		d.src.SetReadDeadline(time.Now().Add(quiet))
-		nr, rerr, werr := d.copyOnce(*bp)
-		if rerr != nil || werr != nil || nr < len(*bp) {
-			return rerr, werr
+		if wait > 0 {
+			d.src.SetReadDeadline(time.Now().Add(wait))
+		}
+		nr, rerr := d.src.Read(buf)
+		if nr > 0 {
+			d.r.touch()
+			nw, err := d.dst.Write(buf[:nr])
+			d.n.Add(int64(nw))
+			if err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case rerr == nil:
+		case wait != waitForBytes && errors.Is(rerr, os.ErrDeadlineExceeded):
+			return nil, nil
+		default:
+			return rerr, nil
+		}
+		switch {
+		case nr == len(buf) && bulk == nil:
+			bulk = d.r.shared.buffers.Get().(*[]byte)
+			buf = *bulk
+		case nr < len(buf) && bulk != nil:
+			d.r.shared.buffers.Put(bulk)
+			bulk, buf = nil, small
 		}
 	}
 }
@@ -306,53 +325,6 @@ func (d *direction) woken() {
 	d.parked = false
 	d.r.mu.Unlock()
 	go d.resume()
-}
-
-// copyBlocking keeps a buffer and reads until an error: for a src without
-// a socket, or when there is no parker.
-func (d *direction) copyBlocking() (rerr, werr error) {
-	bp := d.r.shared.buffers.Get().(*[]byte)
-	defer d.r.shared.buffers.Put(bp)
-	for {
-		if _, rerr, werr = d.copyOnce(*bp); rerr != nil || werr != nil {
-			return rerr, werr
-		}
-	}
-}
-
-// drainBuffered copies whatever src returns without waiting for the socket,
-// until a read finds nothing (its expired deadline) or fails.
-func (d *direction) drainBuffered() (rerr, werr error) {
-	bp := d.r.shared.buffers.Get().(*[]byte)
-	defer d.r.shared.buffers.Put(bp)
-	d.src.SetReadDeadline(pastDeadline)
-	defer d.src.SetReadDeadline(time.Time{})
-	for {
-		_, rerr, werr := d.copyOnce(*bp)
-		if werr != nil {
-			return nil, werr
-		}
-		if errors.Is(rerr, os.ErrDeadlineExceeded) {
-			return nil, nil
-		}
-		if rerr != nil {
-			return rerr, nil
-		}
-	}
-}
-
-// copyOnce does one read from src and writes what it got to dst.
-func (d *direction) copyOnce(buf []byte) (nr int, rerr, werr error) {
-	nr, rerr = d.src.Read(buf)
-	if nr > 0 {
-		d.r.touch()
-		nw, err := d.dst.Write(buf[:nr])
-		d.n.Add(int64(nw))
-		if err != nil {
-			return nr, nil, err
-		}
-	}
-	return nr, rerr, nil
 }
 
 // finish ends a direction: it records why, closes what must be closed and,

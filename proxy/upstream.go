@@ -2,18 +2,13 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -140,22 +135,6 @@ type UpstreamConn struct {
 	Capabilities []string
 }
 
-// upstreamClient runs one upstream login exchange.
-type upstreamClient struct {
-	conn net.Conn
-	r    *bufio.Reader
-	w    *bufio.Writer
-	tag  int
-	caps []string
-	// capsSeen is set whenever caps is replaced by what the server said,
-	// so login can tell whether its answer brought capabilities.
-	capsSeen bool
-	// onCredential is called just before the first byte of the password
-	// is written; from then on an I/O error is ErrNoAnswer.
-	onCredential func()
-	credential   bool // the password is (partly) on the wire
-}
-
 // connectTimeout bounds a login up to its credential, or a probe:
 // ConnectTimeout, or 10s.
 func (u *Upstream) connectTimeout() time.Duration {
@@ -199,39 +178,32 @@ func (d *connDeadline) end() {
 	d.conn.SetDeadline(time.Unix(1, 0))
 }
 
-// Login connects to the upstream and logs in as user. On success the
-// connection is handed over for relaying; the password is forgotten.
+// connect dials the upstream and brings the connection to where the next
+// command may be sent: the PROXY v2 header (for client; a LOCAL one
+// without its addresses), implicit TLS, the greeting and STARTTLS (which
+// refuses bytes injected after its OK). The capabilities the greeting
+// listed are kept, unless STARTTLS dropped them. Every failure is
+// ErrUnavailable: no credential has been sent.
 //
-// Until the credential is sent, ConnectTimeout bounds the exchange and
-// any failure is ErrUnavailable (the upstream never saw the credential);
-// from then on LoginTimeout bounds it, and a timeout, a dropped
-// connection or the end of ctx is ErrNoAnswer.
-func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
-	start := time.Now()
-	if u.ObserveLogin != nil {
-		defer observeLogin(u.ObserveLogin, start, &err)
-	}
-	defer u.noteFailureTime(start, &err)
+// The connection's deadline is ConnectTimeout from now until the caller
+// moves it with c.deadline.set; the end of ctx breaks the connection at
+// any time until c.release.
+func (u *Upstream) connect(ctx context.Context, client ClientInfo) (_ *upstreamClient, err error) {
 	connectCtx, cancel := context.WithTimeout(ctx, u.connectTimeout())
 	defer cancel()
-
 	conn, err := u.dial(connectCtx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrUnavailable, u.Address, err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			conn.Close()
-		}
-	}()
-	// The connect deadline bounds the exchange up to the credential, the
-	// login deadline the rest; the end of ctx (shutdown) breaks either.
 	dl := &connDeadline{conn: conn}
 	deadline, _ := connectCtx.Deadline()
 	dl.set(deadline)
-	stop := context.AfterFunc(ctx, dl.end)
-	defer stop()
+	c := &upstreamClient{transport: conn, deadline: dl, stopWatching: context.AfterFunc(ctx, dl.end)}
+	defer func() {
+		if err != nil {
+			c.release(false)
+		}
+	}()
 
 	if u.Forward == ForwardProxyV2 {
 		if _, err := conn.Write(proxyV2Header(client)); err != nil {
@@ -245,8 +217,8 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 		}
 		conn = tc
 	}
-	c := &upstreamClient{conn: conn, r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 1024)}
-	c.onCredential = func() { dl.set(time.Now().Add(u.loginTimeout())) }
+	c.transport, c.conn = conn, conn
+	c.r, c.w = bufio.NewReaderSize(conn, 4096), bufio.NewWriterSize(conn, 1024)
 	if err := c.greeting(); err != nil {
 		return nil, err
 	}
@@ -255,6 +227,31 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 			return nil, err
 		}
 	}
+	return c, nil
+}
+
+// Login connects to the upstream and logs in as user. On success the
+// connection is handed over for relaying; the password is forgotten.
+//
+// Until the credential is sent, ConnectTimeout bounds the exchange and
+// any failure is ErrUnavailable (the upstream never saw the credential);
+// from then on LoginTimeout bounds it, and a timeout, a dropped
+// connection or the end of ctx is ErrNoAnswer.
+func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
+	start := time.Now()
+	if u.ObserveLogin != nil {
+		defer observeLogin(u.ObserveLogin, start, &err)
+	}
+	defer u.noteFailureTime(start, &err)
+
+	c, err := u.connect(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { c.release(err == nil) }()
+	// The connect deadline bounds the exchange up to the credential, the
+	// login deadline the rest; the end of ctx (shutdown) breaks either.
+	c.onCredential = func() { c.deadline.set(time.Now().Add(u.loginTimeout())) }
 	if c.caps == nil {
 		if err := c.capability(); err != nil {
 			return nil, err
@@ -275,12 +272,38 @@ func (u *Upstream) Login(ctx context.Context, user, password string, client Clie
 			return nil, fmt.Errorf("after login: %w", err)
 		}
 	}
-	conn.SetDeadline(time.Time{})
+	c.conn.SetDeadline(time.Time{})
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable("login", err)
 	}
-	ok = true
 	return &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps}, nil
+}
+
+// observeLogin reports a finished Login to f; it is deferred by Login.
+func observeLogin(f func(time.Duration, error), start time.Time, err *error) {
+	f(time.Since(start), *err)
+}
+
+// Probe checks that the upstream answers as Login would find it: it dials,
+// runs TLS (implicit or STARTTLS, with the same verification), reads the
+// greeting and logs out, without any credential. Health checks call it
+// every few seconds; it costs one connection and no login. With
+// ForwardProxyV2 the header is a LOCAL one: the upstream expects a header,
+// and this connection speaks for nobody.
+func (u *Upstream) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, u.connectTimeout())
+	defer cancel()
+	c, err := u.connect(ctx, ClientInfo{})
+	if err != nil {
+		return err
+	}
+	defer c.release(false)
+	if err := ctx.Err(); err != nil {
+		return unavailable("probe", err)
+	}
+	// A polite LOGOUT; its answer does not matter.
+	c.send("p LOGOUT\r\n")
+	return nil
 }
 
 // answerEstimate follows how long the upstream takes to answer a wrong
@@ -398,405 +421,6 @@ func noAnswer(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrNoAnswer, what, err)
 }
 
-// ioError classifies an I/O error of the login command: before the
-// password was on the wire the upstream never saw the credential
-// (ErrUnavailable); after, it may have judged it (ErrNoAnswer).
-func (c *upstreamClient) ioError(what string, err error) error {
-	if c.credential {
-		return noAnswer(what, err)
-	}
-	return unavailable(what, err)
-}
-
-// sendingCredential marks the moment the password starts on its way.
-func (c *upstreamClient) sendingCredential() {
-	if c.credential {
-		return
-	}
-	c.credential = true
-	if c.onCredential != nil {
-		c.onCredential()
-	}
-}
-
 func protocolError(format string, args ...any) error {
 	return fmt.Errorf("%w: %w: %s", ErrUnavailable, ErrUpstreamProtocol, fmt.Sprintf(format, args...))
-}
-
-// greeting reads the server greeting.
-func (c *upstreamClient) greeting() error {
-	line, err := c.readResponse()
-	if err != nil {
-		return unavailable("greeting", err)
-	}
-	switch status, code, _ := parseStatus(line, "*"); status {
-	case "OK":
-		c.caps = capsFromCode(code)
-		return nil
-	case "PREAUTH":
-		// A server that logs everyone in would make the proxy's
-		// authentication meaningless.
-		return protocolError("upstream greeted with PREAUTH")
-	case "BYE":
-		return unavailable("greeting", errors.New("upstream said BYE"))
-	default:
-		return protocolError("unexpected greeting %.40q", line)
-	}
-}
-
-// startTLS upgrades the connection and re-reads capabilities.
-func (c *upstreamClient) startTLS(ctx context.Context, cfg *tls.Config) error {
-	if c.caps != nil && !c.has("STARTTLS") {
-		return protocolError("upstream does not offer STARTTLS")
-	}
-	status, _, err := c.simple("STARTTLS")
-	if err != nil {
-		return err
-	}
-	if status != "OK" {
-		return protocolError("upstream refused STARTTLS")
-	}
-	if c.r.Buffered() > 0 {
-		// Bytes after the OK were sent in plaintext and would be read as if
-		// they came over TLS: the CVE-2011-0411 injection.
-		return protocolError("upstream sent %d bytes after STARTTLS OK", c.r.Buffered())
-	}
-	tc := tls.Client(c.conn, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		return unavailable("STARTTLS handshake", err)
-	}
-	c.conn = tc
-	c.r.Reset(tc)
-	c.w.Reset(tc)
-	c.caps = nil // RFC 3501 6.2.1: forget what was said before TLS
-	return nil
-}
-
-// capability asks for the capabilities; the answer must list them.
-func (c *upstreamClient) capability() error {
-	c.caps = nil
-	status, _, err := c.simple("CAPABILITY")
-	if err != nil {
-		return err
-	}
-	if status != "OK" || c.caps == nil {
-		return protocolError("CAPABILITY failed")
-	}
-	return nil
-}
-
-// sendID tells the upstream who the client is (Dovecot's login_trusted_networks).
-func (c *upstreamClient) sendID(ci ClientInfo) error {
-	var b strings.Builder
-	b.WriteString("ID (")
-	if ci.Addr != nil {
-		fmt.Fprintf(&b, `"x-originating-ip" "%s" "x-originating-port" "%d" `, ci.Addr.IP.String(), ci.Addr.Port)
-	}
-	if ci.Local != nil {
-		fmt.Fprintf(&b, `"x-connected-ip" "%s" "x-connected-port" "%d" `, ci.Local.IP.String(), ci.Local.Port)
-	}
-	fmt.Fprintf(&b, `"x-session-id" "%s")`, ci.Session)
-	_, _, err := c.simple(b.String())
-	return err // a NO to ID is harmless
-}
-
-// login logs in with AUTHENTICATE PLAIN or LOGIN.
-func (c *upstreamClient) login(method LoginMethod, user, password string) error {
-	usePlain := c.has("AUTH=PLAIN")
-	switch method {
-	case LoginPlain:
-		if !usePlain {
-			return protocolError("upstream does not offer AUTH=PLAIN")
-		}
-	case LoginLogin:
-		usePlain = false
-	}
-	var status, code string
-	var err error
-	c.capsSeen = false // from here, capabilities come from the login's answer
-	if usePlain {
-		status, code, err = c.authenticatePlain(user, password)
-	} else {
-		if c.has("LOGINDISABLED") {
-			return protocolError("upstream offers neither AUTH=PLAIN nor LOGIN")
-		}
-		status, code, err = c.loginCommand(user, password)
-	}
-	if err != nil {
-		return err
-	}
-	switch {
-	case status == "OK":
-		return nil
-	case status == "NO" && strings.EqualFold(code, "UNAVAILABLE"):
-		return unavailable("login", errors.New("upstream answered NO [UNAVAILABLE]"))
-	case status == "NO":
-		return fmt.Errorf("%w (code %q)", ErrBadCredentials, code)
-	default:
-		return protocolError("login answered %s", status)
-	}
-}
-
-func (c *upstreamClient) authenticatePlain(user, password string) (status, code string, err error) {
-	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
-	tag := c.nextTag()
-	if c.has("SASL-IR") {
-		c.sendingCredential()
-		err = c.send(tag + " AUTHENTICATE PLAIN " + ir + "\r\n")
-	} else {
-		// The credential leaves only after the "+": until then the
-		// exchange is still bounded by the connect timeout.
-		err = c.send(tag + " AUTHENTICATE PLAIN\r\n")
-		if err == nil {
-			var line []byte
-			line, err = c.readUntilContinuation(tag)
-			if err == nil && line != nil {
-				// Tagged answer instead of "+": the server refused outright.
-				status, code, _ = parseStatus(line, tag)
-				return status, code, nil
-			}
-			if err == nil {
-				c.sendingCredential()
-				err = c.send(ir + "\r\n")
-			}
-		}
-	}
-	if err != nil {
-		return "", "", c.ioError("AUTHENTICATE", err)
-	}
-	for {
-		line, err := c.readResponse()
-		if err != nil {
-			return "", "", c.ioError("AUTHENTICATE", err)
-		}
-		if len(line) > 0 && line[0] == '+' {
-			// PLAIN has one step; a second challenge is broken. Cancel.
-			if err := c.send("*\r\n"); err != nil {
-				return "", "", c.ioError("AUTHENTICATE", err)
-			}
-			continue
-		}
-		if s, cd, ok := parseStatus(line, tag); ok {
-			c.noteCapsFromCode(s, cd)
-			return s, cd, nil
-		}
-		c.untagged(line)
-	}
-}
-
-func (c *upstreamClient) loginCommand(user, password string) (status, code string, err error) {
-	tag := c.nextTag()
-	// Each argument is quoted when it can be, else a literal. The
-	// password is the credential: the login deadline starts with its
-	// first byte (for a synchronizing literal, after the "+").
-	args := []string{user, password}
-	if err := c.sendString(tag + " LOGIN "); err != nil {
-		return "", "", unavailable("LOGIN", err)
-	}
-	for i, a := range args {
-		isPassword := i == 1
-		if isPassword {
-			c.sendString(" ")
-		}
-		if q, ok := quote(a); ok && isASCII(a) {
-			if isPassword {
-				c.sendingCredential()
-			}
-			if err := c.sendString(q); err != nil {
-				return "", "", c.ioError("LOGIN", err)
-			}
-			continue
-		}
-		if c.has("LITERAL+") || (c.has("LITERAL-") && len(a) <= 4096) {
-			if isPassword {
-				c.sendingCredential()
-			}
-			c.sendString("{" + strconv.Itoa(len(a)) + "+}\r\n" + a)
-			continue
-		}
-		if err := c.send("{" + strconv.Itoa(len(a)) + "}\r\n"); err != nil {
-			return "", "", unavailable("LOGIN", err)
-		}
-		line, err := c.readUntilContinuation(tag)
-		if err != nil {
-			return "", "", unavailable("LOGIN", err)
-		}
-		if line != nil {
-			status, code, _ = parseStatus(line, tag)
-			return status, code, nil
-		}
-		if isPassword {
-			c.sendingCredential()
-		}
-		c.sendString(a)
-	}
-	if err := c.send("\r\n"); err != nil {
-		return "", "", c.ioError("LOGIN", err)
-	}
-	for {
-		line, err := c.readResponse()
-		if err != nil {
-			return "", "", c.ioError("LOGIN", err)
-		}
-		if s, cd, ok := parseStatus(line, tag); ok {
-			c.noteCapsFromCode(s, cd)
-			return s, cd, nil
-		}
-		c.untagged(line)
-	}
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-// readUntilContinuation reads until "+ ..." (returns nil) or the tagged
-// answer (returns it).
-func (c *upstreamClient) readUntilContinuation(tag string) ([]byte, error) {
-	for {
-		line, err := c.readResponse()
-		if err != nil {
-			return nil, err
-		}
-		if len(line) > 0 && line[0] == '+' {
-			return nil, nil
-		}
-		if _, _, ok := parseStatus(line, tag); ok {
-			return line, nil
-		}
-		c.untagged(line)
-	}
-}
-
-// simple sends "TAG cmd" and reads to its tagged answer, noting untagged
-// CAPABILITY responses on the way.
-func (c *upstreamClient) simple(cmd string) (status, code string, err error) {
-	tag := c.nextTag()
-	if err := c.send(tag + " " + cmd + "\r\n"); err != nil {
-		return "", "", unavailable(cmd, err)
-	}
-	for {
-		line, err := c.readResponse()
-		if err != nil {
-			return "", "", unavailable(firstWord(cmd), err)
-		}
-		if s, cd, ok := parseStatus(line, tag); ok {
-			c.noteCapsFromCode(s, cd)
-			return s, cd, nil
-		}
-		c.untagged(line)
-	}
-}
-
-func firstWord(s string) string {
-	if i := strings.IndexByte(s, ' '); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
-func (c *upstreamClient) untagged(line []byte) {
-	if caps, ok := bytes.CutPrefix(line, []byte("* CAPABILITY ")); ok {
-		c.caps, c.capsSeen = strings.Fields(string(caps)), true
-	}
-}
-
-func (c *upstreamClient) noteCapsFromCode(status, code string) {
-	if status == "OK" {
-		if caps := capsFromCode(code); caps != nil {
-			c.caps, c.capsSeen = caps, true
-		}
-	}
-}
-
-func (c *upstreamClient) nextTag() string {
-	c.tag++
-	return "ig" + strconv.Itoa(c.tag)
-}
-
-func (c *upstreamClient) sendString(s string) error {
-	_, err := c.w.WriteString(s)
-	return err
-}
-
-func (c *upstreamClient) send(s string) error {
-	if _, err := c.w.WriteString(s); err != nil {
-		return err
-	}
-	return c.w.Flush()
-}
-
-// readResponse reads one response line, with any literals inlined, bounded
-// by maxUpstreamLine and maxUpstreamLiteral.
-func (c *upstreamClient) readResponse() ([]byte, error) {
-	var out []byte
-	for {
-		line, err := readLine(c.r, maxUpstreamLine)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, line...)
-		if len(out) > maxUpstreamLine {
-			return nil, errLineTooLong
-		}
-		i := bytes.LastIndexByte(line, '{')
-		if i < 0 || line[len(line)-1] != '}' {
-			return out, nil
-		}
-		size, _, ok := parseLiteralHeader(line[i:])
-		if !ok {
-			return out, nil
-		}
-		if size > maxUpstreamLiteral {
-			return nil, errLiteralTooBig
-		}
-		lit := make([]byte, size)
-		if _, err := io.ReadFull(c.r, lit); err != nil {
-			return nil, err
-		}
-		out = append(out, "\r\n"...)
-		out = append(out, lit...)
-	}
-}
-
-func (c *upstreamClient) has(capability string) bool {
-	for _, cp := range c.caps {
-		if strings.EqualFold(cp, capability) {
-			return true
-		}
-	}
-	return false
-}
-
-// parseStatus parses "TAG STATUS [CODE ...] text" for the given tag ("*" for
-// untagged). It returns the status word upper-cased and the response code's
-// content without brackets.
-func parseStatus(line []byte, tag string) (status, code string, ok bool) {
-	rest, found := bytes.CutPrefix(line, []byte(tag+" "))
-	if !found {
-		return "", "", false
-	}
-	word, rest, _ := bytes.Cut(rest, []byte(" "))
-	status = strings.ToUpper(string(word))
-	if bytes.HasPrefix(rest, []byte("[")) {
-		if end := bytes.IndexByte(rest, ']'); end > 0 {
-			code = string(rest[1:end])
-		}
-	}
-	return status, code, true
-}
-
-// capsFromCode returns the capabilities in a "CAPABILITY ..." response code,
-// or nil.
-func capsFromCode(code string) []string {
-	name, list, _ := strings.Cut(code, " ")
-	if !strings.EqualFold(name, "CAPABILITY") {
-		return nil
-	}
-	return strings.Fields(list)
 }

@@ -29,6 +29,12 @@ func startScripted(t *testing.T, greeting string, handle func(c *scriptedConn, l
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveScripted(t, ln, greeting, handle)
+}
+
+// serveScripted is startScripted on a listener of the test's (TLS, say);
+// it closes ln at the end of the test.
+func serveScripted(t *testing.T, ln net.Listener, greeting string, handle func(c *scriptedConn, line string) bool) *scriptedUpstream {
 	t.Cleanup(func() { ln.Close() })
 	su := &scriptedUpstream{addr: ln.Addr().String()}
 	go func() {
@@ -237,33 +243,16 @@ func TestUpstreamImplicitTLSWithPin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				r := bufio.NewReader(conn)
-				conn.Write([]byte("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n"))
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					conn.Write([]byte(tagOf(line) + " OK [CAPABILITY IMAP4rev1] ok\r\n"))
-				}
-			}()
-		}
-	}()
+	su := serveScripted(t, ln, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+		c.write(tagOf(line) + " OK [CAPABILITY IMAP4rev1] ok")
+		return true
+	})
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	good, err := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: "legacy.internal", PinSHA256: tlsconf.SPKIPin(leaf)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &Upstream{Address: ln.Addr().String(), TLS: UpstreamImplicit, TLSConfig: good}
+	u := &Upstream{Address: su.addr, TLS: UpstreamImplicit, TLSConfig: good}
 	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
 	if err != nil {
 		t.Fatalf("pinned login: %v", err)
@@ -451,5 +440,71 @@ func TestReloadKeepsTheUpstreamsAnswerTimes(t *testing.T) {
 	other.KeepAnswerTimes(old)
 	if d := other.failures.draw(); d != 0 {
 		t.Errorf("a new upstream inherited an answer time of %v", d)
+	}
+}
+
+// TestProbeChecksWhatLoginWouldFind: a probe reads the greeting, runs
+// STARTTLS as a login does and logs out, sending no credential and no
+// other command; it fails where a login would fail before the credential
+// (PREAUTH, bytes injected after STARTTLS's OK, a server that never
+// greets, within the connect timeout).
+func TestProbeChecksWhatLoginWouldFind(t *testing.T) {
+	const connectTimeout = 300 * time.Millisecond
+	injecting := func(c *scriptedConn, line string) bool {
+		if strings.HasSuffix(line, "STARTTLS") {
+			c.Conn.Write([]byte(tagOf(line) + " OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"))
+		}
+		return true
+	}
+	answering := func(c *scriptedConn, line string) bool { c.write(tagOf(line) + " OK done"); return true }
+	tests := []struct {
+		name     string
+		greeting string
+		handle   func(c *scriptedConn, line string) bool
+		mode     UpstreamTLS
+		want     error // nil: the probe succeeds
+		sent     []string
+	}{
+		{"answers", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", answering, UpstreamPlaintext, nil, []string{"p LOGOUT"}},
+		{"PREAUTH", "* PREAUTH [CAPABILITY IMAP4rev1] logged in already", answering, UpstreamPlaintext, ErrUpstreamProtocol, nil},
+		{"STARTTLS injection", "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi", injecting, UpstreamSTARTTLS, ErrUpstreamProtocol, []string{"ig1 STARTTLS"}},
+		{"no STARTTLS offered", "* OK [CAPABILITY IMAP4rev1] hi", answering, UpstreamSTARTTLS, ErrUpstreamProtocol, nil},
+		{"never greets", "", answering, UpstreamPlaintext, ErrUnavailable, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			su := startScripted(t, tt.greeting, tt.handle)
+			u := &Upstream{Address: su.addr, TLS: tt.mode, TLSConfig: &tls.Config{InsecureSkipVerify: true}, ConnectTimeout: connectTimeout}
+			start := time.Now()
+			err := u.Probe(context.Background())
+			if took := time.Since(start); took > 3*connectTimeout {
+				t.Errorf("the probe took %v, connect timeout %v", took, connectTimeout)
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if tt.sent != nil {
+				waitFor(t, func() bool { return len(su.lines()) >= len(tt.sent) })
+			}
+			if got := su.lines(); strings.Join(got, "\n") != strings.Join(tt.sent, "\n") {
+				t.Fatalf("server received %q, want %q", got, tt.sent)
+			}
+		})
+	}
+}
+
+// TestProbeEndsWithItsContext: a probe of an upstream that never greets
+// ends when its context does, before the connect timeout.
+func TestProbeEndsWithItsContext(t *testing.T) {
+	su := startScripted(t, "", func(*scriptedConn, string) bool { return true })
+	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, ConnectTimeout: time.Minute}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := u.Probe(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the probe outlived its context by %v", took)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"sort"
 	"strconv"
 )
 
@@ -79,4 +80,31 @@ func passwdFile(users map[string]string) []byte {
 		b = append(b, u+":{SHA256.HEX}"+hex.EncodeToString(sum[:])+"::::::\n"...)
 	}
 	return b
+}
+
+// validUsername reports whether u is a user name the generated passwd
+// file and mail paths can hold.
+func validUsername(u string) bool {
+	if u == "" {
+		return false
+	}
+	for _, r := range u {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '.', r == '-', r == '_', r == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sortedUsers returns the user names in order.
+func sortedUsers(users map[string]string) []string {
+	names := make([]string, 0, len(users))
+	for u := range users {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	return names
 }

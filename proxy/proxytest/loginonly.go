@@ -8,10 +8,11 @@ import (
 	"io"
 	"net"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
 
 // A loginOnlyFront is what makes a LoginOnly server: a relay in front of
@@ -197,48 +198,36 @@ func hidePlain(line string) string {
 	return authPlain.ReplaceAllString(line, "$1")
 }
 
+// maxLine caps a line the relay reads, from either side.
 const maxLine = 64 << 10
 
-// readLine reads one LF-terminated line, keeping the line end.
+// readLine reads one line without its line end; the relay passes lines on
+// with CRLF.
 func readLine(r *bufio.Reader) (string, error) {
-	var b strings.Builder
-	for {
-		chunk, err := r.ReadSlice('\n')
-		b.Write(chunk)
-		if err == nil {
-			return b.String(), nil
-		}
-		if err != bufio.ErrBufferFull {
-			return "", err
-		}
-		if b.Len() > maxLine {
-			return "", errors.New("line too long")
-		}
-	}
+	line, err := imapwire.ReadLine(r, maxLine)
+	return string(line), err
 }
 
-// literalSize returns the size of the literal that ends line ("{5}" or
-// "{5+}"), and whether it is synchronizing.
-func literalSize(line string) (n int64, sync, ok bool) {
-	s := strings.TrimRight(line, "\r\n")
-	if !strings.HasSuffix(s, "}") {
-		return 0, false, false
-	}
-	i := strings.LastIndexByte(s, '{')
-	if i < 0 {
-		return 0, false, false
-	}
-	num := s[i+1 : len(s)-1]
-	sync = !strings.HasSuffix(num, "+")
-	n, err := strconv.ParseInt(strings.TrimSuffix(num, "+"), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false, false
-	}
-	return n, sync, true
+// literalAtEnd returns the size of the literal that ends line ("{5}",
+// "{5+}" or "{5-}"), and whether it is synchronizing.
+func literalAtEnd(line string) (n int64, sync, ok bool) {
+	return imapwire.LiteralAtEnd([]byte(line))
+}
+
+// isTagged reports whether resp is the tagged answer to tag, and whether
+// it is an OK.
+func isTagged(resp, tag string) (tagged, ok bool) {
+	status, _, tagged := imapwire.ParseStatus([]byte(resp), tag)
+	return tagged, status == "OK"
 }
 
 func (s *frontSession) toClient(line string) error {
-	_, err := io.WriteString(s.client, hidePlain(line))
+	_, err := io.WriteString(s.client, hidePlain(line+"\r\n"))
+	return err
+}
+
+func (s *frontSession) toUpstream(line string) error {
+	_, err := io.WriteString(s.up, line+"\r\n")
 	return err
 }
 
@@ -262,7 +251,7 @@ func (s *frontSession) run() {
 		}
 		switch {
 		case cmd == "AUTHENTICATE" && len(f) > 2 && strings.EqualFold(f[2], "PLAIN"):
-			err = s.toClient(tag + " NO Unsupported authentication mechanism.\r\n")
+			err = s.toClient(tag + " NO Unsupported authentication mechanism.")
 		case cmd == "STARTTLS" && !s.tls:
 			err = s.startTLS(line, tag)
 		default:
@@ -278,10 +267,10 @@ func (s *frontSession) run() {
 // command passes one command and its responses.
 func (s *frontSession) command(line, tag, cmd string) error {
 	for {
-		if _, err := io.WriteString(s.up, line); err != nil {
+		if err := s.toUpstream(line); err != nil {
 			return err
 		}
-		n, sync, ok := literalSize(line)
+		n, sync, ok := literalAtEnd(line)
 		if !ok {
 			break
 		}
@@ -316,6 +305,7 @@ func (s *frontSession) command(line, tag, cmd string) error {
 		if err := s.toClient(resp); err != nil {
 			return err
 		}
+		tagged, ok := isTagged(resp, tag)
 		switch {
 		case strings.HasPrefix(resp, "+"):
 			// An AUTHENTICATE challenge: pass the client's answer.
@@ -323,11 +313,10 @@ func (s *frontSession) command(line, tag, cmd string) error {
 			if err != nil {
 				return err
 			}
-			if _, err := io.WriteString(s.up, answer); err != nil {
+			if err := s.toUpstream(answer); err != nil {
 				return err
 			}
-		case strings.HasPrefix(resp, tag+" "):
-			ok := strings.HasPrefix(strings.ToUpper(resp[len(tag)+1:]), "OK")
+		case tagged:
 			s.loggedIn = ok && (cmd == "LOGIN" || cmd == "AUTHENTICATE")
 			return nil
 		case strings.HasPrefix(resp, "* BAD "):
@@ -340,7 +329,7 @@ func (s *frontSession) command(line, tag, cmd string) error {
 // startTLS passes STARTTLS to Dovecot; when Dovecot agrees it does TLS
 // with Dovecot, then tells the client and does TLS with it.
 func (s *frontSession) startTLS(line, tag string) error {
-	if _, err := io.WriteString(s.up, line); err != nil {
+	if err := s.toUpstream(line); err != nil {
 		return err
 	}
 	for {
@@ -348,13 +337,14 @@ func (s *frontSession) startTLS(line, tag string) error {
 		if err != nil {
 			return err
 		}
-		if !strings.HasPrefix(resp, tag+" ") {
+		tagged, ok := isTagged(resp, tag)
+		if !tagged {
 			if err := s.toClient(resp); err != nil {
 				return err
 			}
 			continue
 		}
-		if !strings.HasPrefix(strings.ToUpper(resp[len(tag)+1:]), "OK") {
+		if !ok {
 			return s.toClient(resp)
 		}
 		up := tls.Client(s.up, s.f.upTLSConf)
