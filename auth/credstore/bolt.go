@@ -91,7 +91,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 	})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		return nil, fmt.Errorf("credstore: %s: %w", path, ErrLocked)
 	case err != nil:
 		return nil, fmt.Errorf("credstore: open %s: %w", path, err)
 	}

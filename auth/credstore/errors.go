@@ -24,7 +24,7 @@ var (
 var (
 	// ErrLocked: another process holds the database open. bbolt allows one
 	// writer process; the CLI talks to the running server instead.
-	ErrLocked = errors.New("credstore: credential store in use by another process (is imapgate serve running? use its admin socket)")
+	ErrLocked = errors.New("credential store in use by another process (is imapgate serve running? use its admin socket)")
 	// ErrInsecureFile: the database, key file or their directory may be
 	// read or changed by others. The message names the path and the fix.
 	ErrInsecureFile = errors.New("credstore: refusing insecure file")
