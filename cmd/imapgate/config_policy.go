@@ -1,13 +1,161 @@
 package main
 
-// The [[policy.rule]] tables (budgets for some networks or listeners), and
-// the user name keys of the budgets.
+// The [policy] table, its [[policy.rule]] tables and the user name keys of
+// the budgets.
 
 import (
 	"strings"
+	"time"
 
 	"github.com/imapgate/imapgate/policy"
 )
+
+// PolicyConfig is the [policy] table. Numbers are never negative.
+// Every CIDR list holds canonical prefixes ("192.0.2.7" in the file becomes
+// "192.0.2.7/32", "::ffff:192.0.2.0/120" becomes "192.0.2.0/24"), so
+// policy.ParsePrefixes cannot fail on them.
+type PolicyConfig struct {
+	MaxConnections      int `toml:"max_connections"`        // default 20000
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"` // default 50
+	AuthFailuresPerIP   int `toml:"auth_failures_per_ip"`   // default 10
+	AuthFailuresPerUser int `toml:"auth_failures_per_user"` // default 20
+
+	// FailureWindow is how long failures count. Default 15m; must be more
+	// than 0.
+	FailureWindow Duration `toml:"failure_window"`
+
+	// FailureDelay is added before answering any failed AUTHENTICATE.
+	// Default 2s.
+	FailureDelay Duration `toml:"failure_delay"`
+
+	// MaxUpstreamLogins is the number of logins in flight to the upstream.
+	// Default 64.
+	MaxUpstreamLogins int `toml:"max_upstream_logins"`
+
+	TrustedProxies []string `toml:"trusted_proxies"` // default none
+	Allow          []string `toml:"allow"`           // default none: everyone
+	Deny           []string `toml:"deny"`            // default none; checked first
+
+	// PreauthTimeout is the time to finish authenticating. Default 60s;
+	// must be more than 0.
+	PreauthTimeout Duration `toml:"preauth_timeout"`
+
+	// IdleTimeout closes a logged-in session after this long without bytes
+	// either way. Default 31m; must be more than 0. Below 29m is accepted
+	// with a warning: IDLE clients re-issue IDLE only every 29 minutes.
+	IdleTimeout Duration `toml:"idle_timeout"`
+
+	// MaxConnectionsPerNetwork is the connections open at once from one
+	// client network, an IPv4 /24 or IPv6 /48, so that one network cannot
+	// fill max_connections (max_connections_per_ip counts an IPv4 address
+	// and an IPv6 /64). Default 1000; 0 means no limit.
+	MaxConnectionsPerNetwork int `toml:"max_connections_per_network"`
+
+	// AuthFailuresPerNetwork is the failures allowed per IPv4 /24 and per
+	// IPv6 /48 within failure_window (auth_failures_per_ip counts the IPv4
+	// /32 and the IPv6 /128 and /64). Default 50. For every auth_failures_*
+	// key, 0 means no limit.
+	AuthFailuresPerNetwork int `toml:"auth_failures_per_network"`
+
+	// AuthFailuresPerDevice is the failures allowed per (user, network):
+	// the user from one IPv4 /24 or IPv6 /64. A known device (see
+	// KnownDeviceFor) is judged by this budget only. Default 10.
+	AuthFailuresPerDevice int `toml:"auth_failures_per_device"`
+
+	// KnownDeviceFor is how long a successful login keeps its (user,
+	// network) a known device. Default 720h (30 days); must be more than 0.
+	KnownDeviceFor Duration `toml:"known_device_for"`
+
+	// UserDomain is the mail domain bare user names belong to: budgets and
+	// known devices are kept under "user@domain", so "jdoe", "JDoe" and
+	// "jdoe@example.com" are one user (see policy.UserNames). What is
+	// sent to the upstream is not changed. Default "": names are compared
+	// as typed, case-insensitively.
+	UserDomain string `toml:"user_domain"`
+
+	// UserRealms are other domains that mean UserDomain: NetBIOS domains
+	// (EXAMPLE\jdoe) and UPN suffixes (jdoe@example.local). Default none;
+	// needs user_domain.
+	UserRealms []string `toml:"user_realms"`
+
+	// UpstreamLoginQueue is how many logins may wait for one of the
+	// max_upstream_logins slots. Default 0: as many as max_upstream_logins.
+	UpstreamLoginQueue int `toml:"upstream_login_queue"`
+
+	// UpstreamLoginWait is how long a login waits in that queue before
+	// NO [UNAVAILABLE]. Default 2s; must be more than 0.
+	UpstreamLoginWait Duration `toml:"upstream_login_wait"`
+
+	// Rules are [[policy.rule]] tables: other budgets for some networks or
+	// listeners. The first rule that matches a client applies.
+	Rules []PolicyRule `toml:"rule"`
+}
+
+// PolicyRule is one [[policy.rule]] table. It matches a client whose
+// address is in one of Networks (any address when empty) and who connected
+// to one of Listeners ([[listen]] addresses as written; any listener when
+// empty); at least one of the two is set. Each budget key left out (nil)
+// is taken from [policy].
+type PolicyRule struct {
+	Networks               []string  `toml:"networks"`
+	Listeners              []string  `toml:"listeners"`
+	AuthFailuresPerIP      *int      `toml:"auth_failures_per_ip"`
+	AuthFailuresPerNetwork *int      `toml:"auth_failures_per_network"`
+	AuthFailuresPerUser    *int      `toml:"auth_failures_per_user"`
+	AuthFailuresPerDevice  *int      `toml:"auth_failures_per_device"`
+	FailureWindow          *Duration `toml:"failure_window"`
+	FailureDelay           *Duration `toml:"failure_delay"`
+}
+
+// idleTimeoutFloor is how often RFC 2177 clients re-issue IDLE.
+const idleTimeoutFloor = 29 * time.Minute
+
+// policy decodes [policy] and returns its [[policy.rule]] tables.
+func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
+	t.count("max_connections", &p.MaxConnections)
+	t.count("max_connections_per_ip", &p.MaxConnectionsPerIP)
+	t.count("auth_failures_per_ip", &p.AuthFailuresPerIP)
+	t.count("auth_failures_per_user", &p.AuthFailuresPerUser)
+	t.duration("failure_window", &p.FailureWindow)
+	t.duration("failure_delay", &p.FailureDelay)
+	t.count("max_upstream_logins", &p.MaxUpstreamLogins)
+	t.strings("trusted_proxies", &p.TrustedProxies)
+	t.strings("allow", &p.Allow)
+	t.strings("deny", &p.Deny)
+	t.duration("preauth_timeout", &p.PreauthTimeout)
+	t.duration("idle_timeout", &p.IdleTimeout)
+	t.count("auth_failures_per_network", &p.AuthFailuresPerNetwork)
+	t.count("auth_failures_per_device", &p.AuthFailuresPerDevice)
+	t.duration("known_device_for", &p.KnownDeviceFor)
+	t.count("upstream_login_queue", &p.UpstreamLoginQueue)
+	t.duration("upstream_login_wait", &p.UpstreamLoginWait)
+	t.count("max_connections_per_network", &p.MaxConnectionsPerNetwork)
+	d.policyUserNames(t, p)
+	ruleTables = t.tables("rule", "[[policy.rule]]")
+	for _, rt := range ruleTables {
+		r := d.policyRule(rt)
+		if !rt.quiet {
+			p.Rules = append(p.Rules, r)
+		}
+	}
+	t.done()
+
+	t.positive("known_device_for", p.KnownDeviceFor)
+	t.positive("upstream_login_wait", p.UpstreamLoginWait)
+	t.positive("failure_window", p.FailureWindow)
+	t.positive("preauth_timeout", p.PreauthTimeout)
+	t.positive("idle_timeout", p.IdleTimeout)
+	if p.IdleTimeout.Duration > 0 && p.IdleTimeout.Duration < idleTimeoutFloor {
+		t.warn("idle_timeout", "%v is below 29m: clients in IDLE re-issue it every 29 minutes and will be cut off", p.IdleTimeout)
+	}
+	if n, perIP := p.MaxConnectionsPerNetwork, p.MaxConnectionsPerIP; n > 0 && perIP > n {
+		t.warn("max_connections_per_network", "%d is below max_connections_per_ip (%d): no address can reach its own limit", n, perIP)
+	}
+	t.prefixes("trusted_proxies", p.TrustedProxies)
+	t.prefixes("allow", p.Allow)
+	t.prefixes("deny", p.Deny)
+	return ruleTables
+}
 
 // ruleBudgetKeys are the keys a [[policy.rule]] may override.
 var ruleBudgetKeys = []string{
@@ -114,5 +262,19 @@ func (d *decoder) policyUserNames(t *table, p *PolicyConfig) {
 	}
 	if p.UserDomain == "" && len(p.UserRealms) > 0 && t.ok("user_domain") {
 		t.problem("user_realms", "is set without user_domain: set the mail domain these realms stand for, like user_domain = \"example.com\"")
+	}
+}
+
+// prefixes checks a CIDR list with policy.ParsePrefix, the one parser of
+// every network list (allow, deny, trusted_proxies, [[policy.rule]]
+// networks), and rewrites each entry in its canonical form.
+func (t *table) prefixes(name string, list []string) {
+	for i, s := range list {
+		p, err := policy.ParsePrefix(s)
+		if err != nil {
+			t.problemKey(elemKey(t.keyOf(name), i), "%s", err)
+			continue
+		}
+		list[i] = p.String()
 	}
 }

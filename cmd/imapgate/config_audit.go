@@ -1,10 +1,25 @@
 package main
 
+// The [audit] table: where the audit events go, and the user_hash key.
+
 import (
 	"bytes"
 	"fmt"
 	"os"
 )
+
+// AuditConfig is the [audit] table.
+type AuditConfig struct {
+	// Output is "stdout", "stderr" or a file path (reopened on SIGHUP).
+	// Default "stdout".
+	Output string `toml:"output"`
+
+	// UserHashKeyFile, when set, turns on user_hash mode: events carry
+	// user_hash, the hex HMAC-SHA256 of the user name under the key in
+	// this file (at least 32 bytes; surrounding whitespace is ignored),
+	// instead of user. Default "": user names in clear.
+	UserHashKeyFile string `toml:"user_hash_key_file"`
+}
 
 // minUserHashKey is the shortest user_hash key accepted: 32 bytes, the
 // HMAC-SHA256 block's worth of guessing an attacker must not be able to do.
@@ -24,6 +39,16 @@ func readUserHashKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("audit.user_hash_key_file: %s holds %d bytes; a key needs at least %d (for example: head -c 32 /dev/urandom | base64 > FILE)", path, len(key), minUserHashKey)
 	}
 	return key, nil
+}
+
+func (d *decoder) audit(t *table, a *AuditConfig) {
+	t.str("output", &a.Output)
+	t.str("user_hash_key_file", &a.UserHashKeyFile)
+	t.done()
+	if a.Output == "" && t.ok("output") {
+		t.problem("output", "is empty: write \"stdout\", \"stderr\" or a file path")
+	}
+	t.userHashKey("user_hash_key_file", a.UserHashKeyFile)
 }
 
 // userHashKey checks the key file when the decoder checks files.

@@ -1,0 +1,48 @@
+package main
+
+// The [auth] table: the ways clients may log in.
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/imapgate/imapgate/auth"
+)
+
+// AuthConfig is the [auth] table.
+type AuthConfig struct {
+	// Mechanisms are the SASL mechanisms offered, upper case. Default
+	// ["PLAIN"]. Known: PLAIN, OAUTHBEARER, EXTERNAL, SCRAM-SHA-256; only
+	// PLAIN is implemented today.
+	Mechanisms []string `toml:"mechanisms"`
+
+	// LoginCommand is "refuse" or "allow-over-tls" (the IMAP LOGIN command,
+	// only on a TLS connection). Default "refuse".
+	LoginCommand string `toml:"login_command"`
+}
+
+func (d *decoder) auth(t *table, a *AuthConfig) {
+	t.strings("mechanisms", &a.Mechanisms)
+	t.str("login_command", &a.LoginCommand)
+	t.done()
+
+	t.oneOf("login_command", a.LoginCommand, "refuse", "allow-over-tls")
+	seen := map[string]bool{}
+	for i, m := range a.Mechanisms {
+		key := elemKey(t.keyOf("mechanisms"), i)
+		upper := strings.ToUpper(m)
+		a.Mechanisms[i] = upper
+		switch {
+		case !slices.Contains(auth.Known(), upper):
+			t.problemKey(key, "%q is not one of %s", m, strings.Join(auth.Known(), ", "))
+		case !auth.Supported(upper):
+			t.problemKey(key, "%q is not supported yet (supported: %s)", m, strings.Join(auth.Implemented(), ", "))
+		case seen[upper]:
+			t.problemKey(key, "%q is listed twice", m)
+		}
+		seen[upper] = true
+	}
+	if len(a.Mechanisms) == 0 && a.LoginCommand == "refuse" && t.ok("mechanisms") {
+		t.problem("mechanisms", "is empty and login_command is \"refuse\": no client could log in")
+	}
+}
