@@ -8,8 +8,9 @@ package main
 //
 //  1. BurntSushi/toml parses the text into maps (syntax errors stop here,
 //     with toml's own line number; config_load.go);
-//  2. scanKeyLines finds the line on which every key is written, because the
-//     toml package keeps key positions private (config_keylines.go);
+//  2. findKeyLines finds the line on which every key is written, with
+//     go-toml's parser, because BurntSushi/toml keeps key positions
+//     private (config_keylines.go);
 //  3. a decoder (config_decode.go) walks the maps section by section, one
 //     file per table (config_listen.go, config_tls.go, ...), filling a
 //     Config that already holds the defaults, and collects every problem it

@@ -1,9 +1,15 @@
 package main
 
+// The line each key is written on. BurntSushi/toml, which decodes the
+// values, keeps key positions private; go-toml's parser (package unstable)
+// hands out every key with its place in the text, so this file only names
+// the keys the way the decoder does.
+
 import (
+	"bytes"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 // keyLines maps each full key of a TOML document to the line it is written
@@ -18,294 +24,106 @@ type keyLine struct {
 	implicit bool
 }
 
-// scanKeyLines finds the line of every key in src. BurntSushi/toml knows
-// these positions but does not export them; this scanner needs to be good,
-// not complete: it is only run on text toml has already parsed, and it
-// never panics or loops on any other text (see FuzzParseConfig).
-func scanKeyLines(src []byte) keyLines {
-	s := &keyScanner{src: string(src), arrays: map[string]int{}, lines: keyLines{}}
+// findKeyLines finds the line of every key in src. It is run on text
+// BurntSushi/toml has already parsed; on any other text it returns the
+// keys written before the first syntax error (see FuzzKeyLines).
+func findKeyLines(src []byte) keyLines {
+	src = bytes.TrimPrefix(src, []byte("\xef\xbb\xbf"))
+	w := &keyWalker{arrays: map[string]int{}, lines: keyLines{}}
 	for i, c := range src {
 		if c == '\n' {
-			s.newlines = append(s.newlines, i)
+			w.newlines = append(w.newlines, i)
 		}
 	}
-	s.document()
-	return s.lines
+	w.p.Reset(src)
+	for w.p.NextExpression() {
+		n := w.p.Expression()
+		switch n.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			w.header(n)
+		case unstable.KeyValue:
+			w.keyValue(w.table, n)
+		}
+	}
+	return w.lines
 }
 
-type keyScanner struct {
-	src      string
-	i        int
+// keyWalker names the keys of a document as the decoder does.
+type keyWalker struct {
+	p        unstable.Parser
 	newlines []int          // offsets of '\n', to turn offsets into lines
 	table    string         // key of the current [table]
 	arrays   map[string]int // [[array]] key -> elements so far
 	lines    keyLines
 }
 
-func (s *keyScanner) record(key string, off int, implicit bool) {
-	if old, ok := s.lines[key]; ok && (implicit || !old.implicit) {
+// record notes the line of node n for key, unless key has a line already
+// (an implicit one gives way to the key's own).
+func (w *keyWalker) record(key string, n *unstable.Node, implicit bool) {
+	if old, ok := w.lines[key]; ok && (implicit || !old.implicit) {
 		return
 	}
-	s.lines[key] = keyLine{line: sort.SearchInts(s.newlines, off) + 1, implicit: implicit}
-}
-
-func (s *keyScanner) eof() bool { return s.i >= len(s.src) }
-
-func (s *keyScanner) peek() byte {
-	if s.eof() {
-		return 0
-	}
-	return s.src[s.i]
-}
-
-func (s *keyScanner) advance(n int) { s.i = min(s.i+n, len(s.src)) }
-
-func (s *keyScanner) rest() string { return s.src[s.i:] }
-
-func (s *keyScanner) skipSpace() {
-	for c := s.peek(); c == ' ' || c == '\t'; c = s.peek() {
-		s.i++
-	}
-}
-
-// skipBlank skips white space, newlines and comments.
-func (s *keyScanner) skipBlank() {
-	for !s.eof() {
-		switch s.src[s.i] {
-		case ' ', '\t', '\r', '\n':
-			s.i++
-		case '#':
-			s.skipLine()
-		default:
-			return
-		}
-	}
-}
-
-// skipLine moves to the '\n' ending this line.
-func (s *keyScanner) skipLine() {
-	if n := strings.IndexByte(s.rest(), '\n'); n >= 0 {
-		s.i += n
-	} else {
-		s.i = len(s.src)
-	}
-}
-
-func (s *keyScanner) document() {
-	if strings.HasPrefix(s.src, "\xef\xbb\xbf") {
-		s.i = 3
-	}
-	for {
-		s.skipBlank()
-		if s.eof() {
-			return
-		}
-		start := s.i
-		if s.peek() == '[' {
-			s.header()
-		} else {
-			s.keyValue(s.table)
-		}
-		s.skipLine() // a trailing comment, or junk this scanner does not understand
-		if s.i == start {
-			s.i++
-		}
-	}
+	w.lines[key] = keyLine{line: sort.SearchInts(w.newlines, int(n.Raw.Offset)) + 1, implicit: implicit}
 }
 
 // header reads "[a.b]" or "[[a.b]]" and makes it the current table.
-func (s *keyScanner) header() {
-	off := s.i
-	s.i++
-	array := s.peek() == '['
-	if array {
-		s.i++
-	}
-	parts := s.keyParts()
-	if len(parts) == 0 {
-		return
-	}
+func (w *keyWalker) header(n *unstable.Node) {
+	array := n.Kind == unstable.ArrayTable
+	at := n.Child() // the first key part, on the header's line
 	key := ""
-	for n, p := range parts {
-		key = joinKey(key, keyPart(p))
-		last := n == len(parts)-1
-		if count, isArray := s.arrays[key]; isArray && !(last && array) {
+	for it := n.Key(); it.Next(); {
+		last := it.IsLast()
+		key = joinKey(key, keyPart(string(it.Node().Data)))
+		if count, isArray := w.arrays[key]; isArray && !(last && array) {
 			key = elemKey(key, count-1) // [listen.x] after [[listen]]: the latest element
 		}
 		if last && array {
-			s.record(key, off, false) // the array itself: its first element's line
-			s.arrays[key]++
-			key = elemKey(key, s.arrays[key]-1)
+			w.record(key, at, false) // the array itself: its first element's line
+			w.arrays[key]++
+			key = elemKey(key, w.arrays[key]-1)
 		}
 		if !last {
-			s.record(key, off, true)
+			w.record(key, at, true)
 		}
 	}
-	s.record(key, off, false)
-	s.table = key
+	w.record(key, at, false)
+	w.table = key
 }
 
-// keyParts reads a dotted key such as a."b.c".d and returns its pieces.
-func (s *keyScanner) keyParts() []string {
-	var parts []string
-	for {
-		s.skipSpace()
-		switch c := s.peek(); {
-		case c == '"' || c == '\'':
-			parts = append(parts, s.quoted())
-		case isBareKeyChar(c):
-			start := s.i
-			for isBareKeyChar(s.peek()) {
-				s.i++
-			}
-			parts = append(parts, s.src[start:s.i])
-		default:
-			return parts
-		}
-		s.skipSpace()
-		if s.peek() != '.' {
-			return parts
-		}
-		s.i++
-	}
-}
-
-func isBareKeyChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
-}
-
-// quoted reads a one-line "basic" or 'literal' string and returns its text.
-func (s *keyScanner) quoted() string {
-	q := s.src[s.i]
-	start := s.i
-	s.i++
-	for !s.eof() && s.src[s.i] != '\n' {
-		c := s.src[s.i]
-		if c == '\\' && q == '"' {
-			s.advance(2)
-			continue
-		}
-		s.i++
-		if c == q {
-			raw := s.src[start:s.i]
-			if q == '"' {
-				if u, err := strconv.Unquote(raw); err == nil {
-					return u
-				}
-			}
-			return raw[1 : len(raw)-1]
-		}
-	}
-	return s.src[start+1 : s.i]
-}
-
-// keyValue reads "key = value" inside the table base.
-func (s *keyScanner) keyValue(base string) {
-	off := s.i
-	parts := s.keyParts()
-	if len(parts) == 0 {
-		return
-	}
-	s.skipSpace()
-	if s.peek() != '=' {
-		return
-	}
-	s.i++
+// keyValue reads "key = value" (n) inside the table base.
+func (w *keyWalker) keyValue(base string, n *unstable.Node) {
 	key := base
-	for n, p := range parts {
-		key = joinKey(key, keyPart(p))
-		s.record(key, off, n < len(parts)-1)
+	for it := n.Key(); it.Next(); {
+		key = joinKey(key, keyPart(string(it.Node().Data)))
+		w.record(key, n, !it.IsLast())
 	}
-	s.value(key)
+	w.value(key, n, n.Value())
 }
 
-func (s *keyScanner) value(key string) {
-	s.skipSpace()
-	switch s.peek() {
-	case '"', '\'':
-		if strings.HasPrefix(s.rest(), `"""`) || strings.HasPrefix(s.rest(), `'''`) {
-			s.multiline()
-		} else {
-			s.quoted()
-		}
-	case '[':
-		s.array(key)
-	case '{':
-		s.inlineTable(key)
-	default: // number, boolean, date
-		for !s.eof() && !strings.ContainsRune(",]}#\n", rune(s.src[s.i])) {
-			s.i++
-		}
-	}
-}
-
-func (s *keyScanner) multiline() {
-	delim := s.src[s.i : s.i+3]
-	s.i += 3
-	for !s.eof() {
-		if delim[0] == '"' && s.src[s.i] == '\\' {
-			s.advance(2)
-			continue
-		}
-		if strings.HasPrefix(s.rest(), delim) {
-			s.i += 3
-			// Up to two more quotes are part of the string: """a""""".
-			for n := 0; n < 2 && s.peek() == delim[0]; n++ {
-				s.i++
+// value records the elements of an array and the keys of an inline table.
+// An array has no place of its own in the parser's nodes: an element that
+// is one stands where its first scalar does, or, empty, where at (the
+// key = value it belongs to) does.
+func (w *keyWalker) value(key string, at, v *unstable.Node) {
+	switch v.Kind {
+	case unstable.Array:
+		i := 0
+		for it := v.Children(); it.Next(); i++ {
+			e := it.Node()
+			place := e
+			for place.Kind == unstable.Array && place.Child() != nil {
+				place = place.Child()
 			}
-			return
-		}
-		s.i++
-	}
-}
-
-func (s *keyScanner) array(key string) {
-	s.i++ // '['
-	for n := 0; ; {
-		s.skipBlank()
-		switch s.peek() {
-		case 0:
-			if s.eof() {
-				return
+			if place.Kind == unstable.Array {
+				place = at
 			}
-		case ']':
-			s.i++
-			return
-		case ',':
-			s.i++
-			continue
+			elem := elemKey(key, i)
+			w.record(elem, place, false)
+			w.value(elem, at, e)
 		}
-		start := s.i
-		elem := elemKey(key, n)
-		s.record(elem, s.i, false)
-		s.value(elem)
-		n++
-		if s.i == start {
-			s.i++
-		}
-	}
-}
-
-func (s *keyScanner) inlineTable(key string) {
-	s.i++ // '{'
-	for {
-		s.skipBlank()
-		switch s.peek() {
-		case 0:
-			if s.eof() {
-				return
-			}
-		case '}':
-			s.i++
-			return
-		case ',':
-			s.i++
-			continue
-		}
-		start := s.i
-		s.keyValue(key)
-		if s.i == start {
-			s.i++
+	case unstable.InlineTable:
+		for it := v.Children(); it.Next(); {
+			w.keyValue(key, it.Node())
 		}
 	}
 }

@@ -43,7 +43,7 @@ func parseConfig(path string, data []byte, checkFiles bool) (*Config, error) {
 	}
 
 	d := &decoder{
-		lines:      scanKeyLines(data),
+		lines:      findKeyLines(data),
 		checkFiles: checkFiles,
 		known:      map[string][]string{},
 		failed:     map[string]bool{},
