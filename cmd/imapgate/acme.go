@@ -40,7 +40,7 @@ func newACME(a *ACMEConfig) (*tlsconf.ACME, error) {
 	}
 	if a.Challenge == tlsconf.ChallengeDNS {
 		switch a.DNSProvider {
-		case "rfc2136":
+		case dnsProviderRFC2136:
 			secret, err := os.ReadFile(a.TSIGSecretFile)
 			if err != nil {
 				return nil, fmt.Errorf("tls.acme.tsig_secret_file: %w", err)
@@ -55,7 +55,7 @@ func newACME(a *ACMEConfig) (*tlsconf.ACME, error) {
 				return nil, fmt.Errorf("tls.acme.tsig_secret_file: %s: %w", a.TSIGSecretFile, err)
 			}
 			o.DNS = r
-		case "exec":
+		case dnsProviderExec:
 			o.DNS = &tlsconf.ExecHook{Program: a.DNSExec}
 		}
 	}
@@ -105,8 +105,7 @@ func warnACMEReload(rt *wiring, cfg *Config, log *slog.Logger) {
 // 1.1 (RFC 8996 deprecated both).
 func warnOldTLS(rt *wiring, cfg *Config, log *slog.Logger) {
 	for i, l := range cfg.Listen {
-		switch v := l.EffectiveMinVersion(cfg); v {
-		case "1.0", "1.1":
+		if v := l.EffectiveMinVersion(cfg); isOldTLS(v) {
 			log.Warn("INSECURE: listener accepts deprecated TLS "+v+" (RFC 8996); keep it for old clients only",
 				"listener", rt.listeners[i].Name, "min_version", v)
 		}

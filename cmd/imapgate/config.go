@@ -1,8 +1,8 @@
 package main
 
-// The configuration file: its Go form and its defaults. CONTRACT.md
-// ("Config file") is the specification; imapgate.example.toml shows every
-// key with its default.
+// The configuration file: its Go form and its defaults. The README's
+// "Configuration reference" is the specification; imapgate.example.toml
+// shows every key with its default.
 //
 // Loading happens in three steps:
 //
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/proxy"
 )
 
 // Config is the whole imapgate configuration. LoadConfig returns it with
@@ -29,31 +30,38 @@ import (
 // *Config never needs to know a default itself.
 type Config struct {
 	// ShutdownTimeout is how long SIGTERM/SIGINT waits for sessions to end
-	// before closing them. Default 30s.
+	// before closing them.
+	// Default: 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 
-	// Listen holds one entry per [[listen]] table. At least one is required.
+	// Listen holds one entry per [[listen]] table: where clients connect.
+	// Default: none, at least one required.
 	Listen []ListenConfig `toml:"listen"`
 
 	// TLS holds the proxy's own certificates: files, ACME, or both kinds of
-	// files. One source is required.
+	// files.
+	// Default: no certificate; one source is required.
 	TLS TLSConfig `toml:"tls"`
 
-	// Upstream is the IMAP server imapgate logs users in to. Its address is
-	// required.
+	// Upstream is the IMAP server imapgate logs users in to.
+	// Default: no address; it is required.
 	Upstream UpstreamConfig `toml:"upstream"`
 
 	// Auth says which ways of logging in clients may use.
+	// Default: AUTHENTICATE PLAIN only.
 	Auth AuthConfig `toml:"auth"`
 
 	// Policy holds the limits and address lists applied before a credential
 	// reaches the upstream.
+	// Default: the budgets and limits of PolicyConfig's fields.
 	Policy PolicyConfig `toml:"policy"`
 
 	// Audit says where the audit events go.
+	// Default: standard output, user names in clear.
 	Audit AuditConfig `toml:"audit"`
 
 	// Metrics says where Prometheus metrics are served, if anywhere.
+	// Default: nowhere.
 	Metrics MetricsConfig `toml:"metrics"`
 
 	path     string    // file it came from (for messages)
@@ -97,23 +105,23 @@ func (d *Duration) UnmarshalText(text []byte) error {
 // MarshalText writes the duration the way time.Duration.String does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// DefaultConfig returns a Config holding every default of CONTRACT.md. It
-// has no listener, certificate or upstream address: those have no safe
-// default.
+// DefaultConfig returns a Config holding every default of the README's
+// "Configuration reference". It has no listener, certificate or upstream
+// address: those have no safe default.
 func DefaultConfig() *Config {
 	return &Config{
 		ShutdownTimeout: Duration{30 * time.Second},
 		TLS:             TLSConfig{MinVersion: "1.2"},
 		Upstream: UpstreamConfig{
-			TLS:             "starttls",
-			Login:           "auto",
-			ForwardClientIP: "none",
+			TLS:             string(proxy.UpstreamSTARTTLS),
+			Login:           string(proxy.LoginAuto),
+			ForwardClientIP: string(proxy.ForwardNone),
 			ConnectTimeout:  Duration{10 * time.Second},
 			LoginTimeout:    Duration{30 * time.Second},
 		},
 		Auth: AuthConfig{
 			Mechanisms:   auth.Default(),
-			LoginCommand: "refuse",
+			LoginCommand: loginCommandRefuse,
 		},
 		Policy: PolicyConfig{
 			MaxConnections:      20000,
@@ -133,6 +141,6 @@ func DefaultConfig() *Config {
 
 			MaxConnectionsPerNetwork: 1000,
 		},
-		Audit: AuditConfig{Output: "stdout"},
+		Audit: AuditConfig{Output: auditStdout},
 	}
 }

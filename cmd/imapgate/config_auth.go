@@ -11,22 +11,30 @@ import (
 
 // AuthConfig is the [auth] table.
 type AuthConfig struct {
-	// Mechanisms are the SASL mechanisms offered, upper case. Default
-	// ["PLAIN"]. Known: PLAIN, OAUTHBEARER, EXTERNAL, SCRAM-SHA-256; only
-	// PLAIN is implemented today.
+	// Mechanisms are the SASL mechanisms offered, upper case: names
+	// auth.Known recognises, of which auth.Supported ones only (PLAIN
+	// today).
+	// Default: auth.Default(), ["PLAIN"].
 	Mechanisms []string `toml:"mechanisms"`
 
-	// LoginCommand is "refuse" or "allow-over-tls" (the IMAP LOGIN command,
-	// only on a TLS connection). Default "refuse".
+	// LoginCommand is "refuse" or "allow-over-tls" (the IMAP LOGIN
+	// command, only on a TLS connection).
+	// Default: "refuse".
 	LoginCommand string `toml:"login_command"`
 }
+
+// The login_command words.
+const (
+	loginCommandRefuse       = "refuse"
+	loginCommandAllowOverTLS = "allow-over-tls"
+)
 
 func (d *decoder) auth(t *table, a *AuthConfig) {
 	t.strings("mechanisms", &a.Mechanisms)
 	t.str("login_command", &a.LoginCommand)
 	t.done()
 
-	t.oneOf("login_command", a.LoginCommand, "refuse", "allow-over-tls")
+	oneOf(t, "login_command", a.LoginCommand, loginCommandRefuse, loginCommandAllowOverTLS)
 	seen := map[string]bool{}
 	for i, m := range a.Mechanisms {
 		key := elemKey(t.keyOf("mechanisms"), i)
@@ -42,7 +50,7 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 		}
 		seen[upper] = true
 	}
-	if len(a.Mechanisms) == 0 && a.LoginCommand == "refuse" && t.ok("mechanisms") {
-		t.problem("mechanisms", "is empty and login_command is \"refuse\": no client could log in")
+	if len(a.Mechanisms) == 0 && a.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
+		t.problem("mechanisms", "is empty and login_command is %q: no client could log in", loginCommandRefuse)
 	}
 }

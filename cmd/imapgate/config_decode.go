@@ -152,42 +152,38 @@ func (t *table) get(name string) (any, bool) {
 	return v, ok
 }
 
-func (t *table) str(name string, dst *string) {
+// typed returns the value of name as a T. It is false when name is not
+// set, or holds something else, which it reports as "want WANT, not ...".
+func typed[T any](t *table, name, want string) (T, bool) {
 	v, ok := t.get(name)
 	if !ok {
-		return
+		var zero T
+		return zero, false
 	}
-	s, ok := v.(string)
+	x, ok := v.(T)
 	if !ok {
-		t.problem(name, "want a string, not %s", describe(v))
-		return
+		t.problem(name, "want %s, not %s", want, describe(v))
 	}
-	*dst = s
+	return x, ok
+}
+
+func (t *table) str(name string, dst *string) {
+	if s, ok := typed[string](t, name, "a string"); ok {
+		*dst = s
+	}
 }
 
 func (t *table) boolean(name string, dst *bool) {
-	v, ok := t.get(name)
-	if !ok {
-		return
+	if b, ok := typed[bool](t, name, "true or false"); ok {
+		*dst = b
 	}
-	b, ok := v.(bool)
-	if !ok {
-		t.problem(name, "want true or false, not %s", describe(v))
-		return
-	}
-	*dst = b
 }
 
 // count reads a whole number that may not be negative.
 func (t *table) count(name string, dst *int) {
-	v, ok := t.get(name)
-	if !ok {
-		return
-	}
-	n, ok := v.(int64)
+	n, ok := typed[int64](t, name, "a whole number")
 	switch {
 	case !ok:
-		t.problem(name, "want a whole number, not %s", describe(v))
 	case n < 0:
 		t.problem(name, "%d is negative", n)
 	case int64(int(n)) != n:
@@ -202,21 +198,19 @@ func (t *table) duration(name string, dst *Duration) {
 	if !ok {
 		return
 	}
-	s, ok := v.(string)
-	if !ok {
-		if n, isInt := v.(int64); isInt {
-			t.problem(name, "%d is not a duration (use Go durations like \"90s\", \"31m\")", n)
-		} else {
-			t.problem(name, "want a duration like \"90s\" or \"31m\", not %s", describe(v))
+	switch v := v.(type) {
+	case string:
+		var dur Duration
+		if err := dur.UnmarshalText([]byte(v)); err != nil {
+			t.problem(name, "%s", err)
+			return
 		}
-		return
+		*dst = dur
+	case int64:
+		t.problem(name, "%d is not a duration (use Go durations like \"90s\", \"31m\")", v)
+	default:
+		t.problem(name, "want a duration like \"90s\" or \"31m\", not %s", describe(v))
 	}
-	var dur Duration
-	if err := dur.UnmarshalText([]byte(s)); err != nil {
-		t.problem(name, "%s", err)
-		return
-	}
-	*dst = dur
 }
 
 // strings reads a list of strings. Problems with one element are reported
@@ -307,6 +301,21 @@ func (t *table) tables(name, section string) []*table {
 		out[i] = &table{d: t.d, key: elemKey(t.keyOf(name), i), section: section, parent: t, m: m, quiet: t.quiet}
 	}
 	return out
+}
+
+// decodeTables decodes every table of the array of tables name (e.g.
+// [[listen]]) with decode, and returns the tables and the values of those
+// that are written in the file.
+func decodeTables[T any](t *table, name, section string, decode func(*table) T) ([]*table, []T) {
+	tables := t.tables(name, section)
+	var values []T
+	for _, e := range tables {
+		v := decode(e)
+		if !e.quiet {
+			values = append(values, v)
+		}
+	}
+	return tables, values
 }
 
 // done records the keys of t that no decoder asked for.
@@ -435,10 +444,18 @@ func describe(v any) string {
 
 // Value checks.
 
-func (t *table) oneOf(name, value string, allowed ...string) {
-	if !slices.Contains(allowed, value) && t.ok(name) {
-		t.problem(name, "%q is not one of %s", value, strings.Join(allowed, ", "))
+// oneOf checks that the value of name is one of allowed: the named values
+// of the package that uses it (proxy.UpstreamTLS, ...), or the config's own
+// words where no package has them.
+func oneOf[T ~string](t *table, name, value string, allowed ...T) {
+	if slices.Contains(allowed, T(value)) || !t.ok(name) {
+		return
 	}
+	words := make([]string, len(allowed))
+	for i, a := range allowed {
+		words[i] = string(a)
+	}
+	t.problem(name, "%q is not one of %s", value, strings.Join(words, ", "))
 }
 
 func (t *table) positive(name string, d Duration) {

@@ -3,32 +3,40 @@ package main
 // The [[listen]] tables: the addresses clients connect to.
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/imapgate/imapgate/proxy"
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // ListenConfig is one [[listen]] table: an address clients connect to.
 type ListenConfig struct {
-	// Address is "host:port" to bind, e.g. "0.0.0.0:993" or "[::]:993".
-	// Required; two listeners (or the metrics or ACME challenge listener)
-	// may not use the same one.
+	// Address is the "host:port" to bind, e.g. "0.0.0.0:993" or
+	// "[::]:993". Two listeners (or a listener and the metrics or ACME
+	// challenge listener) may not bind the same one.
+	// Default: none, required.
 	Address string `toml:"address"`
 
 	// TLS is "implicit" (TLS from the first byte, port 993) or "starttls"
-	// (plaintext greeting, then STARTTLS, port 143). Default "implicit".
+	// (plaintext greeting, then STARTTLS, port 143).
+	// Default: "implicit".
 	TLS string `toml:"tls"`
 
 	// ProxyProtocol accepts PROXY v1/v2 headers, but only from
-	// policy.trusted_proxies. Default false.
+	// policy.trusted_proxies.
+	// Default: false.
 	ProxyProtocol bool `toml:"proxy_protocol"`
 
 	// MinVersion overrides tls.min_version for this listener only: "1.0",
-	// "1.1", "1.2" or "1.3". Default "" (use tls.min_version). "1.0" and
-	// "1.1" are accepted with a warning, for old clients on a separate port.
+	// "1.1", "1.2" or "1.3". "1.0" and "1.1" are accepted with a warning,
+	// for old clients on a port of their own.
+	// Default: "", meaning tls.min_version.
 	MinVersion string `toml:"min_version"`
 }
 
@@ -41,7 +49,7 @@ func (l ListenConfig) EffectiveMinVersion(c *Config) string {
 	return c.TLS.MinVersion
 }
 
-func defaultListen() ListenConfig { return ListenConfig{TLS: "implicit"} }
+func defaultListen() ListenConfig { return ListenConfig{TLS: string(proxy.TLSImplicit)} }
 
 func (d *decoder) listen(t *table) ListenConfig {
 	l := defaultListen()
@@ -56,23 +64,32 @@ func (d *decoder) listen(t *table) ListenConfig {
 	} else if err := checkHostPort(l.Address, "0.0.0.0:993", true); err != nil {
 		t.problem("address", "%s", err)
 	}
-	t.oneOf("tls", l.TLS, "implicit", "starttls")
-	if l.MinVersion != "" {
-		t.minVersion("min_version", l.MinVersion)
+	oneOf(t, "tls", l.TLS, proxy.TLSImplicit, proxy.TLSStartTLS)
+	if l.MinVersion == "" {
+		return l
+	}
+	switch v := l.MinVersion; {
+	case isOldTLS(v):
+		t.warn("min_version", "%q allows TLS %s, deprecated by RFC 8996; keep it to a listener for old clients", v, v)
+	case !isTLSVersion(v) && t.ok("min_version"):
+		t.problem("min_version", "%q is not one of 1.2, 1.3 (or, for old clients, 1.0, 1.1)", v)
 	}
 	return l
 }
 
-func (t *table) minVersion(name, v string) {
-	switch v {
-	case "1.2", "1.3":
-	case "1.0", "1.1":
-		t.warn(name, "%q allows TLS %s, deprecated by RFC 8996; keep it to a listener for old clients", v, v)
-	default:
-		if t.ok(name) {
-			t.problem(name, "%q is not one of 1.2, 1.3 (or, for old clients, 1.0, 1.1)", v)
-		}
-	}
+// isTLSVersion reports whether v is a min_version tlsconf.ParseVersion, the
+// parser the listeners use, takes: a version number exactly as written
+// ("1.2"; not "" or " 1.2", which it also reads).
+func isTLSVersion(v string) bool {
+	_, err := tlsconf.ParseVersion(v)
+	return err == nil && v != "" && v == strings.TrimSpace(v)
+}
+
+// isOldTLS reports whether v is a TLS version RFC 8996 deprecated (1.0,
+// 1.1).
+func isOldTLS(v string) bool {
+	n, _ := tlsconf.ParseVersion(v)
+	return isTLSVersion(v) && n < tls.VersionTLS12
 }
 
 // bind is an address some listener binds: table t, key name.

@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/BurntSushi/toml"
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // LoadConfig reads, decodes and validates the file at path, including that
@@ -73,13 +74,8 @@ func sortProblems(ps []Problem) {
 func (d *decoder) config(t *table, c *Config) {
 	t.duration("shutdown_timeout", &c.ShutdownTimeout)
 
-	listens := t.tables("listen", "[[listen]]")
-	for _, lt := range listens {
-		l := d.listen(lt)
-		if !lt.quiet {
-			c.Listen = append(c.Listen, l)
-		}
-	}
+	var listens []*table
+	listens, c.Listen = decodeTables(t, "listen", "[[listen]]", d.listen)
 	if len(c.Listen) == 0 && t.ok("listen") {
 		t.missing("listen", "at least one [[listen]] table is required, e.g. [[listen]] address = \"0.0.0.0:993\"")
 	}
@@ -102,7 +98,7 @@ func (d *decoder) config(t *table, c *Config) {
 	for i, l := range c.Listen {
 		binds = append(binds, bind{listens[i], "address", l.Address})
 	}
-	if a := c.TLS.ACME; a != nil && a.Challenge != "dns-01" {
+	if a := c.TLS.ACME; a != nil && a.Challenge != tlsconf.ChallengeDNS {
 		binds = append(binds, bind{acmeTable, "challenge_listen", a.ChallengeListen})
 	}
 	binds = append(binds, bind{mt, "listen", c.Metrics.Listen})

@@ -4,8 +4,9 @@ package main
 
 // MetricsConfig is the [metrics] table.
 type MetricsConfig struct {
-	// Listen is "host:port" serving /metrics, /healthz and /readyz.
-	// Default "": no metrics listener.
+	// Listen is the "host:port" serving /metrics, /healthz and /readyz
+	// over plain HTTP.
+	// Default: "" (no metrics listener).
 	Listen string `toml:"listen"`
 }
 

@@ -10,95 +10,141 @@ import (
 	"github.com/imapgate/imapgate/policy"
 )
 
-// PolicyConfig is the [policy] table. Numbers are never negative.
-// Every CIDR list holds canonical prefixes ("192.0.2.7" in the file becomes
-// "192.0.2.7/32", "::ffff:192.0.2.0/120" becomes "192.0.2.0/24"), so
-// policy.ParsePrefixes cannot fail on them.
+// PolicyConfig is the [policy] table: the limits and address lists applied
+// before a credential reaches the upstream. Numbers are never negative.
+// Every network list holds canonical prefixes, as policy.ParsePrefix writes
+// them ("192.0.2.7" in the file becomes "192.0.2.7/32",
+// "::ffff:192.0.2.0/120" becomes "192.0.2.0/24"), so policy.ParsePrefixes
+// cannot fail on them.
 type PolicyConfig struct {
-	MaxConnections      int `toml:"max_connections"`        // default 20000
-	MaxConnectionsPerIP int `toml:"max_connections_per_ip"` // default 50
-	AuthFailuresPerIP   int `toml:"auth_failures_per_ip"`   // default 10
-	AuthFailuresPerUser int `toml:"auth_failures_per_user"` // default 20
+	// MaxConnections is the client connections open at once, in total;
+	// more are refused at accept. 0 means no limit.
+	// Default: 20000.
+	MaxConnections int `toml:"max_connections"`
 
-	// FailureWindow is how long failures count. Default 15m; must be more
-	// than 0.
+	// MaxConnectionsPerIP is the client connections open at once from one
+	// address: an IPv4 address, or an IPv6 /64. 0 means no limit.
+	// Default: 50.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+
+	// AuthFailuresPerIP is the failures allowed per client address within
+	// FailureWindow: the IPv4 /32, and the IPv6 /128 and its /64. For every
+	// auth_failures_* key, 0 means no limit.
+	// Default: 10.
+	AuthFailuresPerIP int `toml:"auth_failures_per_ip"`
+
+	// AuthFailuresPerUser is the failures allowed per user from networks
+	// that are not its known devices.
+	// Default: 20.
+	AuthFailuresPerUser int `toml:"auth_failures_per_user"`
+
+	// FailureWindow is how long failures count: a budget's window opens at
+	// its first failure. It must be more than 0.
+	// Default: 15m.
 	FailureWindow Duration `toml:"failure_window"`
 
-	// FailureDelay is added before answering any failed AUTHENTICATE.
-	// Default 2s.
+	// FailureDelay is the wait before answering a failed login (the
+	// tarpit), doubled with the failures of the busiest budget up to
+	// policy.MaxDelayFactor times. 0 means no wait.
+	// Default: 2s.
 	FailureDelay Duration `toml:"failure_delay"`
 
-	// MaxUpstreamLogins is the number of logins in flight to the upstream.
-	// Default 64.
+	// MaxUpstreamLogins is the logins in flight to the upstream at once.
+	// 0 means no cap.
+	// Default: 64.
 	MaxUpstreamLogins int `toml:"max_upstream_logins"`
 
-	TrustedProxies []string `toml:"trusted_proxies"` // default none
-	Allow          []string `toml:"allow"`           // default none: everyone
-	Deny           []string `toml:"deny"`            // default none; checked first
+	// TrustedProxies are the networks whose PROXY headers are believed.
+	// Default: none.
+	TrustedProxies []string `toml:"trusted_proxies"`
 
-	// PreauthTimeout is the time to finish authenticating. Default 60s;
-	// must be more than 0.
+	// Allow are the networks clients may connect from.
+	// Default: none (everyone).
+	Allow []string `toml:"allow"`
+
+	// Deny are the networks clients may not connect from; checked before
+	// Allow.
+	// Default: none.
+	Deny []string `toml:"deny"`
+
+	// PreauthTimeout is the time from accept to a finished login. It must
+	// be more than 0.
+	// Default: 60s.
 	PreauthTimeout Duration `toml:"preauth_timeout"`
 
 	// IdleTimeout closes a logged-in session after this long without bytes
-	// either way. Default 31m; must be more than 0. Below 29m is accepted
-	// with a warning: IDLE clients re-issue IDLE only every 29 minutes.
+	// either way. It must be more than 0; below 29m it is accepted with a
+	// warning, as IDLE clients re-issue IDLE only every 29 minutes.
+	// Default: 31m.
 	IdleTimeout Duration `toml:"idle_timeout"`
 
 	// MaxConnectionsPerNetwork is the connections open at once from one
 	// client network, an IPv4 /24 or IPv6 /48, so that one network cannot
 	// fill max_connections (max_connections_per_ip counts an IPv4 address
-	// and an IPv6 /64). Default 1000; 0 means no limit.
+	// and an IPv6 /64). 0 means no limit.
+	// Default: 1000.
 	MaxConnectionsPerNetwork int `toml:"max_connections_per_network"`
 
 	// AuthFailuresPerNetwork is the failures allowed per IPv4 /24 and per
-	// IPv6 /48 within failure_window (auth_failures_per_ip counts the IPv4
-	// /32 and the IPv6 /128 and /64). Default 50. For every auth_failures_*
-	// key, 0 means no limit.
+	// IPv6 /48 within FailureWindow.
+	// Default: 50.
 	AuthFailuresPerNetwork int `toml:"auth_failures_per_network"`
 
 	// AuthFailuresPerDevice is the failures allowed per (user, network):
 	// the user from one IPv4 /24 or IPv6 /64. A known device (see
-	// KnownDeviceFor) is judged by this budget only. Default 10.
+	// KnownDeviceFor) is judged by this budget only.
+	// Default: 10.
 	AuthFailuresPerDevice int `toml:"auth_failures_per_device"`
 
 	// KnownDeviceFor is how long a successful login keeps its (user,
-	// network) a known device. Default 720h (30 days); must be more than 0.
+	// network) a known device. It must be more than 0.
+	// Default: 720h (30 days).
 	KnownDeviceFor Duration `toml:"known_device_for"`
 
 	// UserDomain is the mail domain bare user names belong to: budgets and
 	// known devices are kept under "user@domain", so "jdoe", "JDoe" and
-	// "jdoe@example.com" are one user (see policy.UserNames). What is
-	// sent to the upstream is not changed. Default "": names are compared
-	// as typed, case-insensitively.
+	// "jdoe@example.com" are one user (see policy.UserNames). What is sent
+	// to the upstream is not changed.
+	// Default: "" (names are compared as typed, case-insensitively).
 	UserDomain string `toml:"user_domain"`
 
 	// UserRealms are other domains that mean UserDomain: NetBIOS domains
-	// (EXAMPLE\jdoe) and UPN suffixes (jdoe@example.local). Default none;
-	// needs user_domain.
+	// (EXAMPLE\jdoe) and UPN suffixes (jdoe@example.local). They need
+	// UserDomain.
+	// Default: none.
 	UserRealms []string `toml:"user_realms"`
 
 	// UpstreamLoginQueue is how many logins may wait for one of the
-	// max_upstream_logins slots. Default 0: as many as max_upstream_logins.
+	// max_upstream_logins slots.
+	// Default: 0 (as many as max_upstream_logins).
 	UpstreamLoginQueue int `toml:"upstream_login_queue"`
 
 	// UpstreamLoginWait is how long a login waits in that queue before
-	// NO [UNAVAILABLE]. Default 2s; must be more than 0.
+	// NO [UNAVAILABLE]. It must be more than 0.
+	// Default: 2s.
 	UpstreamLoginWait Duration `toml:"upstream_login_wait"`
 
-	// Rules are [[policy.rule]] tables: other budgets for some networks or
-	// listeners. The first rule that matches a client applies.
+	// Rules are the [[policy.rule]] tables: other budgets for some networks
+	// or listeners. The first rule that matches a client applies.
+	// Default: none (the budgets above for everyone).
 	Rules []PolicyRule `toml:"rule"`
 }
 
 // PolicyRule is one [[policy.rule]] table. It matches a client whose
-// address is in one of Networks (any address when empty) and who connected
-// to one of Listeners ([[listen]] addresses as written; any listener when
-// empty); at least one of the two is set. Each budget key left out (nil)
-// is taken from [policy].
+// address is in one of Networks and who connected to one of Listeners; at
+// least one of the two is set, and at least one budget.
 type PolicyRule struct {
-	Networks               []string  `toml:"networks"`
-	Listeners              []string  `toml:"listeners"`
+	// Networks are the client networks the rule matches.
+	// Default: none (any address).
+	Networks []string `toml:"networks"`
+
+	// Listeners are [[listen]] addresses, exactly as written there, whose
+	// clients the rule matches.
+	// Default: none (any listener).
+	Listeners []string `toml:"listeners"`
+
+	// The rule's budgets, as the [policy] keys of the same names.
+	// Default: nil, the [policy] value.
 	AuthFailuresPerIP      *int      `toml:"auth_failures_per_ip"`
 	AuthFailuresPerNetwork *int      `toml:"auth_failures_per_network"`
 	AuthFailuresPerUser    *int      `toml:"auth_failures_per_user"`
@@ -131,13 +177,7 @@ func (d *decoder) policy(t *table, p *PolicyConfig) (ruleTables []*table) {
 	t.duration("upstream_login_wait", &p.UpstreamLoginWait)
 	t.count("max_connections_per_network", &p.MaxConnectionsPerNetwork)
 	d.policyUserNames(t, p)
-	ruleTables = t.tables("rule", "[[policy.rule]]")
-	for _, rt := range ruleTables {
-		r := d.policyRule(rt)
-		if !rt.quiet {
-			p.Rules = append(p.Rules, r)
-		}
-	}
+	ruleTables, p.Rules = decodeTables(t, "rule", "[[policy.rule]]", d.policyRule)
 	t.done()
 
 	t.positive("known_device_for", p.KnownDeviceFor)

@@ -9,33 +9,42 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
-// TLSConfig is the [tls] table: the proxy's own certificates.
-// Exactly one source is required: files (CertFile+KeyFile and/or
-// Certificates) or ACME.
+// TLSConfig is the [tls] table: the proxy's own certificates. Exactly one
+// source is required: files (CertFile and KeyFile, Certificates, or both)
+// or ACME.
 type TLSConfig struct {
-	// CertFile is a PEM certificate chain (leaf first); KeyFile its private
-	// key. Both or neither. Must exist when the config is loaded.
+	// CertFile is a PEM certificate chain (leaf first), and KeyFile its
+	// private key; both or neither. They must exist when the config is
+	// loaded, and are reloaded when they change.
+	// Default: "" (no file pair; then Certificates or ACME).
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 
-	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3".
-	// Default "1.2". "1.0" and "1.1" are refused here: only a [[listen]]
-	// table may lower its own minimum.
+	// MinVersion is the lowest TLS version accepted: "1.2" or "1.3". "1.0"
+	// and "1.1" are refused here: only a [[listen]] table may lower its own
+	// minimum.
+	// Default: "1.2".
 	MinVersion string `toml:"min_version"`
 
 	// Certificates are more file pairs, one per [[tls.certificate]] table,
-	// served by SNI next to CertFile. Default none.
+	// chosen by SNI beside CertFile.
+	// Default: none.
 	Certificates []CertPair `toml:"certificate"`
 
-	// ACME is the [tls.acme] table; nil when the file has none. It cannot
-	// be combined with certificate files.
+	// ACME is the [tls.acme] table. It cannot be combined with certificate
+	// files.
+	// Default: nil (the file has no [tls.acme]).
 	ACME *ACMEConfig `toml:"acme"`
 }
 
-// CertPair is one [[tls.certificate]] table. Both files are required.
+// CertPair is one [[tls.certificate]] table.
 type CertPair struct {
+	// CertFile is a PEM certificate chain, KeyFile its private key.
+	// Default: none, both required.
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 }
@@ -43,85 +52,112 @@ type CertPair struct {
 // ACMEConfig is the [tls.acme] table: certificates obtained and renewed
 // automatically.
 type ACMEConfig struct {
-	// Domains are the names to get certificates for. Required. A wildcard
+	// Domains are the names to get certificates for. A wildcard
 	// ("*.example.com") needs challenge "dns-01".
+	// Default: none, required.
 	Domains []string `toml:"domains"`
 
-	// Email is the account contact the CA warns about expiry. Default "".
+	// Email is the account contact the CA writes to about expiry.
+	// Default: "" (no contact).
 	Email string `toml:"email"`
 
-	// CA is the ACME directory URL (https). Default Let's Encrypt
-	// production.
+	// CA is the ACME directory URL (https).
+	// Default: Let's Encrypt production (letsEncryptProduction).
 	CA string `toml:"ca"`
 
 	// CARoot is a PEM bundle to trust for the CA's own HTTPS (a private or
-	// test CA). Default "" (system roots).
+	// test CA).
+	// Default: "" (the system roots).
 	CARoot string `toml:"ca_root"`
 
 	// Storage is the directory holding accounts, keys and certificates.
-	// Default "/var/lib/imapgate". ("redis" needs [cluster], which this
-	// version does not have.)
+	// ("redis" needs [cluster], which this version does not have.)
+	// Default: "/var/lib/imapgate".
 	Storage string `toml:"storage"`
 
-	// Challenge is "tls-alpn-01", "http-01" or "dns-01". Default
-	// "tls-alpn-01". A public CA checks tls-alpn-01 on port 443 and http-01
-	// on port 80 only.
+	// Challenge is "tls-alpn-01", "http-01" or "dns-01" (tlsconf's
+	// Challenge names). A public CA checks tls-alpn-01 on port 443 and
+	// http-01 on port 80 only.
+	// Default: "tls-alpn-01".
 	Challenge string `toml:"challenge"`
 
-	// ChallengeListen is where the tls-alpn-01 or http-01 responder binds.
-	// Default ":443", or ":80" with http-01. Unused with dns-01.
+	// ChallengeListen is where the tls-alpn-01 or http-01 responder binds;
+	// unused with dns-01.
+	// Default: ":443", or ":80" with http-01.
 	ChallengeListen string `toml:"challenge_listen"`
 
 	// EABKeyID and EABMACKey (base64url) are the external account binding
-	// for CAs that require one. Both or neither. Default "".
+	// for CAs that require one; both or neither.
+	// Default: "" (no binding).
 	EABKeyID  string `toml:"eab_key_id"`
 	EABMACKey string `toml:"eab_mac_key"`
 
-	// DNSProvider is how dns-01 publishes its TXT record: "rfc2136" or
-	// "exec". Required with dns-01.
+	// DNSProvider is how dns-01 publishes its TXT record: "rfc2136"
+	// (dynamic updates) or "exec" (a program).
+	// Default: none, required with dns-01.
 	DNSProvider string `toml:"dns_provider"`
 
-	// DNSServer ("host:port"), TSIGKeyName, TSIGAlgorithm and TSIGSecretFile
-	// configure rfc2136 dynamic updates. All but the algorithm (default
-	// "hmac-sha256") are required with rfc2136.
-	DNSServer      string `toml:"dns_server"`
-	TSIGKeyName    string `toml:"tsig_key_name"`
-	TSIGAlgorithm  string `toml:"tsig_algorithm"`
+	// DNSServer ("host:port", the primary that takes dynamic updates) and
+	// TSIGKeyName (the name of the TSIG key) configure rfc2136.
+	// Default: none, required with rfc2136.
+	DNSServer   string `toml:"dns_server"`
+	TSIGKeyName string `toml:"tsig_key_name"`
+
+	// TSIGAlgorithm is the TSIG key's algorithm: "hmac-sha256",
+	// "hmac-sha384", "hmac-sha512", "hmac-sha224" or "hmac-sha1".
+	// Default: "hmac-sha256".
+	TSIGAlgorithm string `toml:"tsig_algorithm"`
+
+	// TSIGSecretFile holds the base64 TSIG secret, or is the key file
+	// tsig-keygen writes.
+	// Default: none, required with rfc2136.
 	TSIGSecretFile string `toml:"tsig_secret_file"`
 
 	// DNSExec is the program run as `PROGRAM present|cleanup FQDN VALUE`.
-	// Required with exec.
+	// Default: none, required with exec.
 	DNSExec string `toml:"dns_exec"`
 
 	// DNSResolvers ("host:port") are asked for the TXT record before the CA
-	// is. Default none: the system resolver.
+	// is.
+	// Default: none (the system resolver).
 	DNSResolvers []string `toml:"dns_resolvers"`
 
-	// OnDemand obtains a certificate during the handshake for a name not
-	// in Domains, if it matches OnDemandAllow. Default false.
+	// OnDemand obtains a certificate during the handshake for a name not in
+	// Domains, if it matches OnDemandAllow.
+	// Default: false.
 	OnDemand bool `toml:"on_demand"`
 
 	// OnDemandAllow lists the names ("mail.example.com") and suffixes
 	// (".example.com" or "*.example.com") On-Demand may get certificates
-	// for. Required with OnDemand.
+	// for.
+	// Default: none, required with OnDemand.
 	OnDemandAllow []string `toml:"on_demand_allow"`
 
-	// OnDemandPerHour caps On-Demand certificate requests per hour.
-	// Default 10; must be more than 0.
+	// OnDemandPerHour caps On-Demand certificate requests per hour; it must
+	// be more than 0.
+	// Default: 10.
 	OnDemandPerHour int `toml:"on_demand_per_hour"`
 
-	// RenewCheckInterval is how often certificates are checked for
-	// renewal. Default 10m; must be more than 0.
+	// RenewCheckInterval is how often certificates are checked for renewal;
+	// it must be more than 0.
+	// Default: 10m.
 	RenewCheckInterval Duration `toml:"renew_check_interval"`
 }
 
+// letsEncryptProduction is the default ACME directory.
 const letsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+
+// The dns_provider words: how dns-01 publishes its TXT record.
+const (
+	dnsProviderRFC2136 = "rfc2136" // tlsconf.RFC2136, dynamic updates
+	dnsProviderExec    = "exec"    // tlsconf.ExecHook, a program
+)
 
 func defaultACME() *ACMEConfig {
 	return &ACMEConfig{
 		CA:              letsEncryptProduction,
 		Storage:         "/var/lib/imapgate",
-		Challenge:       "tls-alpn-01",
+		Challenge:       tlsconf.ChallengeTLSALPN,
 		ChallengeListen: ":443",
 		TSIGAlgorithm:   "hmac-sha256",
 
@@ -135,13 +171,7 @@ func (d *decoder) tls(t *table, c *TLSConfig) (acmeTable *table) {
 	t.str("cert_file", &c.CertFile)
 	t.str("key_file", &c.KeyFile)
 	t.str("min_version", &c.MinVersion)
-	certs := t.tables("certificate", "[[tls.certificate]]")
-	for _, ct := range certs {
-		p := d.certPair(ct)
-		if !ct.quiet {
-			c.Certificates = append(c.Certificates, p)
-		}
-	}
+	_, c.Certificates = decodeTables(t, "certificate", "[[tls.certificate]]", d.certPair)
 	acmeTable, hasACME := t.sub("acme", "[tls.acme]")
 	if !hasACME {
 		acmeTable.quiet = true
@@ -152,14 +182,11 @@ func (d *decoder) tls(t *table, c *TLSConfig) (acmeTable *table) {
 	}
 	t.done()
 
-	switch c.MinVersion {
-	case "1.2", "1.3":
-	case "1.0", "1.1":
-		t.problem("min_version", "%q is allowed only on a [[listen]] table dedicated to old clients (its own min_version = %q, with a warning at start); keep \"1.2\" or \"1.3\" here", c.MinVersion, c.MinVersion)
-	default:
-		if t.ok("min_version") {
-			t.problem("min_version", "%q is not one of 1.2, 1.3", c.MinVersion)
-		}
+	switch v := c.MinVersion; {
+	case isOldTLS(v):
+		t.problem("min_version", "%q is allowed only on a [[listen]] table dedicated to old clients (its own min_version = %q, with a warning at start); keep \"1.2\" or \"1.3\" here", v, v)
+	case !isTLSVersion(v) && t.ok("min_version"):
+		t.problem("min_version", "%q is not one of 1.2, 1.3", v)
 	}
 	t.filePair("cert_file", c.CertFile, "key_file", c.KeyFile)
 
@@ -227,9 +254,9 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 	t.duration("renew_check_interval", &a.RenewCheckInterval)
 	t.done()
 
-	t.oneOf("challenge", a.Challenge, "tls-alpn-01", "http-01", "dns-01")
-	dns01 := a.Challenge == "dns-01"
-	if _, set := t.m["challenge_listen"]; !set && a.Challenge == "http-01" {
+	oneOf(t, "challenge", a.Challenge, tlsconf.ChallengeTLSALPN, tlsconf.ChallengeHTTP, tlsconf.ChallengeDNS)
+	dns01 := a.Challenge == tlsconf.ChallengeDNS
+	if _, set := t.m["challenge_listen"]; !set && a.Challenge == tlsconf.ChallengeHTTP {
 		a.ChallengeListen = ":80" // where a CA checks http-01
 	}
 
@@ -242,7 +269,7 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 		case !isDomainName(dom):
 			t.problemKey(key, "%q is not a domain name like \"imap.example.com\"", dom)
 		case strings.HasPrefix(dom, "*.") && !dns01 && t.ok("challenge"):
-			t.problemKey(key, "%q is a wildcard, which only challenge \"dns-01\" can prove", dom)
+			t.problemKey(key, "%q is a wildcard, which only challenge %q can prove", dom, tlsconf.ChallengeDNS)
 		}
 	}
 	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " \t<>")) {
@@ -277,7 +304,7 @@ func (d *decoder) acme(t *table) *ACMEConfig {
 	} else if t.ok("challenge") {
 		for _, name := range []string{"dns_provider", "dns_server", "tsig_key_name", "tsig_secret_file", "dns_exec"} {
 			if v, _ := t.m[name].(string); v != "" {
-				t.warn(name, "is ignored: challenge is %q, not \"dns-01\"", a.Challenge)
+				t.warn(name, "is ignored: challenge is %q, not %q", a.Challenge, tlsconf.ChallengeDNS)
 			}
 		}
 	}
@@ -322,8 +349,8 @@ func (d *decoder) dnsProvider(t *table, a *ACMEConfig) {
 	}
 	switch a.DNSProvider {
 	case "":
-		t.missing("dns_provider", "is required with challenge \"dns-01\": \"rfc2136\" or \"exec\"")
-	case "rfc2136":
+		t.missing("dns_provider", "is required with challenge %q: %q or %q", tlsconf.ChallengeDNS, dnsProviderRFC2136, dnsProviderExec)
+	case dnsProviderRFC2136:
 		if required("dns_server", a.DNSServer, "the primary server that accepts dynamic updates, \"host:port\"") {
 			if err := checkHostPort(a.DNSServer, "192.0.2.53:53", false); err != nil {
 				t.problem("dns_server", "%s", err)
@@ -333,15 +360,15 @@ func (d *decoder) dnsProvider(t *table, a *ACMEConfig) {
 		if required("tsig_secret_file", a.TSIGSecretFile, "the file holding the base64 TSIG secret") {
 			t.file("tsig_secret_file", a.TSIGSecretFile)
 		}
-		t.oneOf("tsig_algorithm", a.TSIGAlgorithm, "hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
-	case "exec":
+		oneOf(t, "tsig_algorithm", a.TSIGAlgorithm, "hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1")
+	case dnsProviderExec:
 		if required("dns_exec", a.DNSExec, "the program to run as `PROGRAM present|cleanup FQDN VALUE`") && t.d.checkFiles {
 			if _, err := exec.LookPath(a.DNSExec); err != nil {
 				t.problem("dns_exec", "%s", err)
 			}
 		}
 	default:
-		t.oneOf("dns_provider", a.DNSProvider, "rfc2136", "exec")
+		oneOf(t, "dns_provider", a.DNSProvider, dnsProviderRFC2136, dnsProviderExec)
 	}
 }
 

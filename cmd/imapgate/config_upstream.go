@@ -6,51 +6,61 @@ import (
 	"encoding/base64"
 	"net"
 	"net/netip"
+
+	"github.com/imapgate/imapgate/proxy"
 )
 
 // UpstreamConfig is the [upstream] table: the real IMAP server.
 type UpstreamConfig struct {
-	// Address is "host:port" of the upstream. Required.
+	// Address is the "host:port" of the upstream.
+	// Default: none, required.
 	Address string `toml:"address"`
 
-	// TLS is "none", "starttls" or "implicit". Default "starttls". "none"
+	// TLS is "none", "starttls" or "implicit" (proxy.UpstreamTLS). "none"
 	// sends passwords in clear text: only for a trusted network.
+	// Default: "starttls".
 	TLS string `toml:"tls"`
 
-	// ServerName is the name the upstream certificate is verified against.
-	// Default: the host of Address (LoadConfig fills it in when TLS is on).
+	// ServerName is the name the upstream certificate is verified against;
+	// LoadConfig fills it in when TLS is on.
+	// Default: the host of Address.
 	ServerName string `toml:"server_name"`
 
 	// CAFile is a PEM bundle of roots for the upstream certificate.
-	// Default "" (system roots).
+	// Default: "" (the system roots).
 	CAFile string `toml:"ca_file"`
 
 	// PinSHA256 is the base64 SHA-256 of the upstream certificate's
-	// SubjectPublicKeyInfo; when set, that key is required. Default "".
+	// SubjectPublicKeyInfo; when set, that key is required.
+	// Default: "" (no pin).
 	PinSHA256 string `toml:"pin_sha256"`
 
 	// Login is "auto" (AUTHENTICATE PLAIN if offered, else LOGIN), "plain"
-	// or "login". Default "auto".
+	// or "login" (proxy.LoginMethod).
+	// Default: "auto".
 	Login string `toml:"login"`
 
-	// ForwardClientIP is "none", "id" (ID x-originating-ip) or "proxy-v2".
-	// Default "none".
+	// ForwardClientIP is "none", "id" (ID x-originating-ip) or "proxy-v2"
+	// (proxy.ForwardMode).
+	// Default: "none".
 	ForwardClientIP string `toml:"forward_client_ip"`
 
 	// ConnectTimeout bounds everything before the credential is sent:
-	// connect, TLS, greeting, STARTTLS, CAPABILITY, ID. Default 10s; must
-	// be more than 0.
+	// connect, TLS, greeting, STARTTLS, CAPABILITY, ID. It must be more
+	// than 0.
+	// Default: 10s.
 	ConnectTimeout Duration `toml:"connect_timeout"`
 
 	// LoginTimeout bounds the wait for the upstream's answer once the
 	// credential is sent; running out counts as a failed attempt
-	// (upstream_no_answer). Default 30s: more than Dovecot 2.3's longest
-	// auth penalty (15s) plus its auth_failure_delay (2s). Must be more
-	// than 0.
+	// (upstream_no_answer). It must be more than 0.
+	// Default: 30s, more than Dovecot 2.3's longest auth penalty (15s)
+	// plus its auth_failure_delay (2s).
 	LoginTimeout Duration `toml:"login_timeout"`
 
-	// SourceAddresses are local IP addresses to dial the upstream from.
-	// Default none: the system chooses.
+	// SourceAddresses are local IP addresses to dial the upstream from,
+	// in turn.
+	// Default: none (the system chooses).
 	SourceAddresses []string `toml:"source_addresses"`
 }
 
@@ -75,9 +85,9 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	} else {
 		host, _, _ = net.SplitHostPort(u.Address)
 	}
-	t.oneOf("tls", u.TLS, "none", "starttls", "implicit")
-	t.oneOf("login", u.Login, "auto", "plain", "login")
-	t.oneOf("forward_client_ip", u.ForwardClientIP, "none", "id", "proxy-v2")
+	oneOf(t, "tls", u.TLS, proxy.UpstreamPlaintext, proxy.UpstreamSTARTTLS, proxy.UpstreamImplicit)
+	oneOf(t, "login", u.Login, proxy.LoginAuto, proxy.LoginPlain, proxy.LoginLogin)
+	oneOf(t, "forward_client_ip", u.ForwardClientIP, proxy.ForwardNone, proxy.ForwardID, proxy.ForwardProxyV2)
 	t.positive("connect_timeout", u.ConnectTimeout)
 	t.positive("login_timeout", u.LoginTimeout)
 
@@ -87,15 +97,15 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 				"openssl x509 -in CERT -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64", u.PinSHA256)
 		}
 	}
-	if u.TLS == "none" {
+	if proxy.UpstreamTLS(u.TLS) == proxy.UpstreamPlaintext {
 		// Settings that only verify TLS would be silently ignored.
 		for _, name := range []string{"server_name", "ca_file", "pin_sha256"} {
 			if v, _ := t.m[name].(string); v != "" {
-				t.problem(name, "is set, but upstream.tls is \"none\": nothing would be verified")
+				t.problem(name, "is set, but upstream.tls is %q: nothing would be verified", proxy.UpstreamPlaintext)
 			}
 		}
 		if host != "" && !isLoopback(host) {
-			t.warn("tls", "is \"none\": passwords go to %s in clear text; use this only on a trusted network", u.Address)
+			t.warn("tls", "is %q: passwords go to %s in clear text; use this only on a trusted network", proxy.UpstreamPlaintext, u.Address)
 		}
 	} else {
 		t.file("ca_file", u.CAFile)

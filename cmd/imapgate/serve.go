@@ -72,7 +72,7 @@ func newRuntime(cfg *Config, audit *proxy.Auditor) (*wiring, error) {
 	rt.proxy = &proxy.Config{
 		Upstream:          up,
 		Mechanisms:        cfg.Auth.Mechanisms,
-		AllowLoginOverTLS: cfg.Auth.LoginCommand == "allow-over-tls",
+		AllowLoginOverTLS: cfg.Auth.LoginCommand == loginCommandAllowOverTLS,
 		PreauthTimeout:    cfg.Policy.PreauthTimeout.Duration,
 		IdleTimeout:       cfg.Policy.IdleTimeout.Duration,
 		FailureDelay:      cfg.Policy.FailureDelay.Duration,
@@ -144,9 +144,9 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 // auditSink opens the audit output: stdout, stderr or a file (append).
 func auditSink(output string) (io.Writer, io.Closer, error) {
 	switch output {
-	case "", "stdout":
+	case "", auditStdout:
 		return os.Stdout, nil, nil
-	case "stderr":
+	case auditStderr:
 		return os.Stderr, nil, nil
 	}
 	f, err := os.OpenFile(output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
