@@ -95,19 +95,19 @@ func startACME(ctx context.Context, m *tlsconf.ACME, log *slog.Logger) error {
 
 // warnACMEReload says that [tls.acme] changes wait for a restart: the
 // running manager keeps its names, CA and challenge listener.
-func warnACMEReload(rt *wiring, cfg *Config, log *slog.Logger) {
-	if !reflect.DeepEqual(rt.cfg.TLS.ACME, cfg.TLS.ACME) {
+func warnACMEReload(rc *runConfig, cfg *Config, log *slog.Logger) {
+	if !reflect.DeepEqual(rc.cfg.TLS.ACME, cfg.TLS.ACME) {
 		log.Warn("reload: [tls.acme] changed; the change takes effect at the next restart")
 	}
 }
 
 // warnOldTLS says loudly, once per listener, that it accepts TLS 1.0 or
 // 1.1 (RFC 8996 deprecated both).
-func warnOldTLS(rt *wiring, cfg *Config, log *slog.Logger) {
+func warnOldTLS(rc *runConfig, cfg *Config, log *slog.Logger) {
 	for i, l := range cfg.Listen {
 		if v := l.EffectiveMinVersion(cfg); isOldTLS(v) {
 			log.Warn("INSECURE: listener accepts deprecated TLS "+v+" (RFC 8996); keep it for old clients only",
-				"listener", rt.listeners[i].Name, "min_version", v)
+				"listener", rc.listeners[i].Name, "min_version", v)
 		}
 	}
 }

@@ -261,8 +261,8 @@ func checkRuleListeners(ruleTables []*table, c *Config) {
 	for _, l := range c.Listen {
 		addrs = append(addrs, l.Address)
 	}
-	for i, rt := range ruleTables {
-		if rt.quiet || i >= len(c.Policy.Rules) {
+	for i, ruleTable := range ruleTables {
+		if ruleTable.quiet || i >= len(c.Policy.Rules) {
 			continue
 		}
 		for j, l := range c.Policy.Rules[i].Listeners {
@@ -271,7 +271,7 @@ func checkRuleListeners(ruleTables []*table, c *Config) {
 				found = found || a == l
 			}
 			if !found {
-				rt.problemKey(elemKey(rt.keyOf("listeners"), j), "%q is not the address of a [[listen]] table (%s)", l, strings.Join(quoteAll(addrs), ", "))
+				ruleTable.problemKey(elemKey(ruleTable.keyOf("listeners"), j), "%q is not the address of a [[listen]] table (%s)", l, strings.Join(quoteAll(addrs), ", "))
 			}
 		}
 	}
