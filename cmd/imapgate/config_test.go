@@ -141,9 +141,10 @@ func TestEveryBadConfigNamesItsLine(t *testing.T) {
 	}
 }
 
-// TestMinimalConfigGetsContractDefaults: a file with only the three
-// required things gets every other value from CONTRACT.md.
-func TestMinimalConfigGetsContractDefaults(t *testing.T) {
+// TestMinimalConfigGetsEveryDefault: a file with only the three
+// required things gets every other value from the README's
+// "Configuration reference".
+func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 	c := mustParse(t, "testdata/config/good-minimal.toml")
 	want := &Config{
 		ShutdownTimeout: Duration{30 * time.Second},
@@ -190,7 +191,8 @@ func TestMinimalConfigGetsContractDefaults(t *testing.T) {
 }
 
 // TestACMEDefaults: an [tls.acme] table with only domains gets the
-// CONTRACT.md defaults; without the table, ACME is nil.
+// defaults of the README's "[tls.acme]" table; without the table, ACME is
+// nil.
 func TestACMEDefaults(t *testing.T) {
 	c := mustParse(t, "testdata/config/good-acme-tls-alpn.toml")
 	want := &ACMEConfig{
