@@ -79,17 +79,16 @@ func (d *decoder) config(t *table, c *Config) {
 	if len(c.Listen) == 0 && t.ok("listen") {
 		t.missing("listen", "at least one [[listen]] table is required, e.g. [[listen]] address = \"0.0.0.0:993\"")
 	}
-	tt, _ := t.sub("tls", "[tls]")
-	acmeTable := d.tls(tt, &c.TLS)
-	ut, _ := t.sub("upstream", "[upstream]")
-	d.upstream(ut, &c.Upstream)
-	at, _ := t.sub("auth", "[auth]")
-	d.auth(at, &c.Auth)
-	pt, _ := t.sub("policy", "[policy]")
-	ruleTables := d.policy(pt, &c.Policy)
-	aut, _ := t.sub("audit", "[audit]")
-	d.audit(aut, &c.Audit)
-	mt, _ := t.sub("metrics", "[metrics]")
+	section := func(name string) *table {
+		st, _ := t.sub(name, "["+name+"]")
+		return st
+	}
+	acmeTable := d.tls(section("tls"), &c.TLS)
+	d.upstream(section("upstream"), &c.Upstream)
+	d.auth(section("auth"), &c.Auth)
+	ruleTables := d.policy(section("policy"), &c.Policy)
+	d.audit(section("audit"), &c.Audit)
+	mt := section("metrics")
 	d.metrics(mt, &c.Metrics)
 	t.done()
 
