@@ -40,7 +40,7 @@ func newACME(a *ACMEConfig) (*tlsconf.ACME, error) {
 	}
 	if a.Challenge == tlsconf.ChallengeDNS {
 		switch a.DNSProvider {
-		case "rfc2136":
+		case dnsProviderRFC2136:
 			secret, err := os.ReadFile(a.TSIGSecretFile)
 			if err != nil {
 				return nil, fmt.Errorf("tls.acme.tsig_secret_file: %w", err)
@@ -55,7 +55,7 @@ func newACME(a *ACMEConfig) (*tlsconf.ACME, error) {
 				return nil, fmt.Errorf("tls.acme.tsig_secret_file: %s: %w", a.TSIGSecretFile, err)
 			}
 			o.DNS = r
-		case "exec":
+		case dnsProviderExec:
 			o.DNS = &tlsconf.ExecHook{Program: a.DNSExec}
 		}
 	}
@@ -95,20 +95,19 @@ func startACME(ctx context.Context, m *tlsconf.ACME, log *slog.Logger) error {
 
 // warnACMEReload says that [tls.acme] changes wait for a restart: the
 // running manager keeps its names, CA and challenge listener.
-func warnACMEReload(rt *wiring, cfg *Config, log *slog.Logger) {
-	if !reflect.DeepEqual(rt.cfg.TLS.ACME, cfg.TLS.ACME) {
+func warnACMEReload(rc *runConfig, cfg *Config, log *slog.Logger) {
+	if !reflect.DeepEqual(rc.cfg.TLS.ACME, cfg.TLS.ACME) {
 		log.Warn("reload: [tls.acme] changed; the change takes effect at the next restart")
 	}
 }
 
 // warnOldTLS says loudly, once per listener, that it accepts TLS 1.0 or
 // 1.1 (RFC 8996 deprecated both).
-func warnOldTLS(rt *wiring, cfg *Config, log *slog.Logger) {
+func warnOldTLS(rc *runConfig, cfg *Config, log *slog.Logger) {
 	for i, l := range cfg.Listen {
-		switch v := l.EffectiveMinVersion(cfg); v {
-		case "1.0", "1.1":
+		if v := l.EffectiveMinVersion(cfg); isOldTLS(v) {
 			log.Warn("INSECURE: listener accepts deprecated TLS "+v+" (RFC 8996); keep it for old clients only",
-				"listener", rt.listeners[i].Name, "min_version", v)
+				"listener", rc.listeners[i].Name, "min_version", v)
 		}
 	}
 }

@@ -26,8 +26,8 @@ import (
 	"github.com/imapgate/imapgate/proxy/proxytest"
 )
 
-// eventFields lists, per event, the fields it may carry (CONTRACT.md) and
-// the ones it must carry.
+// eventFields lists, per event, the fields it may carry (the README's
+// "Audit events" table) and the ones it must carry.
 var eventFields = map[string]struct{ may, must []string }{
 	"connect":     {may: []string{"result", "reason"}, must: []string{"result"}},
 	"tls":         {may: []string{"result", "tls_version", "tls_cipher", "sni", "reason"}, must: []string{"result"}},

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,4 +194,19 @@ func checkAuditOutput(output string) error {
 		c.Close()
 	}
 	return err
+}
+
+// auditSink opens the audit output: stdout, stderr or a file (append).
+func auditSink(output string) (io.Writer, io.Closer, error) {
+	switch output {
+	case "", auditStdout:
+		return os.Stdout, nil, nil
+	case auditStderr:
+		return os.Stderr, nil, nil
+	}
+	f, err := os.OpenFile(output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit.output: %w", err)
+	}
+	return f, f, nil
 }

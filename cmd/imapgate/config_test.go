@@ -141,9 +141,10 @@ func TestEveryBadConfigNamesItsLine(t *testing.T) {
 	}
 }
 
-// TestMinimalConfigGetsContractDefaults: a file with only the three
-// required things gets every other value from CONTRACT.md.
-func TestMinimalConfigGetsContractDefaults(t *testing.T) {
+// TestMinimalConfigGetsEveryDefault: a file with only the three
+// required things gets every other value from the README's
+// "Configuration reference".
+func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 	c := mustParse(t, "testdata/config/good-minimal.toml")
 	want := &Config{
 		ShutdownTimeout: Duration{30 * time.Second},
@@ -190,7 +191,8 @@ func TestMinimalConfigGetsContractDefaults(t *testing.T) {
 }
 
 // TestACMEDefaults: an [tls.acme] table with only domains gets the
-// CONTRACT.md defaults; without the table, ACME is nil.
+// defaults of the README's "[tls.acme]" table; without the table, ACME is
+// nil.
 func TestACMEDefaults(t *testing.T) {
 	c := mustParse(t, "testdata/config/good-acme-tls-alpn.toml")
 	want := &ACMEConfig{
@@ -522,7 +524,7 @@ func TestDurationText(t *testing.T) {
 	}
 }
 
-// TestKeyLines: the scanner finds the line of each key however it is
+// TestKeyLines: findKeyLines finds the line of each key however it is
 // written, and is not fooled by strings and comments that look like keys.
 func TestKeyLines(t *testing.T) {
 	src := "\xef\xbb\xbf" + `# comment = 1
@@ -548,8 +550,11 @@ key_file = '''x'''
 [policy]
 list = [[1, 2], [3]]
 after = "x"
+empty = [
+  [],
+]
 `
-	got := scanKeyLines([]byte(src))
+	got := findKeyLines([]byte(src))
 	want := map[string]int{
 		"top":                           2,
 		"listen":                        3,
@@ -578,6 +583,7 @@ after = "x"
 		"policy.list[1]":                22,
 		"policy.list[1][0]":             22,
 		"policy.after":                  23,
+		"policy.empty[0]":               24, // an empty array has no place of its own: its key's line
 	}
 	for key, line := range want {
 		if got[key].line != line {
@@ -586,7 +592,7 @@ after = "x"
 	}
 	for key := range got {
 		if strings.Contains(key, "fake") || strings.Contains(key, "comment") || strings.Contains(key, "trailing") {
-			t.Errorf("scanner took %q for a key", key)
+			t.Errorf("findKeyLines took %q for a key", key)
 		}
 	}
 }
@@ -618,9 +624,9 @@ func mustParse(t *testing.T, file string) *Config {
 	return c
 }
 
-// FuzzParseConfig: no input makes the loader or the line scanner panic or
-// hang, and every problem it reports has a key and a line inside the file.
-func FuzzParseConfig(f *testing.F) {
+// addConfigSeeds gives a fuzz target every test config and a few odd
+// TOML spellings.
+func addConfigSeeds(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/config/*.toml")
 	seeds = append(seeds, "imapgate.example.toml")
 	for _, s := range seeds {
@@ -632,8 +638,28 @@ func FuzzParseConfig(f *testing.F) {
 	}
 	f.Add([]byte(`a = [{b = """x"""}, {c = '''y'''}]`))
 	f.Add([]byte("[[a]]\n[a.b]\n[[a.b.c]]\n\"q\\\"\" = 1"))
+	f.Add([]byte("a = [\n  [],\n  [[1]],\n  {b = 2},\n]\r\n[c]\r\nd.e = 1\r\n"))
+}
+
+// FuzzKeyLines: no input makes findKeyLines panic or hang, and every line
+// it gives is inside the file.
+func FuzzKeyLines(f *testing.F) {
+	addConfigSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		scanKeyLines(data)
+		lines := strings.Count(string(data), "\n") + 1
+		for key, l := range findKeyLines(data) {
+			if l.line < 1 || l.line > lines {
+				t.Fatalf("%s: line %d in a file of %d lines", key, l.line, lines)
+			}
+		}
+	})
+}
+
+// FuzzParseConfig: no input makes the loader panic or hang, and every
+// problem it reports has a key and a line inside the file.
+func FuzzParseConfig(f *testing.F) {
+	addConfigSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := parseConfig("f.toml", data, false)
 		if err == nil {
 			if len(c.Listen) == 0 || c.Upstream.Address == "" {

@@ -62,20 +62,29 @@ type gateOptions struct {
 	secrets  []string
 }
 
+// writeCertFiles writes a self-signed certificate for localhost and
+// 127.0.0.1 and its key into dir, and returns the files and the
+// certificate's PEM, for a client's roots.
+func writeCertFiles(t *testing.T, dir string) (certFile, keyFile string, certPEM []byte) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err = tlsconf.WritePEMFiles(dir, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, certPEM
+}
+
 // startGate writes a config and runs `imapgate serve` until the test ends;
 // the cleanup stops it, checks the exit code and scans every log it wrote
 // for the given secrets.
 func startGate(t *testing.T, o gateOptions) *gate {
 	t.Helper()
 	dir := t.TempDir()
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, certPEM := writeCertFiles(t, dir)
 	ports := proxytest.FreePorts(t, 2)
 	g := &gate{
 		implicit:  ports[0],

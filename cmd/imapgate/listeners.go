@@ -56,11 +56,11 @@ func listenerKey(l ListenConfig, cfg *Config) string {
 	return k
 }
 
-// apply makes the bound listeners match cfg (rt is built from cfg). New
+// apply makes the bound listeners match cfg (rc is built from cfg). New
 // addresses are bound first: if one cannot be bound, nothing changes and
 // the error says which. Then listeners that changed their mode are bound
 // again, kept ones get the new TLS settings, and removed ones are closed.
-func (ls *listenerSet) apply(rt *wiring, cfg *Config) error {
+func (ls *listenerSet) apply(rc *runConfig, cfg *Config) error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	type want struct {
@@ -102,14 +102,14 @@ func (ls *listenerSet) apply(rt *wiring, cfg *Config) error {
 			fresh = append(fresh, &liveListener{key: w.key, ln: ln})
 			freshIdx = append(freshIdx, w.i)
 		default:
-			old.tls.Store(rt.listeners[w.i].TLSConfig)
+			old.tls.Store(rc.listeners[w.i].TLSConfig)
 		}
 	}
 	for j, l := range fresh {
 		i := freshIdx[j]
-		l.tls.Store(rt.listeners[i].TLSConfig)
+		l.tls.Store(rc.listeners[i].TLSConfig)
 		ls.live[cfg.Listen[i].Address] = l
-		pl := rt.listeners[i]
+		pl := rc.listeners[i]
 		pl.TLSConfig = &tls.Config{GetConfigForClient: l.getConfig}
 		ls.wg.Add(1)
 		go ls.serveListener(l, pl)

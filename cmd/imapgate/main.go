@@ -116,7 +116,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	if _, err := newRuntime(cfg, nil); err != nil {
+	if _, err := newRunConfig(cfg, nil); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}

@@ -8,23 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // writeServeConfig writes a minimal valid config listening on addr.
 func writeServeConfig(t *testing.T, addr string) string {
 	t.Helper()
 	dir := t.TempDir()
-	cert, _, err := tlsconf.SelfSigned(time.Hour, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, _ := writeCertFiles(t, dir)
 	path := filepath.Join(dir, "imapgate.toml")
 	cfg := fmt.Sprintf("[[listen]]\naddress = %q\n\n[tls]\ncert_file = %q\nkey_file = %q\n\n[upstream]\naddress = \"127.0.0.1:1\"\ntls = \"none\"\n\n[audit]\noutput = %q\n",
 		addr, certFile, keyFile, filepath.Join(dir, "audit.log"))

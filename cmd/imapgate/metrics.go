@@ -36,8 +36,8 @@ type gateMetrics struct {
 	upstreamUp    prometheus.Gauge
 	reloads       *prometheus.CounterVec
 
-	certs atomic.Pointer[wiring]       // the config serving now: its certificates, for expiry
-	srv   atomic.Pointer[proxy.Server] // for the live byte counts
+	rc  atomic.Pointer[runConfig]    // the runConfig in force: its certificates, for expiry
+	srv atomic.Pointer[proxy.Server] // for the live byte counts
 }
 
 // newMetrics registers every series. dropped reports the audit lines lost
@@ -252,9 +252,9 @@ func serveMetrics(ctx context.Context, ln net.Listener, hd http.Handler, log *sl
 // leaves returns the certificates served now: from the files or the ACME
 // manager of the config in force.
 func (m *gateMetrics) leaves() []*x509.Certificate {
-	rt := m.certs.Load()
-	if rt == nil {
+	rc := m.rc.Load()
+	if rc == nil {
 		return nil
 	}
-	return rt.leaves()
+	return rc.leaves()
 }

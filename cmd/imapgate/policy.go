@@ -22,23 +22,23 @@ func policyBudgets(p *PolicyConfig) policy.Budgets {
 func policyRules(p *PolicyConfig) []policy.Rule {
 	def := policyBudgets(p)
 	var rules []policy.Rule
-	for _, rc := range p.Rules {
-		r := policy.Rule{Listeners: rc.Listeners, Budgets: def}
-		r.Networks, _ = policy.ParsePrefixes(rc.Networks) // validated with the config
+	for _, rule := range p.Rules {
+		r := policy.Rule{Listeners: rule.Listeners, Budgets: def}
+		r.Networks, _ = policy.ParsePrefixes(rule.Networks) // validated with the config
 		set := func(dst *int, v *int) {
 			if v != nil {
 				*dst = *v
 			}
 		}
-		set(&r.Budgets.PerIP, rc.AuthFailuresPerIP)
-		set(&r.Budgets.PerNetwork, rc.AuthFailuresPerNetwork)
-		set(&r.Budgets.PerUser, rc.AuthFailuresPerUser)
-		set(&r.Budgets.PerDevice, rc.AuthFailuresPerDevice)
-		if rc.FailureWindow != nil {
-			r.Budgets.Window = rc.FailureWindow.Duration
+		set(&r.Budgets.PerIP, rule.AuthFailuresPerIP)
+		set(&r.Budgets.PerNetwork, rule.AuthFailuresPerNetwork)
+		set(&r.Budgets.PerUser, rule.AuthFailuresPerUser)
+		set(&r.Budgets.PerDevice, rule.AuthFailuresPerDevice)
+		if rule.FailureWindow != nil {
+			r.Budgets.Window = rule.FailureWindow.Duration
 		}
-		if rc.FailureDelay != nil {
-			r.Budgets.Delay = rc.FailureDelay.Duration
+		if rule.FailureDelay != nil {
+			r.Budgets.Delay = rule.FailureDelay.Duration
 		}
 		rules = append(rules, r)
 	}

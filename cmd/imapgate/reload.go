@@ -8,7 +8,9 @@ import (
 	"github.com/imapgate/imapgate/proxy"
 )
 
-// gateway is a running proxy and what a SIGHUP may change in it.
+// gateway is the running proxy, for as long as serve runs: the server,
+// its listeners, audit and metrics, and the runConfig in force, which a
+// reload replaces (reload, install).
 type gateway struct {
 	path    string
 	log     *slog.Logger
@@ -18,30 +20,30 @@ type gateway struct {
 	metrics *gateMetrics
 	lns     *listenerSet
 
-	rt        *wiring            // the config in force
-	stopWatch context.CancelFunc // ends rt's certificate file watcher
+	rc        *runConfig         // the config in force
+	stopWatch context.CancelFunc // ends rc's certificate file watcher
 }
 
-// install puts rt's settings in force for new sessions: metrics hooks,
+// install puts rc's settings in force for new sessions: metrics hooks,
 // user_hash key, certificates for the expiry series, the certificate file
 // watcher, and the proxy config.
-func (g *gateway) install(ctx context.Context, rt *wiring) {
-	rt.proxy.Log = g.log
-	rt.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
-	g.audit.SetUserKey(rt.userKey)
-	g.metrics.certs.Store(rt)
+func (g *gateway) install(ctx context.Context, rc *runConfig) {
+	rc.proxy.Log = g.log
+	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
+	g.audit.SetUserKey(rc.userKey)
+	g.metrics.rc.Store(rc)
 	if g.stopWatch != nil {
 		g.stopWatch()
 	}
 	var wctx context.Context
 	wctx, g.stopWatch = context.WithCancel(ctx)
-	go rt.certs.Watch(wctx, 0, func(err error) {
+	go rc.certs.Watch(wctx, 0, func(err error) {
 		g.log.Error("certificate reload failed; keeping the old certificates", "err", err)
 	})
 	if g.srv != nil {
-		g.srv.SetConfig(rt.proxy)
+		g.srv.SetConfig(rc.proxy)
 	}
-	g.rt = rt
+	g.rc = rc
 }
 
 // reload re-reads the whole config on SIGHUP and applies it: listeners
@@ -64,7 +66,7 @@ func (g *gateway) reload(ctx context.Context) {
 	for _, w := range cfg.Warnings() {
 		g.log.Warn("config", "warning", w)
 	}
-	nrt, err := newRuntime(cfg, g.audit)
+	next, err := newRunConfig(cfg, g.audit)
 	if err != nil {
 		reject(err)
 		return
@@ -73,58 +75,58 @@ func (g *gateway) reload(ctx context.Context) {
 		reject(err)
 		return
 	}
-	if g.rt.acme != nil && nrt.acme != nil {
+	if g.rc.acme != nil && next.acme != nil {
 		// The running manager keeps its certificates, renewals and
 		// challenge listener; a changed [tls.acme] waits for a restart.
-		warnACMEReload(g.rt, cfg, g.log)
-		nrt.acme = g.rt.acme
-		if err := nrt.setServerTLS(); err != nil {
+		warnACMEReload(g.rc, cfg, g.log)
+		next.acme = g.rc.acme
+		if err := next.setServerTLS(); err != nil {
 			reject(err)
 			return
 		}
 	}
-	if cfg.Metrics.Listen != g.rt.cfg.Metrics.Listen {
-		g.log.Warn("reload: metrics.listen changed; it takes effect at the next restart", "running", g.rt.cfg.Metrics.Listen)
+	if cfg.Metrics.Listen != g.rc.cfg.Metrics.Listen {
+		g.log.Warn("reload: metrics.listen changed; it takes effect at the next restart", "running", g.rc.cfg.Metrics.Listen)
 	}
 	// Open connections stay counted: keep the limiter, change its limits.
-	nrt.proxy.Conns = g.rt.proxy.Conns
-	fresh := nrt.acme != nil && nrt.acme != g.rt.acme
+	next.proxy.Conns = g.rc.proxy.Conns
+	fresh := next.acme != nil && next.acme != g.rc.acme
 	if fresh {
 		// Certificate files replaced by [tls.acme]: start it now (stored
 		// certificates serve at once, new ones come in the background).
-		if err := startACME(ctx, nrt.acme, g.log); err != nil {
+		if err := startACME(ctx, next.acme, g.log); err != nil {
 			reject(err)
 			return
 		}
 	}
-	if err := g.lns.apply(nrt, cfg); err != nil {
+	if err := g.lns.apply(next, cfg); err != nil {
 		if fresh {
-			nrt.acme.Close()
+			next.acme.Close()
 		}
 		reject(err)
 		return
 	}
 	// Only now that nothing can reject the config: the running limiter,
 	// failure counters and login slots take the new limits.
-	nrt.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
-	reloadPolicy(g.rt.proxy, nrt.proxy, &cfg.Policy)
-	nrt.proxy.Upstream.KeepAnswerTimes(g.rt.proxy.Upstream)
+	next.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
+	reloadPolicy(g.rc.proxy, next.proxy, &cfg.Policy)
+	next.proxy.Upstream.KeepAnswerTimes(g.rc.proxy.Upstream)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}
-	old := g.rt
-	g.install(ctx, nrt)
-	if old.acme != nil && old.acme != nrt.acme {
+	old := g.rc
+	g.install(ctx, next)
+	if old.acme != nil && old.acme != next.acme {
 		old.acme.Close() // [tls.acme] replaced by certificate files
 	}
-	warnOldTLS(nrt, cfg, g.log)
+	warnOldTLS(next, cfg, g.log)
 	g.metrics.reloads.WithLabelValues("ok").Inc()
 	g.log.Info("reloaded", "config", g.path, "listeners", len(cfg.Listen), "upstream", cfg.Upstream.Address)
 }
 
 // closeACME stops the ACME manager in force, if any (serve's exit).
 func (g *gateway) closeACME() {
-	if g.rt != nil && g.rt.acme != nil {
-		g.rt.acme.Close()
+	if g.rc != nil && g.rc.acme != nil {
+		g.rc.acme.Close()
 	}
 }

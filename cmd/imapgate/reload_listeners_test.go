@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/imapgate/imapgate/proxy/proxytest"
-	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // TestSIGHUPReloadsTheWholeConfig: a phone in IDLE on a listener that a
@@ -25,14 +24,7 @@ func TestSIGHUPReloadsTheWholeConfig(t *testing.T) {
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
 	bin := imapgateBinary(t)
 	dir := t.TempDir()
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, certPEM := writeCertFiles(t, dir)
 	ports := proxytest.FreePorts(t, 3)
 	first, second, metricsAddr := ports[0], ports[1], ports[2]
 	auditFile := filepath.Join(dir, "audit.log")

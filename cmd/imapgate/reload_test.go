@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/imapgate/imapgate/proxy/proxytest"
-	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // TestSIGHUPReloadKeepsSessions runs the built binary as an admin would:
@@ -26,14 +25,7 @@ func TestSIGHUPReloadKeepsSessions(t *testing.T) {
 	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{})
 	dir := t.TempDir()
 	bin := imapgateBinary(t)
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, certPEM := writeCertFiles(t, dir)
 	addr := proxytest.FreePort(t)
 	path := filepath.Join(dir, "imapgate.toml")
 	writeConfig := func(loginCommand string) {

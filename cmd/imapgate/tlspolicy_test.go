@@ -20,14 +20,7 @@ import (
 func startPolicyGate(t *testing.T, listens string) *lockedBuffer {
 	t.Helper()
 	dir := t.TempDir()
-	cert, _, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile, err := tlsconf.WritePEMFiles(dir, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile, _ := writeCertFiles(t, dir)
 	cfg := fmt.Sprintf(`shutdown_timeout = "1s"
 %s
 [tls]

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapgate/imapgate/policy"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -145,7 +146,7 @@ func genLog(t testing.TB, path string, n int) *truth {
 			ev.Result, ev.Reason, ev.User, ev.Mechanism = result, reason, user, "PLAIN"
 			tr.authResults[result+"/"+reason]++
 			ip := netip.MustParseAddr(ev.ClientIP)
-			nw := network(ip).String()
+			nw := policy.DeviceNet(ip).String()
 			if isFailure(result) {
 				tr.failures++
 				tr.byAddr[ev.ClientIP]++

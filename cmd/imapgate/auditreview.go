@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"container/heap"
-	"container/list"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,6 +14,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/imapgate/imapgate/policy"
+	"github.com/imapgate/imapgate/proxy"
 )
 
 // `imapgate audit` reads audit logs as a stream and keeps memory flat
@@ -110,26 +111,15 @@ func newReview(opt reviewOptions) *review {
 	}
 }
 
-// isFailure reports whether an auth result is a failed attempt by the
+// failureResults are the auth results that are a failed attempt by the
 // client: wrong credentials, refused by policy, rate limited or locked.
-// "error" (the upstream failed) is not the client's doing.
-func isFailure(result string) bool {
-	switch result {
-	case "failure", "refused", "ratelimited", "locked":
-		return true
-	}
-	return false
+// proxy.ResultError (the upstream failed) is not the client's doing.
+func failureResults() []string {
+	return []string{proxy.ResultFailure, proxy.ResultRefused, proxy.ResultRateLimited, proxy.ResultLocked}
 }
 
-// network is the /24 (IPv4) or /64 (IPv6) holding ip.
-func network(ip netip.Addr) netip.Prefix {
-	if ip.Is4() {
-		p, _ := ip.Prefix(24)
-		return p
-	}
-	p, _ := ip.Prefix(64)
-	return p
-}
+// isFailure reports whether an auth result is one of failureResults.
+func isFailure(result string) bool { return slices.Contains(failureResults(), result) }
 
 // read consumes one log. Errors are read errors; bad lines are counted.
 func (rv *review) read(r io.Reader) error {
@@ -192,11 +182,11 @@ func (rv *review) line(line []byte, ev *auditLine) {
 	}
 	rv.ByEvent[ev.Event]++
 	switch ev.Event {
-	case "connect":
+	case proxy.EventConnect:
 		rv.Connects[ev.Result+"/"+ev.Reason]++
-	case "tls":
+	case proxy.EventTLS:
 		rv.TLSResults[ev.Result+"/"+ev.Reason]++
-	case "auth":
+	case proxy.EventAuth:
 		rv.auth(ev)
 	}
 }
@@ -210,7 +200,7 @@ func (rv *review) auth(ev *auditLine) {
 	ip, ipErr := netip.ParseAddr(ev.ClientIP)
 	var nw netip.Prefix
 	if ipErr == nil {
-		nw = network(ip)
+		nw = policy.DeviceNet(ip) // /24 or /64, as the known-device rule counts networks
 	}
 	switch {
 	case isFailure(ev.Result):
@@ -225,7 +215,7 @@ func (rv *review) auth(ev *auditLine) {
 				e.addNet(nw)
 			}
 		}
-	case ev.Result == "success" && user != "" && ipErr == nil:
+	case ev.Result == proxy.ResultSuccess && user != "" && ipErr == nil:
 		known, isNew := rv.history.login(user, nw)
 		if !isNew {
 			return
@@ -239,142 +229,6 @@ func (rv *review) auth(ev *auditLine) {
 			rv.NewNets = append(rv.NewNets, newNetwork{Time: ev.Time.UTC(), User: user, Network: nw.String(), Address: ip.String(), Known: ks})
 		}
 	}
-}
-
-// topK is a Space-Saving counter: at most size keys, the smallest count
-// is replaced when a new key arrives on a full table.
-type topK struct {
-	size int
-	m    map[string]*topEntry
-	h    topHeap
-}
-
-type topEntry struct {
-	key   string
-	count uint64
-	over  uint64 // the count may be overstated by at most this much
-	idx   int
-	nets  []netip.Prefix // distinct failure networks (by-user table), capped
-	many  bool           // more than sprayNetCap networks
-}
-
-func newTopK(size int) *topK { return &topK{size: size, m: make(map[string]*topEntry, size)} }
-
-func (t *topK) add(key string) *topEntry {
-	if e, ok := t.m[key]; ok {
-		e.count++
-		heap.Fix(&t.h, e.idx)
-		return e
-	}
-	if len(t.h) < t.size {
-		e := &topEntry{key: key, count: 1}
-		t.m[key] = e
-		heap.Push(&t.h, e)
-		return e
-	}
-	e := t.h[0]
-	delete(t.m, e.key)
-	e.key, e.over, e.count = key, e.count, e.count+1
-	e.nets, e.many = e.nets[:0], false
-	t.m[key] = e
-	heap.Fix(&t.h, 0)
-	return e
-}
-
-func (e *topEntry) addNet(p netip.Prefix) {
-	if e.many || slices.Contains(e.nets, p) {
-		return
-	}
-	if len(e.nets) >= sprayNetCap {
-		e.many = true
-		return
-	}
-	e.nets = append(e.nets, p)
-}
-
-// networks is the number of distinct networks (sprayNetCap+1 = "more").
-func (e *topEntry) networks() int {
-	if e.many {
-		return sprayNetCap + 1
-	}
-	return len(e.nets)
-}
-
-// sorted returns the entries by count, largest first.
-func (t *topK) sorted() []*topEntry {
-	out := slices.Clone([]*topEntry(t.h))
-	slices.SortFunc(out, func(a, b *topEntry) int {
-		if a.count != b.count {
-			if a.count > b.count {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.key, b.key)
-	})
-	return out
-}
-
-type topHeap []*topEntry
-
-func (h topHeap) Len() int           { return len(h) }
-func (h topHeap) Less(i, j int) bool { return h[i].count < h[j].count }
-func (h topHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
-func (h *topHeap) Push(x any)        { e := x.(*topEntry); e.idx = len(*h); *h = append(*h, e) }
-func (h *topHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
-}
-
-// userHistory remembers the networks each recent user logged in from.
-type userHistory struct {
-	size    int
-	lru     *list.List // of *userNets, most recent first
-	m       map[string]*list.Element
-	Evicted uint64
-}
-
-type userNets struct {
-	user string
-	nets []netip.Prefix // in order of first use, capped at historyNetCap (oldest dropped)
-}
-
-func newUserHistory(size int) *userHistory {
-	return &userHistory{size: size, lru: list.New(), m: map[string]*list.Element{}}
-}
-
-// login records a successful login and reports whether it came from a new
-// network for a user with earlier logins, and the networks known before.
-func (h *userHistory) login(user string, nw netip.Prefix) (known []netip.Prefix, isNew bool) {
-	if el, ok := h.m[user]; ok {
-		h.lru.MoveToFront(el)
-		u := el.Value.(*userNets)
-		if slices.Contains(u.nets, nw) {
-			return nil, false
-		}
-		known = slices.Clone(u.nets)
-		if len(u.nets) >= historyNetCap {
-			u.nets = slices.Delete(u.nets, 0, 1)
-		}
-		u.nets = append(u.nets, nw)
-		return known, true
-	}
-	var u *userNets
-	if h.lru.Len() >= h.size {
-		el := h.lru.Back()
-		u = el.Value.(*userNets)
-		delete(h.m, u.user)
-		h.lru.Remove(el)
-		h.Evicted++
-		u.user, u.nets = user, u.nets[:0]
-	} else {
-		u = &userNets{user: user, nets: make([]netip.Prefix, 0, 2)}
-	}
-	u.nets = append(u.nets, nw)
-	h.m[user] = h.lru.PushFront(u)
-	return nil, false
 }
 
 // counted is one row of a failures table in the report.
@@ -461,7 +315,7 @@ func (rep *reviewReport) writeText(w io.Writer) {
 	fmt.Fprintf(tw, "Connections\t%s\n", kv(rep.Connects))
 	fmt.Fprintf(tw, "TLS\t%s\n", kv(rep.TLSResults))
 	fmt.Fprintf(tw, "Authentication\t%s\n", kv(rep.AuthResults))
-	fmt.Fprintf(tw, "Failed attempts\t%d (failure, refused, ratelimited, locked)\n", rep.Failures)
+	fmt.Fprintf(tw, "Failed attempts\t%d (%s)\n", rep.Failures, strings.Join(failureResults(), ", "))
 	table := func(title, col string, rs []counted, nets bool) {
 		fmt.Fprintf(tw, "\n%s\n", title)
 		if len(rs) == 0 {

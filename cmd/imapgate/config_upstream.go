@@ -1,0 +1,129 @@
+package main
+
+// The [upstream] table: the IMAP server imapgate logs users in to.
+
+import (
+	"encoding/base64"
+	"net"
+	"net/netip"
+
+	"github.com/imapgate/imapgate/proxy"
+)
+
+// UpstreamConfig is the [upstream] table: the real IMAP server.
+type UpstreamConfig struct {
+	// Address is the "host:port" of the upstream.
+	// Default: none, required.
+	Address string `toml:"address"`
+
+	// TLS is "none", "starttls" or "implicit" (proxy.UpstreamTLS). "none"
+	// sends passwords in clear text: only for a trusted network.
+	// Default: "starttls".
+	TLS string `toml:"tls"`
+
+	// ServerName is the name the upstream certificate is verified against;
+	// LoadConfig fills it in when TLS is on.
+	// Default: the host of Address.
+	ServerName string `toml:"server_name"`
+
+	// CAFile is a PEM bundle of roots for the upstream certificate.
+	// Default: "" (the system roots).
+	CAFile string `toml:"ca_file"`
+
+	// PinSHA256 is the base64 SHA-256 of the upstream certificate's
+	// SubjectPublicKeyInfo; when set, that key is required.
+	// Default: "" (no pin).
+	PinSHA256 string `toml:"pin_sha256"`
+
+	// Login is "auto" (AUTHENTICATE PLAIN if offered, else LOGIN), "plain"
+	// or "login" (proxy.LoginMethod).
+	// Default: "auto".
+	Login string `toml:"login"`
+
+	// ForwardClientIP is "none", "id" (ID x-originating-ip) or "proxy-v2"
+	// (proxy.ForwardMode).
+	// Default: "none".
+	ForwardClientIP string `toml:"forward_client_ip"`
+
+	// ConnectTimeout bounds everything before the credential is sent:
+	// connect, TLS, greeting, STARTTLS, CAPABILITY, ID. It must be more
+	// than 0.
+	// Default: 10s.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+
+	// LoginTimeout bounds the wait for the upstream's answer once the
+	// credential is sent; running out counts as a failed attempt
+	// (upstream_no_answer). It must be more than 0.
+	// Default: 30s, more than Dovecot 2.3's longest auth penalty (15s)
+	// plus its auth_failure_delay (2s).
+	LoginTimeout Duration `toml:"login_timeout"`
+
+	// SourceAddresses are local IP addresses to dial the upstream from,
+	// in turn.
+	// Default: none (the system chooses).
+	SourceAddresses []string `toml:"source_addresses"`
+}
+
+func (d *decoder) upstream(t *table, u *UpstreamConfig) {
+	t.str("address", &u.Address)
+	t.str("tls", &u.TLS)
+	t.str("server_name", &u.ServerName)
+	t.str("ca_file", &u.CAFile)
+	t.str("pin_sha256", &u.PinSHA256)
+	t.str("login", &u.Login)
+	t.str("forward_client_ip", &u.ForwardClientIP)
+	t.duration("connect_timeout", &u.ConnectTimeout)
+	t.duration("login_timeout", &u.LoginTimeout)
+	t.strings("source_addresses", &u.SourceAddresses)
+	t.done()
+
+	var host string
+	if u.Address == "" {
+		t.missing("address", "is required: the IMAP server to log users in to, e.g. \"mail.internal:143\"")
+	} else if err := checkHostPort(u.Address, "mail.internal:143", false); err != nil {
+		t.problem("address", "%s", err)
+	} else {
+		host, _, _ = net.SplitHostPort(u.Address)
+	}
+	oneOf(t, "tls", u.TLS, proxy.UpstreamPlaintext, proxy.UpstreamSTARTTLS, proxy.UpstreamImplicit)
+	oneOf(t, "login", u.Login, proxy.LoginAuto, proxy.LoginPlain, proxy.LoginLogin)
+	oneOf(t, "forward_client_ip", u.ForwardClientIP, proxy.ForwardNone, proxy.ForwardID, proxy.ForwardProxyV2)
+	t.positive("connect_timeout", u.ConnectTimeout)
+	t.positive("login_timeout", u.LoginTimeout)
+
+	if u.PinSHA256 != "" {
+		if sum, err := base64.StdEncoding.DecodeString(u.PinSHA256); err != nil || len(sum) != 32 {
+			t.problem("pin_sha256", "%q is not the base64 of a SHA-256 (32 bytes); compute it with: "+
+				"openssl x509 -in CERT -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64", u.PinSHA256)
+		}
+	}
+	if proxy.UpstreamTLS(u.TLS) == proxy.UpstreamPlaintext {
+		// Settings that only verify TLS would be silently ignored.
+		for _, name := range []string{"server_name", "ca_file", "pin_sha256"} {
+			if v, _ := t.m[name].(string); v != "" {
+				t.problem(name, "is set, but upstream.tls is %q: nothing would be verified", proxy.UpstreamPlaintext)
+			}
+		}
+		if host != "" && !isLoopback(host) {
+			t.warn("tls", "is %q: passwords go to %s in clear text; use this only on a trusted network", proxy.UpstreamPlaintext, u.Address)
+		}
+	} else {
+		t.file("ca_file", u.CAFile)
+		if u.ServerName == "" {
+			u.ServerName = host
+		}
+	}
+	for i, s := range u.SourceAddresses {
+		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+			t.problemKey(elemKey(t.keyOf("source_addresses"), i), "%q is not an IP address of this host", s)
+		}
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

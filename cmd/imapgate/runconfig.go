@@ -1,0 +1,139 @@
+package main
+
+// The running configuration: a Config built into the objects the proxy
+// serves with (see runConfig).
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/imapgate/imapgate/policy"
+	"github.com/imapgate/imapgate/proxy"
+	"github.com/imapgate/imapgate/tlsconf"
+)
+
+// runConfig is a Config turned into the objects the proxy runs with: one
+// is built at start and one on each reload, and the gateway keeps the one
+// in force. Nothing in it binds a port, so check-config builds one too.
+type runConfig struct {
+	cfg       *Config
+	certs     *tlsconf.CertStore
+	acme      *tlsconf.ACME    // nil without [tls.acme]; started by serve
+	listeners []proxy.Listener // parallel to cfg.Listen
+	proxy     *proxy.Config
+	userKey   []byte // audit.user_hash_key_file's key; nil = user names in clear
+}
+
+// newRunConfig builds the proxy's objects from a validated config. audit may
+// be nil (check-config).
+func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
+	var pairs []tlsconf.CertFiles
+	if cfg.TLS.CertFile != "" {
+		pairs = append(pairs, tlsconf.CertFiles{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile})
+	}
+	for _, p := range cfg.TLS.Certificates {
+		pairs = append(pairs, tlsconf.CertFiles{CertFile: p.CertFile, KeyFile: p.KeyFile})
+	}
+	certs, err := tlsconf.LoadCertStore(pairs...)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	rc := &runConfig{cfg: cfg, certs: certs}
+	if cfg.TLS.ACME != nil {
+		if rc.acme, err = newACME(cfg.TLS.ACME); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range cfg.Listen {
+		rc.listeners = append(rc.listeners, proxy.Listener{
+			Name: l.Address,
+			Mode: proxy.TLSMode(l.TLS),
+		})
+	}
+	if err := rc.setServerTLS(); err != nil {
+		return nil, err
+	}
+	up, err := newUpstream(&cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	if rc.userKey, err = readUserHashKey(cfg.Audit.UserHashKeyFile); err != nil {
+		return nil, err
+	}
+	access, err := policy.NewAccess(cfg.Policy.Allow, cfg.Policy.Deny)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	rc.proxy = &proxy.Config{
+		Upstream:          up,
+		Mechanisms:        cfg.Auth.Mechanisms,
+		AllowLoginOverTLS: cfg.Auth.LoginCommand == loginCommandAllowOverTLS,
+		PreauthTimeout:    cfg.Policy.PreauthTimeout.Duration,
+		IdleTimeout:       cfg.Policy.IdleTimeout.Duration,
+		FailureDelay:      cfg.Policy.FailureDelay.Duration,
+		Access:            access,
+		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork),
+		Audit:             audit,
+	}
+	rc.proxy.Policy, rc.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
+	return rc, nil
+}
+
+// setServerTLS gives every listener its TLS config: the ACME manager's
+// certificates when there is one, else the certificate files.
+func (rc *runConfig) setServerTLS() error {
+	for i, l := range rc.cfg.Listen {
+		v, err := tlsconf.ParseVersion(l.EffectiveMinVersion(rc.cfg))
+		if err != nil {
+			return fmt.Errorf("listen[%d].min_version: %w", i, err)
+		}
+		if rc.acme != nil {
+			rc.listeners[i].TLSConfig = rc.acme.ServerConfig(v)
+		} else {
+			rc.listeners[i].TLSConfig = tlsconf.ServerConfig(rc.certs, v)
+		}
+	}
+	return nil
+}
+
+// leaves returns the certificates the listeners serve, for the expiry
+// metric and /readyz.
+func (rc *runConfig) leaves() []*x509.Certificate {
+	if rc.acme != nil {
+		return rc.acme.Leaves()
+	}
+	return rc.certs.Leaves()
+}
+
+// newUpstream builds the upstream login settings.
+func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
+	up := &proxy.Upstream{
+		Address:        c.Address,
+		TLS:            proxy.UpstreamTLS(c.TLS),
+		Method:         proxy.LoginMethod(c.Login),
+		Forward:        proxy.ForwardMode(c.ForwardClientIP),
+		ConnectTimeout: c.ConnectTimeout.Duration,
+		LoginTimeout:   c.LoginTimeout.Duration,
+	}
+	if up.TLS != proxy.UpstreamPlaintext {
+		name := c.ServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(c.Address)
+		}
+		tc, err := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: name, CAFile: c.CAFile, PinSHA256: c.PinSHA256})
+		if err != nil {
+			return nil, fmt.Errorf("upstream: %w", err)
+		}
+		up.TLSConfig = tc
+	}
+	for _, a := range c.SourceAddresses {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.source_addresses: %q is not an IP address", a)
+		}
+		up.SourceAddrs = append(up.SourceAddrs, ip)
+	}
+	return up, nil
+}
