@@ -173,6 +173,18 @@ func (g *gate) events(t *testing.T) []map[string]any {
 	return out
 }
 
+// sessionsEnded counts the session_end events of connections from ip.
+func (g *gate) sessionsEnded(t *testing.T, ip string) int {
+	t.Helper()
+	n := 0
+	for _, e := range g.events(t) {
+		if e["event"] == "session_end" && e["client_ip"] == ip {
+			n++
+		}
+	}
+	return n
+}
+
 // authEvents returns "result/reason" of every auth event.
 func (g *gate) authEvents(t *testing.T) []string {
 	var out []string

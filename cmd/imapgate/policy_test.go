@@ -137,11 +137,16 @@ auth_failures_per_device = 0`,
 		for i, c := range cs {
 			c.send("g AUTHENTICATE PLAIN " + plainIR(fmt.Sprint("nosuch", i), wrong))
 		}
+		ended := g.sessionsEnded(t, source)
 		var answers []string
 		for _, c := range cs {
 			answers = append(answers, c.expect("g "))
 			c.conn.Close()
 		}
+		// The connection slots come back when the sessions end, not when
+		// the client closes: wait, or the next guess may be refused by
+		// max_connections_per_ip instead of judged.
+		waitFor(t, func() bool { return g.sessionsEnded(t, source) >= ended+n })
 		return answers
 	}
 
