@@ -1,11 +1,11 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"strings"
 	"time"
 
@@ -30,7 +30,8 @@ func (s *session) handleAuthenticate(cmd *command) (done, keep bool) {
 		s.reply(cmd.tag + " NO [PRIVACYREQUIRED] Use STARTTLS before authenticating.")
 		return false, s.countAuthFailure()
 	}
-	if !slices.Contains(s.cfg.mechanisms(), mech) || !auth.Supported(mech) {
+	x, err := auth.Start(mech, s.cfg.Mechanisms, s.connState())
+	if err != nil {
 		ev.Result, ev.Reason = ResultRefused, "mechanism_not_allowed"
 		s.cfg.Audit.Log(ev)
 		s.reply(cmd.tag + " NO Unsupported authentication mechanism.")
@@ -50,18 +51,10 @@ func (s *session) handleAuthenticate(cmd *command) (done, keep bool) {
 		}
 	}
 
-	var creds auth.Credentials
-	srv, err := auth.NewServer(mech, func(c auth.Credentials) error {
-		creds = c
-		return errCredentialsReady
-	})
-	if err != nil {
-		return false, s.bad(cmd.tag, "Unsupported authentication mechanism")
-	}
 	for {
-		challenge, _, err := srv.Next(response)
-		if errors.Is(err, errCredentialsReady) {
-			return s.login(cmd.tag, creds.Mechanism, creds.Username, creds.Password)
+		challenge, done, err := x.Next(response)
+		if done {
+			return s.login(cmd.tag, x.Result())
 		}
 		if err != nil {
 			ev.Result, ev.Reason = ResultFailure, saslFailureReason(err)
@@ -91,10 +84,15 @@ func (s *session) handleAuthenticate(cmd *command) (done, keep bool) {
 	}
 }
 
-// errCredentialsReady stops the SASL exchange once the mechanism has
-// produced credentials: the upstream login happens outside the callback,
-// where its errors and timing are the session's to handle.
-var errCredentialsReady = errors.New("credentials ready")
+// connState is what a SASL mechanism may know of the connection.
+func (s *session) connState() auth.ConnState {
+	cs := auth.ConnState{Listener: s.l.Name}
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		cs.TLS = &st
+	}
+	return cs
+}
 
 func saslFailureReason(err error) string {
 	switch {
@@ -116,10 +114,11 @@ func saslFailureReason(err error) string {
 // answer are over, and a refused attempt (checkPolicy) when the tarpit
 // and a typical upstream failure would be, so the time to NO does not
 // tell a guesser which guesses reached the upstream.
-func (s *session) login(tag, mech, user, password string) (done, keep bool) {
+func (s *session) login(tag string, who auth.Result) (done, keep bool) {
 	start := time.Now()
+	user := who.User
 	ev := s.event(EventAuth)
-	ev.Mechanism, ev.User, ev.ClientID = mech, safeUser(user), s.clientID
+	ev.Mechanism, ev.User, ev.ClientID = who.Mechanism, safeUser(user), s.clientID
 	ev.Upstream = s.cfg.Upstream.Address
 	attempt, decision, allowed := s.checkPolicy(tag, ev, user, start)
 	if !allowed {
@@ -138,7 +137,7 @@ func (s *session) login(tag, mech, user, password string) (done, keep bool) {
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	uc, err := s.cfg.Upstream.Login(s.ctx, user, password, ci)
+	uc, err := s.cfg.Upstream.Login(s.ctx, user, who.Password.Reveal(), ci)
 	release()
 	switch {
 	case err == nil:

@@ -29,7 +29,7 @@ func (s *session) handleLogin(cmd *command) (done, keep bool) {
 	if err != nil {
 		return false, s.malformedLogin(cmd.tag, user, err)
 	}
-	return s.login(cmd.tag, creds.Mechanism, creds.Username, creds.Password)
+	return s.login(cmd.tag, creds.PassThrough())
 }
 
 // malformedLogin answers a LOGIN whose arguments auth.CheckCredentials

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/policy"
 )
 
@@ -117,13 +116,6 @@ func (c *Config) log() *slog.Logger {
 		return c.Log
 	}
 	return slog.Default()
-}
-
-func (c *Config) mechanisms() []string {
-	if len(c.Mechanisms) > 0 {
-		return c.Mechanisms
-	}
-	return auth.Default()
 }
 
 // Server accepts client connections on any number of listeners and runs one

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -411,7 +412,7 @@ func (s *session) capabilities() string {
 		return strings.Join(caps, " ")
 	}
 	caps = append(caps, "SASL-IR")
-	for _, m := range s.cfg.mechanisms() {
+	for _, m := range auth.Offered(s.cfg.Mechanisms, s.connState()) {
 		caps = append(caps, "AUTH="+m)
 	}
 	if !s.cfg.AllowLoginOverTLS {
