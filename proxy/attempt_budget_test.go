@@ -468,7 +468,7 @@ func TestUpstreamLoginCapUnder500ConcurrentLogins(t *testing.T) {
 	}
 	n := 0
 	for _, e := range tp.audit.events(t) {
-		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy {
+		if e.Event == EventAuth && e.Reason == ReasonUpstreamBusy {
 			n++
 		}
 	}
@@ -508,7 +508,7 @@ func TestUnavailableUpstreamSpendsNoBudget(t *testing.T) {
 	c.expect("c OK")
 	busy := 0
 	for _, e := range up.audit.events(t) {
-		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy && e.Result == ResultError {
+		if e.Event == EventAuth && e.Reason == ReasonUpstreamBusy && e.Result == ResultError {
 			busy++
 		}
 	}
