@@ -84,32 +84,18 @@ type Config struct {
 	parkAfter time.Duration
 }
 
-func (c *Config) preauthTimeout() time.Duration {
-	if c.PreauthTimeout > 0 {
-		return c.PreauthTimeout
-	}
-	return 60 * time.Second
-}
+// The defaults of Config's zero fields.
+func (c *Config) preauthTimeout() time.Duration { return orDefault(c.PreauthTimeout, 60*time.Second) }
+func (c *Config) idleTimeout() time.Duration    { return orDefault(c.IdleTimeout, 31*time.Minute) }
+func (c *Config) maxBadCommands() int           { return orDefault(c.MaxBadCommands, 10) }
+func (c *Config) maxAuthFailures() int          { return orDefault(c.MaxAuthFailures, 3) }
 
-func (c *Config) idleTimeout() time.Duration {
-	if c.IdleTimeout > 0 {
-		return c.IdleTimeout
+// orDefault returns v when it is set (above zero), else def.
+func orDefault[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return 31 * time.Minute
-}
-
-func (c *Config) maxBadCommands() int {
-	if c.MaxBadCommands > 0 {
-		return c.MaxBadCommands
-	}
-	return 10
-}
-
-func (c *Config) maxAuthFailures() int {
-	if c.MaxAuthFailures > 0 {
-		return c.MaxAuthFailures
-	}
-	return 3
+	return def
 }
 
 func (c *Config) log() *slog.Logger {

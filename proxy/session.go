@@ -120,7 +120,7 @@ func (s *session) preauth() bool {
 	// One deadline bounds everything before the relay; shutdown moves it
 	// to now so blocked reads return at once.
 	s.raw.SetDeadline(s.start.Add(s.cfg.preauthTimeout()))
-	stop := context.AfterFunc(s.ctx, func() { s.raw.SetReadDeadline(pastDeadline) })
+	stop := context.AfterFunc(s.ctx, func() { s.raw.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	s.r = bufio.NewReaderSize(s.raw, 2048)
