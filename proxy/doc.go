@@ -25,9 +25,12 @@
 //     login slot, the upstream login (upstream.go), the tarpit and the
 //     answer; the auth event.
 //  6. relay.go: once logged in, bytes are copied both ways until either
-//     side closes or the session idles out; the session_end event.
+//     side closes or the session idles out.
+//
+// Every admitted connection ends with one session_end event, whichever
+// stage it ended in (session.go).
 //
 // Events and their result and reason words are in audit.go (README "Audit
-// events"). Nothing the client sends reaches the upstream before the
-// upstream has accepted its credentials.
+// events"). Nothing of the client's but its credentials reaches the
+// upstream before the upstream has accepted them.
 package proxy
