@@ -12,14 +12,20 @@ import (
 // implemented, and those planned, which a config may not name yet.
 var known = [...]string{Plain, "OAUTHBEARER", "EXTERNAL", "SCRAM-SHA-256"}
 
-// implemented are the mechanisms this build can offer.
-var implemented = [...]string{Plain}
+// implemented are the mechanisms this build can offer, one file each.
+var implemented = [...]mechanism{plain}
 
 // Known returns every mechanism name the configuration recognises.
 func Known() []string { return slices.Clone(known[:]) }
 
 // Implemented returns the mechanisms this build can offer.
-func Implemented() []string { return slices.Clone(implemented[:]) }
+func Implemented() []string {
+	names := make([]string, len(implemented))
+	for i, m := range implemented {
+		names[i] = m.name
+	}
+	return names
+}
 
 // Default returns what a listener offers when the config names no
 // mechanisms: PLAIN (RFC 4616), which every IMAP client speaks.
@@ -28,5 +34,6 @@ func Default() []string { return []string{Plain} }
 // Supported reports whether name (any case) is a mechanism this package
 // implements.
 func Supported(name string) bool {
-	return slices.Contains(implemented[:], strings.ToUpper(name))
+	_, ok := lookup(strings.ToUpper(name))
+	return ok
 }

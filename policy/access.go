@@ -5,12 +5,10 @@ import (
 	"net/netip"
 )
 
-// Reasons for a refusal (audit `reason` values).
+// Reasons Allowed refuses an address (audit `reason` values).
 const (
-	ReasonDenied       = "denied_network"
-	ReasonNotAllowed   = "not_allowed_network"
-	ReasonTooManyConns = "too_many_connections"
-	ReasonTooManyPerIP = "too_many_connections_per_ip"
+	ReasonDenied     = "denied_network"      // in a Deny prefix
+	ReasonNotAllowed = "not_allowed_network" // in no Allow prefix
 )
 
 // Access holds CIDR rules: Deny is checked first, then Allow. An empty Allow

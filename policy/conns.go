@@ -5,9 +5,17 @@ import (
 	"sync"
 )
 
-// ReasonTooManyPerNetwork refuses a connection because the client's network
-// (IPv4 /24, IPv6 /48) holds MaxPerNetwork connections already.
-const ReasonTooManyPerNetwork = "too_many_connections_per_network"
+// Reasons Acquire refuses a connection (audit `reason` values).
+const (
+	// ReasonTooManyConns: Max connections are open.
+	ReasonTooManyConns = "too_many_connections"
+	// ReasonTooManyPerIP: the client's address (IPv4 address, IPv6 /64)
+	// holds MaxPerIP connections already.
+	ReasonTooManyPerIP = "too_many_connections_per_ip"
+	// ReasonTooManyPerNetwork: the client's network (IPv4 /24, IPv6 /48)
+	// holds MaxPerNetwork connections already.
+	ReasonTooManyPerNetwork = "too_many_connections_per_network"
+)
 
 // ConnLimiter counts open connections: in total, per client address and per
 // client network. An address is an IPv4 address or an IPv6 /64 (one

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Audit results and reasons of authentication decisions.
+// Audit results and reasons of Check's refusals (Decision.Result and
+// Decision.Reason).
 const (
 	ResultRateLimited = "ratelimited" // an address or network spent its budget
 	ResultLocked      = "locked"      // a user, or a user's device, spent its budget
@@ -18,11 +19,6 @@ const (
 	ReasonNetRateLimited = "net_rate_limited" // the client's IPv4 /24 or IPv6 /48
 	ReasonUserLocked     = "user_locked"      // the user, from a network that is not a known device
 	ReasonDeviceLocked   = "device_locked"    // the user from this network (known device or not)
-	ReasonUpstreamBusy   = "upstream_busy"    // max_upstream_logins reached and the queue full or too slow
-	// ReasonAttemptsInFlight (result error): attempts in flight filled a
-	// budget that failures had not spent, and stayed so while the attempt
-	// waited (Decision.Busy); the server's state, not the client's failure.
-	ReasonAttemptsInFlight = "attempts_in_flight"
 )
 
 // Decider is what the proxy asks before and after an upstream login.

@@ -9,24 +9,120 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/imapgate/imapgate/policy"
 )
 
-// Audit event names (CONTRACT.md).
+// The audit vocabulary (README "Audit events"): every event, result and
+// reason word a session writes. The words a policy decision produces are
+// the policy package's, named here by reference, so each word is spelled
+// once: Access.Allowed and ConnLimiter.Acquire refuse a connect with
+// theirs, Guard.Check an auth attempt with its result and reason.
+
+// Events.
 const (
-	EventConnect    = "connect"
-	EventTLS        = "tls"
-	EventAuth       = "auth"
-	EventSessionEnd = "session_end"
+	EventConnect    = "connect"     // a connection was admitted or refused
+	EventTLS        = "tls"         // a client TLS handshake ended
+	EventAuth       = "auth"        // an authentication attempt was answered
+	EventSessionEnd = "session_end" // an admitted connection closed
 )
 
-// Auth results (CONTRACT.md).
+// Results of connect and tls events.
+const (
+	ResultAccepted = "accepted" // connect: admitted
+	ResultOK       = "ok"       // tls: handshake done
+	ResultFailed   = "failed"   // tls: handshake failed
+)
+
+// Results of auth events; ResultRefused is also a refused connect.
 const (
 	ResultSuccess     = "success"
 	ResultFailure     = "failure"
 	ResultRefused     = "refused"
-	ResultRateLimited = "ratelimited"
-	ResultLocked      = "locked"
-	ResultError       = "error"
+	ResultRateLimited = policy.ResultRateLimited // an address or network spent its budget
+	ResultLocked      = policy.ResultLocked      // a user, or a user's device, spent its budget
+	ResultError       = "error"                  // the server's failure, not the client's: spends no budget
+)
+
+// Reasons of a refused connect: the access rules and connection limits
+// (policy's), and a trusted proxy's PROXY header (proxyheader.go); a
+// shutdown while waiting for the header is refused as endShutdown.
+const (
+	ReasonDenied            = policy.ReasonDenied            // in a deny prefix
+	ReasonNotAllowed        = policy.ReasonNotAllowed        // in no allow prefix
+	ReasonTooManyConns      = policy.ReasonTooManyConns      // max_connections reached
+	ReasonTooManyPerIP      = policy.ReasonTooManyPerIP      // max_connections_per_ip reached
+	ReasonTooManyPerNetwork = policy.ReasonTooManyPerNetwork // max_connections_per_network reached
+
+	ReasonProxyHeaderTimeout = "proxy_header_timeout" // no header within ProxyHeaderTimeout
+	ReasonProxyHeaderMissing = "proxy_header_missing" // closed, or sent something else first
+	ReasonProxyHeaderInvalid = "proxy_header_invalid" // a malformed header, or one with no TCP address
+)
+
+// Reasons of a tls event: why a handshake failed, or, with ResultOK, that
+// it was an ACME CA's TLS-ALPN-01 validation (RFC 8737).
+const (
+	ReasonTLSTimeout      = "timeout"
+	ReasonTLSClientClosed = endClientClosed
+	ReasonNotTLS          = "not_tls"
+	ReasonClientAlert     = "client_alert"
+	ReasonProtocolVersion = "protocol_version"
+	ReasonNoSharedCipher  = "no_shared_cipher"
+	ReasonHandshakeError  = "handshake_error"
+	ReasonACMEChallenge   = "acme_challenge"
+)
+
+// Reasons of an auth event.
+const (
+	// ResultRefused: the command or mechanism is not allowed here.
+	ReasonTLSRequired           = "tls_required"
+	ReasonMechanismNotAllowed   = "mechanism_not_allowed"
+	ReasonPlaintextLoginRefused = "plaintext_login_refused"
+	ReasonLoginCommandDisabled  = "login_command_disabled"
+
+	// ResultFailure: a claim auth refuses (no budget is spent), a
+	// cancelled exchange, or the upstream's verdict.
+	ReasonMalformedResponse = "malformed_response"
+	ReasonMalformedUser     = "malformed_user"
+	ReasonEmptyCredentials  = "empty_credentials"
+	ReasonAuthzidNotAllowed = "authzid_not_allowed"
+	ReasonClientCancelled   = "client_cancelled"
+	ReasonBadCredentials    = "bad_credentials"
+	ReasonUpstreamNoAnswer  = "upstream_no_answer" // sent, but no answer within login_timeout
+
+	// ResultRateLimited and ResultLocked: the budget Guard.Check found
+	// spent.
+	ReasonIPRateLimited  = policy.ReasonIPRateLimited
+	ReasonNetRateLimited = policy.ReasonNetRateLimited
+	ReasonUserLocked     = policy.ReasonUserLocked
+	ReasonDeviceLocked   = policy.ReasonDeviceLocked
+
+	// ResultError: the server's state; the attempt is given back.
+	ReasonUpstreamUnavailable   = "upstream_unavailable"
+	ReasonUpstreamProtocolError = "upstream_protocol_error"
+	// ReasonUpstreamBusy: max_upstream_logins reached and the queue full
+	// or too slow.
+	ReasonUpstreamBusy = "upstream_busy"
+	// ReasonAttemptsInFlight: attempts in flight filled a budget that
+	// failures had not spent, and stayed so while the attempt waited
+	// (policy.Decision.Busy).
+	ReasonAttemptsInFlight = "attempts_in_flight"
+)
+
+// Reasons a session ends before the relay (session_end.reason). A relayed
+// session ends for one of relay.go's (endClientClosed, endUpstreamClosed,
+// endIdleTimeout, endShutdown, endClientError, endUpstreamError), which a
+// pre-auth session shares.
+const (
+	endClientLogout        = "client_logout"
+	endPreauthTimeout      = "preauth_timeout"
+	endLineTooLong         = "line_too_long"
+	endLiteralTooLarge     = "literal_too_large"
+	endTooManyBadCommands  = "too_many_bad_commands"
+	endTooManyAuthFailures = "too_many_auth_failures"
+	endStartTLSPipelined   = "starttls_pipelined"
+	endTLSFailed           = "tls_failed"
+	endACMEChallenge       = ReasonACMEChallenge
 )
 
 // Event is one audit record. Fields that do not apply to an event are left

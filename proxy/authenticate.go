@@ -2,264 +2,83 @@ package proxy
 
 import (
 	"encoding/base64"
-	"errors"
-	"math/rand/v2"
-	"net"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/imapgate/imapgate/auth"
-	"github.com/imapgate/imapgate/policy"
 )
 
 // handleAuthenticate runs AUTHENTICATE (RFC 3501 6.2.2) with SASL-IR
-// (RFC 4959). Credentials are accepted only over TLS, and only the
-// configured mechanisms are offered.
-func (s *session) handleAuthenticate(cmd *command) (done, keep bool) {
+// (RFC 4959): the wire side of the exchange only. Credentials are accepted
+// only over TLS; auth.Start decides whether the mechanism is offered and
+// runs it; the continuation lines, their base64 and the client's "*" cancel
+// are handled here; the finished exchange's Result goes to one attempt.
+func (s *session) handleAuthenticate(cmd *command) next {
 	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != tokAtom ||
 		(len(cmd.args) == 2 && cmd.args[1].kind != tokAtom) {
-		return false, s.bad(cmd.tag, "AUTHENTICATE expects a mechanism and an optional initial response")
+		return s.bad(cmd.tag, "AUTHENTICATE expects a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].value)
-	ev := s.event(EventAuth)
-	ev.Mechanism, ev.ClientID = truncate(mech, 32), s.clientID
+	ev := s.authEvent(truncate(mech, 32))
 	if !s.isTLS {
-		ev.Result, ev.Reason = ResultRefused, "tls_required"
+		ev.Result, ev.Reason = ResultRefused, ReasonTLSRequired
 		s.cfg.Audit.Log(ev)
 		s.reply(cmd.tag + " NO [PRIVACYREQUIRED] Use STARTTLS before authenticating.")
-		return false, s.countAuthFailure()
+		return s.countAuthFailure()
 	}
-	if !slices.Contains(s.cfg.mechanisms(), mech) || !auth.Supported(mech) {
-		ev.Result, ev.Reason = ResultRefused, "mechanism_not_allowed"
+	x, err := auth.Start(mech, s.cfg.Mechanisms, s.connState())
+	if err != nil {
+		ev.Result, ev.Reason = ResultRefused, ReasonMechanismNotAllowed
 		s.cfg.Audit.Log(ev)
 		s.reply(cmd.tag + " NO Unsupported authentication mechanism.")
-		return false, true
+		return stay
 	}
-
-	var response []byte
+	var response []byte // nil: no initial response
 	if len(cmd.args) == 2 {
-		ir := cmd.args[1].value
-		if ir == "=" {
-			response = []byte{}
-		} else {
-			var err error
-			if response, err = base64.StdEncoding.DecodeString(ir); err != nil {
-				return false, s.bad(cmd.tag, "Invalid base64 in initial response")
-			}
+		if response, err = decodeResponse(cmd.args[1].value); err != nil {
+			return s.bad(cmd.tag, "Invalid base64 in initial response")
 		}
-	}
-
-	var creds auth.Credentials
-	srv, err := auth.NewServer(mech, func(c auth.Credentials) error {
-		creds = c
-		return errCredentialsReady
-	})
-	if err != nil {
-		return false, s.bad(cmd.tag, "Unsupported authentication mechanism")
 	}
 	for {
-		challenge, _, err := srv.Next(response)
-		if errors.Is(err, errCredentialsReady) {
-			return s.login(cmd.tag, creds.Mechanism, creds.Username, creds.Password)
-		}
-		if err != nil {
-			ev.Result, ev.Reason = ResultFailure, saslFailureReason(err)
-			s.cfg.Audit.Log(ev)
-			s.failureDelay()
-			s.reply(cmd.tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
-			return false, s.countAuthFailure()
+		challenge, done, err := x.Next(response)
+		switch {
+		case done:
+			return s.attempt(cmd.tag, x.Result())
+		case err != nil:
+			return s.claimRefused(cmd.tag, ev, err)
 		}
 		s.reply("+ " + base64.StdEncoding.EncodeToString(challenge))
 		if !s.flush() {
-			return false, false
+			return end
 		}
 		line, err := readLine(s.r, maxSASLLineLength)
 		if err != nil {
-			s.readFailed(err)
-			return false, false
+			return s.readFailed(err)
 		}
 		if string(line) == "*" {
-			ev.Result, ev.Reason = ResultFailure, "client_cancelled"
+			ev.Result, ev.Reason = ResultFailure, ReasonClientCancelled
 			s.cfg.Audit.Log(ev)
 			s.reply(cmd.tag + " BAD Authentication cancelled.")
-			return false, true
+			return stay
 		}
 		if response, err = base64.StdEncoding.DecodeString(string(line)); err != nil {
-			return false, s.bad(cmd.tag, "Invalid base64 in authentication response")
+			return s.bad(cmd.tag, "Invalid base64 in authentication response")
 		}
 	}
 }
 
-// errCredentialsReady stops the SASL exchange once the mechanism has
-// produced credentials: the upstream login happens outside the callback,
-// where its errors and timing are the session's to handle.
-var errCredentialsReady = errors.New("credentials ready")
-
-func saslFailureReason(err error) string {
-	switch {
-	case errors.Is(err, auth.ErrMalformedUser):
-		return "malformed_user"
-	case errors.Is(err, auth.ErrAuthzidNotAllowed):
-		return "authzid_not_allowed"
-	case errors.Is(err, auth.ErrEmptyCredentials):
-		return "empty_credentials"
+// decodeResponse decodes a SASL-IR initial response: "=" is an empty one
+// (RFC 4959 section 3).
+func decodeResponse(ir string) ([]byte, error) {
+	if ir == "=" {
+		return []byte{}, nil
 	}
-	return "malformed_response"
+	return base64.StdEncoding.DecodeString(ir)
 }
 
-// login logs in to the upstream as user. On success the client gets the
-// upstream's capabilities and the session moves to the relay.
-//
-// The tarpit runs from the start of the attempt, alongside the upstream
-// login: a failure is answered when both the tarpit and the upstream's
-// answer are over, and a refused attempt (checkPolicy) when the tarpit
-// and a typical upstream failure would be, so the time to NO does not
-// tell a guesser which guesses reached the upstream.
-func (s *session) login(tag, mech, user, password string) (done, keep bool) {
-	start := time.Now()
+// authEvent returns an auth event for mechanism, with the client's ID
+// fields.
+func (s *session) authEvent(mechanism string) *Event {
 	ev := s.event(EventAuth)
-	ev.Mechanism, ev.User, ev.ClientID = mech, safeUser(user), s.clientID
-	ev.Upstream = s.cfg.Upstream.Address
-	attempt, decision, allowed := s.checkPolicy(tag, ev, user, start)
-	if !allowed {
-		if decision.Busy {
-			return false, true // the server's state, not the client's failure
-		}
-		return false, s.countAuthFailure()
-	}
-	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
-	if release == nil {
-		if s.cfg.Policy != nil {
-			s.cfg.Policy.Cancel(s.ctx, attempt, decision)
-		}
-		return s.upstreamBusy(tag, ev)
-	}
-	ci := ClientInfo{Session: s.id}
-	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
-	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	uc, err := s.cfg.Upstream.Login(s.ctx, user, password, ci)
-	release()
-	switch {
-	case err == nil:
-		if s.cfg.Policy != nil {
-			s.cfg.Policy.Success(s.ctx, attempt, decision)
-		}
-		ev.Result = ResultSuccess
-		s.cfg.Audit.Log(ev)
-		s.user = ev.User
-		s.upstream = uc
-		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
-		return true, true
-	case errors.Is(err, ErrBadCredentials):
-		ev.Result, ev.Reason = ResultFailure, "bad_credentials"
-		s.cfg.Audit.Log(ev)
-		s.waitSince(start, withJitter(s.failed(attempt, decision)))
-		s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
-		return false, s.countAuthFailure()
-	case errors.Is(err, ErrNoAnswer):
-		// The credential was on the wire: the upstream may have judged it
-		// (a tarpitting server, or Dovecot's auth penalty past
-		// login_timeout), so it is a failure, or every guess would be free.
-		// The client is told to try again: the server may be at fault.
-		ev.Result, ev.Reason = ResultFailure, "upstream_no_answer"
-		s.cfg.Audit.Log(ev)
-		s.cfg.log().Warn("upstream did not answer the login", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
-		tarpit := s.failed(attempt, decision)
-		if s.ctx.Err() != nil {
-			s.endReason = endShutdown
-			s.bye("Server shutting down.")
-			return false, false
-		}
-		s.waitSince(start, withJitter(tarpit))
-		s.reply(tag + " NO [UNAVAILABLE] The mail server did not answer in time, try again later.")
-		return false, s.countAuthFailure()
-	default:
-		if s.cfg.Policy != nil {
-			s.cfg.Policy.Cancel(s.ctx, attempt, decision)
-		}
-		ev.Result, ev.Reason = ResultError, "upstream_unavailable"
-		if errors.Is(err, ErrUpstreamProtocol) {
-			ev.Reason = "upstream_protocol_error"
-		}
-		s.cfg.Audit.Log(ev)
-		s.cfg.log().Warn("upstream login failed", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
-		if s.ctx.Err() != nil {
-			s.endReason = endShutdown
-			s.bye("Server shutting down.")
-			return false, false
-		}
-		s.reply(tag + " NO [UNAVAILABLE] The mail server is not available right now, try again later.")
-		return false, true
-	}
-}
-
-// failureDelay waits before a failed answer, unless the session is ending.
-func (s *session) failureDelay() { s.wait(s.cfg.FailureDelay) }
-
-// failed counts an attempt the upstream judged (or may have judged) as a
-// failure and returns its tarpit: the Policy's, or FailureDelay without one.
-func (s *session) failed(a policy.Attempt, d policy.Decision) time.Duration {
-	if s.cfg.Policy == nil {
-		return s.cfg.FailureDelay
-	}
-	return s.cfg.Policy.Failure(s.ctx, a, d)
-}
-
-// waitSince waits until d has passed since start (at once if it has).
-func (s *session) waitSince(start time.Time, d time.Duration) {
-	s.wait(d - time.Since(start))
-}
-
-// withJitter adds up to a tenth of d, at random, so that no two answers
-// after one tarpit come at exactly the same time.
-func withJitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d + rand.N(d/10+1)
-}
-
-// wait sleeps for d in the session's own goroutine (the tarpit holds
-// nothing but the connection), and returns early when the session ends.
-func (s *session) wait(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.ctx.Done():
-	}
-}
-
-// countAuthFailure counts a failed or refused attempt; false means too
-// many on this connection: the session ends with BYE.
-func (s *session) countAuthFailure() bool {
-	s.authFailures++
-	if s.authFailures >= s.cfg.maxAuthFailures() {
-		s.endReason = "too_many_auth_failures"
-		s.bye("Too many failed authentication attempts.")
-		return false
-	}
-	return true
-}
-
-// hiddenCapabilities must not reach the client after login: they describe
-// the upstream's pre-login state or would let the client bypass the proxy.
-func hiddenCapability(c string) bool {
-	u := strings.ToUpper(c)
-	return u == "STARTTLS" || u == "SASL-IR" || u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")
-}
-
-// clientCapabilities filters the upstream's post-login capabilities.
-func clientCapabilities(upstream []string) []string {
-	out := make([]string, 0, len(upstream))
-	for _, c := range upstream {
-		if !hiddenCapability(c) {
-			out = append(out, c)
-		}
-	}
-	return out
+	ev.Mechanism, ev.ClientID = mechanism, s.clientID
+	return ev
 }

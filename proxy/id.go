@@ -12,7 +12,7 @@ const (
 
 // handleID answers ID (RFC 2971) with a fixed reply and keeps the client's
 // fields for the audit trail. Apple Mail sends ID before logging in.
-func (s *session) handleID(cmd *command) bool {
+func (s *session) handleID(cmd *command) next {
 	fields, ok := parseIDArgs(cmd.args)
 	if !ok {
 		return s.bad(cmd.tag, "ID expects a parenthesized list of field/value pairs or NIL")
@@ -20,7 +20,7 @@ func (s *session) handleID(cmd *command) bool {
 	s.clientID = fields
 	s.reply(`* ID ("name" "imapgate")`)
 	s.reply(cmd.tag + " OK ID completed")
-	return true
+	return stay
 }
 
 // parseIDArgs parses "NIL" or "(field value ...)".

@@ -17,42 +17,35 @@ import (
 // (auth.CheckCredentials) before the policy check, so a user name with a
 // NUL or another control character spends no budget, makes no rate-limit
 // key of its own, and never reaches the upstream.
-func (s *session) handleLogin(cmd *command) (done, keep bool) {
+func (s *session) handleLogin(cmd *command) next {
 	if len(cmd.args) != 2 || !cmd.args[0].isString() || !cmd.args[1].isString() {
-		return false, s.bad(cmd.tag, "LOGIN expects a user name and a password")
+		return s.bad(cmd.tag, "LOGIN expects a user name and a password")
 	}
 	user := cmd.args[0].value
 	if !s.isTLS || !s.cfg.AllowLoginOverTLS {
-		return false, s.refuseLogin(cmd.tag, user)
+		return s.refuseLogin(cmd.tag, user)
 	}
-	creds, err := auth.CheckCredentials("LOGIN", "", user, cmd.args[1].value)
+	creds, err := auth.CheckCredentials(mechanismLogin, "", user, cmd.args[1].value)
 	if err != nil {
-		return false, s.malformedLogin(cmd.tag, user, err)
+		ev := s.authEvent(mechanismLogin)
+		ev.User = safeUser(user)
+		return s.claimRefused(cmd.tag, ev, err)
 	}
-	return s.login(cmd.tag, creds.Mechanism, creds.Username, creds.Password)
+	return s.attempt(cmd.tag, creds.PassThrough())
 }
 
-// malformedLogin answers a LOGIN whose arguments auth.CheckCredentials
-// refused the way AUTHENTICATE answers a malformed PLAIN response: audited
-// as a failure, after the tarpit, NO [AUTHENTICATIONFAILED].
-func (s *session) malformedLogin(tag, user string, err error) bool {
-	ev := s.event(EventAuth)
-	ev.Result, ev.Reason, ev.Mechanism, ev.User, ev.ClientID = ResultFailure, saslFailureReason(err), "LOGIN", safeUser(user), s.clientID
-	s.cfg.Audit.Log(ev)
-	s.failureDelay()
-	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
-	return s.countAuthFailure()
-}
+// mechanismLogin is the auth event's mechanism for the LOGIN command.
+const mechanismLogin = "LOGIN"
 
 // refuseLogin answers a LOGIN that policy forbids and logs it.
-func (s *session) refuseLogin(tag, user string) bool {
-	ev := s.event(EventAuth)
-	ev.Result, ev.Mechanism, ev.User, ev.ClientID = ResultRefused, "LOGIN", safeUser(user), s.clientID
+func (s *session) refuseLogin(tag, user string) next {
+	ev := s.authEvent(mechanismLogin)
+	ev.Result, ev.User = ResultRefused, safeUser(user)
 	if !s.isTLS {
-		ev.Reason = "plaintext_login_refused"
+		ev.Reason = ReasonPlaintextLoginRefused
 		s.reply(tag + " NO [PRIVACYREQUIRED] Plaintext login is not allowed: use STARTTLS or port 993, then AUTHENTICATE PLAIN.")
 	} else {
-		ev.Reason = "login_command_disabled"
+		ev.Reason = ReasonLoginCommandDisabled
 		s.reply(tag + " NO [CANNOT] The LOGIN command is disabled: set your mail client to use a normal password with SSL/TLS (AUTHENTICATE PLAIN).")
 	}
 	s.cfg.Audit.Log(ev)

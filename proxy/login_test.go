@@ -74,7 +74,7 @@ func TestNULInLoginUserNameNeverReachesDovecot(t *testing.T) {
 		t.Fatalf("Dovecot saw %+v; want only the witness's failure for user2", counts)
 	}
 
-	// PLAIN's reason word comes from saslFailureReason (authenticate.go).
+	// LOGIN and PLAIN share one reason word (claimFailureReason).
 	wantReason := map[string]string{"LOGIN": "malformed_user", auth.Plain: "malformed_user"}
 	refused := map[string]int{}
 	for _, e := range tp.audit.events(t) {
@@ -130,4 +130,65 @@ func FuzzSafeUser(f *testing.F) {
 			t.Fatalf("safeUser changed the valid name %q to %q", u, got)
 		}
 	})
+}
+
+func TestLoginRefusedBeforeAndAfterTLS(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.MaxAuthFailures = 10 })
+	c := tp.dialPlain(t)
+	c.send("a1 CAPABILITY")
+	caps := c.expect("* CAPABILITY")
+	if !strings.Contains(caps, "STARTTLS") || !strings.Contains(caps, "LOGINDISABLED") || strings.Contains(caps, "AUTH=") {
+		t.Fatalf("pre-TLS capabilities = %q", caps)
+	}
+	c.expect("a1 OK")
+	c.send(fmt.Sprintf("a2 LOGIN %s %s", testUser, testPass))
+	c.expect("a2 NO [PRIVACYREQUIRED]")
+	// A literal password is refused before the client sends it: no "+".
+	c.send("a3 LOGIN {5}")
+	c.expect("a3 NO [PRIVACYREQUIRED]")
+	c.send("a4 AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+	c.expect("a4 NO [PRIVACYREQUIRED]")
+	c.startTLS(tp.roots)
+	c.send("a5 CAPABILITY")
+	caps = c.expect("* CAPABILITY")
+	if strings.Contains(caps, "STARTTLS") || !strings.Contains(caps, "AUTH=PLAIN") {
+		t.Fatalf("post-TLS capabilities = %q", caps)
+	}
+	c.send(fmt.Sprintf("a6 LOGIN %s %s", testUser, testPass))
+	c.expect("a6 NO [CANNOT]")
+	evs := tp.audit.events(t)
+	var reasons []string
+	for _, e := range evs {
+		if e.Event == EventAuth {
+			reasons = append(reasons, e.Result+"/"+e.Reason)
+		}
+	}
+	want := "refused/plaintext_login_refused refused/plaintext_login_refused refused/tls_required refused/login_command_disabled"
+	if strings.Join(reasons, " ") != want {
+		t.Fatalf("auth events = %v, want %s", reasons, want)
+	}
+}
+
+func TestLoginAllowedOverTLSWhenConfigured(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.AllowLoginOverTLS = true })
+	c := tp.dialImplicit(t)
+	c.send("a1 CAPABILITY")
+	if caps := c.expect("* CAPABILITY"); strings.Contains(caps, "LOGINDISABLED") {
+		t.Fatalf("LOGINDISABLED advertised although LOGIN is allowed: %q", caps)
+	}
+	c.send("a2 LOGIN {5}")
+	c.expect("+ ")
+	c.conn.Write([]byte(testUser + " \"" + testPass + "\"\r\n"))
+	c.expect("a2 OK [CAPABILITY")
+}
+
+func TestRefusedLiteralLoginsCountTowardsTheLimit(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.MaxAuthFailures = 2 })
+	c := tp.dialPlain(t)
+	c.send("a1 LOGIN {5}")
+	c.expect("a1 NO [PRIVACYREQUIRED]")
+	c.send("a2 LOGIN {5}")
+	c.expect("a2 NO [PRIVACYREQUIRED]")
+	c.expect("* BYE")
+	c.expectClosed()
 }

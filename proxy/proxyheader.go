@@ -20,13 +20,6 @@ import (
 // is closed, with a connect event refused as proxy_header_timeout.
 const ProxyHeaderTimeout = 5 * time.Second
 
-// Connect refusals of a trusted proxy's connection (audit reasons).
-const (
-	ReasonProxyHeaderTimeout = "proxy_header_timeout" // no header within ProxyHeaderTimeout
-	ReasonProxyHeaderMissing = "proxy_header_missing" // closed, or sent something else first
-	ReasonProxyHeaderInvalid = "proxy_header_invalid" // a malformed header, or one with no TCP address
-)
-
 // errNoTCPSource refuses a PROXY header that names no TCP/IP client.
 var errNoTCPSource = errors.New("proxy: PROXY header carries no TCP source address")
 

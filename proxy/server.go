@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/policy"
 )
 
@@ -40,7 +39,8 @@ type Listener struct {
 type Config struct {
 	// Upstream is the server behind the proxy. Required.
 	Upstream *Upstream
-	// Mechanisms are the SASL mechanisms offered after TLS. Empty = PLAIN.
+	// Mechanisms are the SASL mechanisms offered after TLS, those
+	// auth.Offered keeps. Empty means auth.Default (PLAIN).
 	Mechanisms []string
 	// AllowLoginOverTLS accepts the LOGIN command over TLS (never before).
 	// False (the default) refuses LOGIN everywhere and advertises LOGINDISABLED.
@@ -51,10 +51,10 @@ type Config struct {
 	// IdleTimeout ends a relayed session after this long without a byte
 	// either way. Zero means 31m (RFC 2177 clients re-IDLE every 29m).
 	IdleTimeout time.Duration
-	// FailureDelay is waited before answering a failed authentication.
-	// With a Policy, a wrong password waits the Policy's tarpit instead, and
-	// FailureDelay is left for SASL exchanges that fail before any user name
-	// is known.
+	// FailureDelay is waited before answering a claim auth refuses before
+	// any attempt (a malformed SASL exchange or LOGIN arguments), and,
+	// without a Policy, a wrong password. With a Policy a wrong password
+	// waits the Policy's tarpit instead. Zero means no wait.
 	FailureDelay time.Duration
 	// MaxBadCommands ends a pre-auth connection with BYE after this many
 	// BAD answers. Zero means 10.
@@ -84,32 +84,18 @@ type Config struct {
 	parkAfter time.Duration
 }
 
-func (c *Config) preauthTimeout() time.Duration {
-	if c.PreauthTimeout > 0 {
-		return c.PreauthTimeout
-	}
-	return 60 * time.Second
-}
+// The defaults of Config's zero fields.
+func (c *Config) preauthTimeout() time.Duration { return orDefault(c.PreauthTimeout, 60*time.Second) }
+func (c *Config) idleTimeout() time.Duration    { return orDefault(c.IdleTimeout, 31*time.Minute) }
+func (c *Config) maxBadCommands() int           { return orDefault(c.MaxBadCommands, 10) }
+func (c *Config) maxAuthFailures() int          { return orDefault(c.MaxAuthFailures, 3) }
 
-func (c *Config) idleTimeout() time.Duration {
-	if c.IdleTimeout > 0 {
-		return c.IdleTimeout
+// orDefault returns v when it is set (above zero), else def.
+func orDefault[T int | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	return 31 * time.Minute
-}
-
-func (c *Config) maxBadCommands() int {
-	if c.MaxBadCommands > 0 {
-		return c.MaxBadCommands
-	}
-	return 10
-}
-
-func (c *Config) maxAuthFailures() int {
-	if c.MaxAuthFailures > 0 {
-		return c.MaxAuthFailures
-	}
-	return 3
+	return def
 }
 
 func (c *Config) log() *slog.Logger {
@@ -117,13 +103,6 @@ func (c *Config) log() *slog.Logger {
 		return c.Log
 	}
 	return slog.Default()
-}
-
-func (c *Config) mechanisms() []string {
-	if len(c.Mechanisms) > 0 {
-		return c.Mechanisms
-	}
-	return auth.Default()
 }
 
 // Server accepts client connections on any number of listeners and runs one
@@ -291,4 +270,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
+}
+
+// Bytes returns the bytes relayed so far, client to upstream (in) and
+// upstream to client (out): those of ended sessions plus the live count
+// of every session relaying now, so a phone in IDLE for hours shows its
+// traffic as it happens. The sums never go down, so they suit a Prometheus
+// counter. It costs one pass over the open sessions: call it per scrape,
+// not per byte.
+func (s *Server) Bytes() (in, out int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, out = s.endedIn, s.endedOut
+	for sess := range s.sessions {
+		sess.mu.Lock()
+		r := sess.relay
+		sess.mu.Unlock()
+		if r != nil {
+			in += r.in.Load()
+			out += r.out.Load()
+		}
+	}
+	return in, out
 }

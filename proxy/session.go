@@ -4,24 +4,19 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/pires/go-proxyproto"
 )
 
 // session is one client connection, from accept to close. Its life reads
-// top to bottom in serve: access checks, TLS, the pre-auth command loop,
-// the upstream login, then the relay.
+// top to bottom in serve: admission, TLS, the pre-auth command loop, the
+// login attempt, then the relay.
 type session struct {
 	srv   *Server
 	cfg   *Config
@@ -56,6 +51,15 @@ type session struct {
 	mu    sync.Mutex
 	relay *relay // set while relaying, for abort
 }
+
+// next is what the command loop does once a command has been answered.
+type next int
+
+const (
+	stay     next = iota // read the next command
+	relayNow             // logged in: hand the connection to the relay
+	end                  // end the session; endReason says why
+)
 
 func newSession(srv *Server, cfg *Config, conn net.Conn, l Listener) *session {
 	s := &session{srv: srv, cfg: cfg, l: l, raw: conn, conn: conn, start: time.Now(), id: newSessionID()}
@@ -156,228 +160,107 @@ func (s *session) finish() {
 	s.srv.sessionDone(s)
 }
 
-// identify finds out who the client is: the peer, or, on a PROXY protocol
-// listener, the client named by a trusted proxy's header, read here in the
-// session's goroutine, never in the accept loop (see readProxyHeader). A
-// header that is late or bad ends the connection, audited with the proxy's
-// address.
-func (s *session) identify() bool {
-	if pc, ok := s.raw.(*proxyproto.Conn); ok {
-		if reason := s.readProxyHeader(pc); reason != "" {
-			s.clientAddr = addrPortOf(pc.Raw().RemoteAddr())
-			ev := s.event(EventConnect)
-			ev.Result, ev.Reason = ResultRefused, reason
-			s.cfg.Audit.Log(ev)
-			return false
-		}
-	}
-	s.clientAddr = addrPortOf(s.raw.RemoteAddr())
-	return true
-}
-
-// addrPortOf returns an "ip:port" address as a netip.AddrPort, IPv4-mapped
-// IPv6 unmapped; anything else gives the zero AddrPort.
-func addrPortOf(a net.Addr) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
-// admit applies the access rules and connection limits before any byte of
-// IMAP is read, and logs the connect event. It reports whether the client
-// may go on.
-func (s *session) admit() bool {
-	ev := s.event(EventConnect)
-	if allowed, reason := s.cfg.Access.Allowed(s.clientAddr.Addr()); !allowed {
-		ev.Result, ev.Reason = ResultRefused, reason
-		s.cfg.Audit.Log(ev)
-		return false
-	}
-	release, reason := s.cfg.Conns.Acquire(s.clientAddr.Addr())
-	if release == nil {
-		ev.Result, ev.Reason = ResultRefused, reason
-		s.cfg.Audit.Log(ev)
-		// A short, polite refusal costs one write and no TLS handshake.
-		if s.l.Mode == TLSStartTLS {
-			s.raw.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(s.raw, "* BYE [UNAVAILABLE] Too many connections, try again later.\r\n")
-		}
-		return false
-	}
-	ev.Result = "accepted"
-	s.cfg.Audit.Log(ev)
-	s.admitted, s.release = true, release
-	return true
-}
-
-// alpnACME is the ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
-const alpnACME = "acme-tls/1"
-
-// handshake runs the server side of TLS over s.raw (implicit TLS, or after
-// STARTTLS) and logs the tls event.
-func (s *session) handshake() bool {
-	tc := tls.Server(s.raw, s.l.TLSConfig)
-	err := tc.HandshakeContext(s.ctx)
-	ev := s.event(EventTLS)
-	if err != nil {
-		ev.Result, ev.Reason = "failed", tlsFailureReason(err)
-		s.cfg.Audit.Log(ev)
-		s.endReason = "tls_failed"
-		return false
-	}
-	st := tc.ConnectionState()
-	ev.Result = "ok"
-	ev.TLSVersion = tls.VersionName(st.Version)
-	ev.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
-	ev.SNI = st.ServerName
-	if st.NegotiatedProtocol == alpnACME {
-		// An ACME CA validating TLS-ALPN-01 (RFC 8737): the handshake
-		// was the whole exchange; it gets no IMAP greeting.
-		ev.Reason = "acme_challenge"
-		s.cfg.Audit.Log(ev)
-		tc.Close()
-		s.endReason = "acme_challenge"
-		return false
-	}
-	s.cfg.Audit.Log(ev)
-	s.conn = tc
-	s.isTLS = true
-	s.r.Reset(tc)
-	s.w.Reset(tc)
-	return true
-}
-
-// tlsFailureReason turns a handshake error into a short snake_case word.
-func tlsFailureReason(err error) string {
-	var rerr tls.RecordHeaderError
-	var aerr tls.AlertError
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.Canceled):
-		return "timeout"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		return "client_closed"
-	case errors.As(err, &rerr):
-		return "not_tls"
-	case errors.As(err, &aerr):
-		return "client_alert"
-	case strings.Contains(err.Error(), "protocol version"):
-		return "protocol_version"
-	case strings.Contains(err.Error(), "no cipher suite"), strings.Contains(err.Error(), "no mutual"):
-		return "no_shared_cipher"
-	}
-	return "handshake_error"
-}
-
 // commandLoop serves pre-auth commands until the client is logged in
 // (true) or the session must end (false).
 func (s *session) commandLoop() bool {
 	for {
-		cmd, err := s.cr.read()
-		if err != nil {
-			var se *syntaxError
-			switch {
-			case errors.As(err, &se) && errors.Is(err, errLiteralRefused):
-				// LOGIN with a literal we will not ask for: refuse the
-				// command before the credential is ever sent.
-				if !s.refuseLogin(se.tag, "") {
-					s.flush()
-					return false
-				}
-			case errors.As(err, &se):
-				if !s.bad(se.tag, se.msg) {
-					return false
-				}
-			default:
-				s.readFailed(err)
-				return false
-			}
-			if !s.flush() {
-				return false
-			}
-			continue
-		}
-		done, keep := s.dispatch(cmd)
+		n := s.serveCommand()
 		if !s.flush() {
 			return false
 		}
-		if done {
+		switch n {
+		case relayNow:
 			return true
-		}
-		if !keep {
+		case end:
 			return false
 		}
 	}
 }
 
+// serveCommand reads one command and answers it.
+func (s *session) serveCommand() next {
+	cmd, err := s.cr.read()
+	var se *syntaxError
+	switch {
+	case err == nil:
+		return s.dispatch(cmd)
+	case errors.As(err, &se) && errors.Is(err, errLiteralRefused):
+		// LOGIN with a literal we will not ask for: refuse the command
+		// before the credential is ever sent.
+		return s.refuseLogin(se.tag, "")
+	case errors.As(err, &se):
+		return s.bad(se.tag, se.msg)
+	}
+	return s.readFailed(err)
+}
+
+// dispatch runs one command.
+func (s *session) dispatch(cmd *command) next {
+	switch cmd.name {
+	case "CAPABILITY":
+		return s.handleCapability(cmd)
+	case "NOOP":
+		s.reply(cmd.tag + " OK NOOP completed")
+		return stay
+	case "LOGOUT":
+		s.reply("* BYE Logging out")
+		s.reply(cmd.tag + " OK LOGOUT completed")
+		s.endReason = endClientLogout
+		return end
+	case "ID":
+		return s.handleID(cmd)
+	case "STARTTLS":
+		return s.handleStartTLS(cmd)
+	case "AUTHENTICATE":
+		return s.handleAuthenticate(cmd)
+	case "LOGIN":
+		return s.handleLogin(cmd)
+	}
+	return s.bad(cmd.tag, "Unknown command or not allowed before login: "+truncate(cmd.name, 20))
+}
+
 // readFailed ends the session after a read error, telling the client why
 // when that is still possible.
-func (s *session) readFailed(err error) {
+func (s *session) readFailed(err error) next {
 	switch {
 	case s.ctx.Err() != nil:
-		s.endReason = endShutdown
-		s.bye("Server shutting down.")
+		return s.shutDown()
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.endReason = "preauth_timeout"
-		s.bye("Disconnected for inactivity.")
+		return s.endWith(endPreauthTimeout, "Disconnected for inactivity.")
 	case errors.Is(err, errLineTooLong), errors.Is(err, errCommandTooBig):
-		s.endReason = "line_too_long"
-		s.bye("Command line too long.")
+		return s.endWith(endLineTooLong, "Command line too long.")
 	case errors.Is(err, errLiteralTooBig):
-		s.endReason = "literal_too_large"
-		s.bye("Literal too large.")
+		return s.endWith(endLiteralTooLarge, "Literal too large.")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		s.endReason = endClientClosed
 	default:
 		s.endReason = endClientError
 	}
+	return end
 }
 
-// dispatch runs one command. done means logged in; keep false means end.
-func (s *session) dispatch(cmd *command) (done, keep bool) {
-	switch cmd.name {
-	case "CAPABILITY":
-		if len(cmd.args) != 0 {
-			return false, s.bad(cmd.tag, "CAPABILITY takes no arguments")
-		}
-		s.reply("* CAPABILITY " + s.capabilities())
-		s.reply(cmd.tag + " OK CAPABILITY completed")
-	case "NOOP":
-		s.reply(cmd.tag + " OK NOOP completed")
-	case "LOGOUT":
-		s.reply("* BYE Logging out")
-		s.reply(cmd.tag + " OK LOGOUT completed")
-		s.endReason = "client_logout"
-		return false, false
-	case "ID":
-		return false, s.handleID(cmd)
-	case "STARTTLS":
-		return false, s.handleStartTLS(cmd)
-	case "AUTHENTICATE":
-		return s.handleAuthenticate(cmd)
-	case "LOGIN":
-		return s.handleLogin(cmd)
-	default:
-		return false, s.bad(cmd.tag, "Unknown command or not allowed before login: "+truncate(cmd.name, 20))
-	}
-	return false, true
-}
-
-// bad answers BAD and counts it; false means too many, the session ends.
-func (s *session) bad(tag, msg string) bool {
+// bad answers BAD and counts it; too many end the session.
+func (s *session) bad(tag, msg string) next {
 	if tag == "" {
 		tag = "*"
 	}
 	s.reply(tag + " BAD " + msg)
 	s.badCommands++
 	if s.badCommands >= s.cfg.maxBadCommands() {
-		s.endReason = "too_many_bad_commands"
-		s.bye("Too many invalid commands.")
-		return false
+		return s.endWith(endTooManyBadCommands, "Too many invalid commands.")
 	}
-	return true
+	return stay
 }
+
+// endWith ends the session for reason, with BYE msg.
+func (s *session) endWith(reason, msg string) next {
+	s.endReason = reason
+	s.bye(msg)
+	return end
+}
+
+// shutDown ends the session because the server is shutting down.
+func (s *session) shutDown() next { return s.endWith(endShutdown, "Server shutting down.") }
 
 func (s *session) reply(line string) {
 	s.w.WriteString(line)
@@ -398,26 +281,6 @@ func (s *session) flush() bool {
 		return false
 	}
 	return true
-}
-
-// capabilities lists what the proxy offers before login.
-func (s *session) capabilities() string {
-	caps := []string{"IMAP4rev1", "ID"}
-	if !s.isTLS {
-		if s.l.Mode == TLSStartTLS {
-			caps = append(caps, "STARTTLS")
-		}
-		caps = append(caps, "LOGINDISABLED")
-		return strings.Join(caps, " ")
-	}
-	caps = append(caps, "SASL-IR")
-	for _, m := range s.cfg.mechanisms() {
-		caps = append(caps, "AUTH="+m)
-	}
-	if !s.cfg.AllowLoginOverTLS {
-		caps = append(caps, "LOGINDISABLED")
-	}
-	return strings.Join(caps, " ")
 }
 
 // lingerClose ends a connection the proxy itself is closing before the

@@ -4,7 +4,7 @@ package proxy
 // pipelined bytes after the STARTTLS line is refused and disconnected:
 // those bytes were sent in plaintext and must never be read as if they came
 // over TLS (the CVE-2011-0411 class of injection).
-func (s *session) handleStartTLS(cmd *command) bool {
+func (s *session) handleStartTLS(cmd *command) next {
 	switch {
 	case len(cmd.args) != 0:
 		return s.bad(cmd.tag, "STARTTLS takes no arguments")
@@ -14,18 +14,13 @@ func (s *session) handleStartTLS(cmd *command) bool {
 		return s.bad(cmd.tag, "TLS is already active")
 	case s.r.Buffered() > 0:
 		s.reply(cmd.tag + " BAD STARTTLS must be the last command before the TLS handshake")
-		s.endReason = "starttls_pipelined"
-		s.bye("Plaintext command injection refused.")
-		return false
+		return s.endWith(endStartTLSPipelined, "Plaintext command injection refused.")
 	}
 	s.reply(cmd.tag + " OK Begin TLS negotiation now")
-	if !s.flush() {
-		return false
-	}
-	if !s.handshake() {
-		return false
+	if !s.flush() || !s.handshake() {
+		return end
 	}
 	// RFC 3501 6.2.1: forget everything learned before TLS.
 	s.clientID = nil
-	return true
+	return stay
 }

@@ -7,23 +7,15 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/emersion/go-sasl"
-)
-
-// Mechanism names.
-const (
-	Plain = sasl.Plain // "PLAIN", RFC 4616
 )
 
 // Errors a mechanism returns for a malformed exchange. They mean the client
 // sent something a conforming client never sends; the caller answers BAD or
 // NO and logs the reason, never the payload.
 var (
-	ErrUnsupportedMechanism = errors.New("auth: unsupported mechanism")
-	ErrMalformed            = errors.New("auth: malformed response")
-	ErrAuthzidNotAllowed    = errors.New("auth: authorization identity differs from the user name")
-	ErrEmptyCredentials     = errors.New("auth: empty user name or password")
+	ErrMalformed         = errors.New("auth: malformed response")
+	ErrAuthzidNotAllowed = errors.New("auth: authorization identity differs from the user name")
+	ErrEmptyCredentials  = errors.New("auth: empty user name or password")
 	// ErrMalformedUser is a user name no mailbox has: over
 	// MaxUsernameLength bytes, invalid UTF-8, or with a character
 	// AllowedInUsername refuses. It wraps ErrMalformed.
@@ -39,7 +31,8 @@ const (
 	MaxPasswordLength = 1024
 )
 
-// Credentials are what a client proved or claimed through a mechanism.
+// Credentials are a user name and password a client claimed, through
+// PLAIN or the IMAP LOGIN command, once CheckCredentials accepted them.
 type Credentials struct {
 	Mechanism string // e.g. "PLAIN"
 	Username  string // the user to log in as
@@ -57,28 +50,10 @@ func (c Credentials) GoString() string { return "auth.Credentials{" + c.String()
 // LogValue hides the password from log/slog.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
-// Verifier decides whether credentials are good. Its error is returned
-// unchanged from Server.Next, so callers can tell a bad password from an
-// unreachable upstream with errors.Is.
-type Verifier func(Credentials) error
-
-// Server is one server side of a SASL exchange (go-sasl's interface).
-type Server = sasl.Server
-
-// NewServer starts the server side of mechanism name. verify is called once
-// the client's credentials are complete.
-func NewServer(name string, verify Verifier) (Server, error) {
-	switch strings.ToUpper(name) {
-	case Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
-			c, err := CheckCredentials(Plain, identity, username, password)
-			if err != nil {
-				return err
-			}
-			return verify(c)
-		}), nil
-	}
-	return nil, fmt.Errorf("%w: %q", ErrUnsupportedMechanism, name)
+// PassThrough returns the Result of credentials the upstream judges: the
+// proxy logs in with them on the client's behalf.
+func (c Credentials) PassThrough() Result {
+	return Result{Mechanism: c.Mechanism, User: c.Username, Password: NewSecret(c.Password)}
 }
 
 // CheckCredentials validates what a client claims, whatever carried it:

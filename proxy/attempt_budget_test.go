@@ -21,10 +21,11 @@ import (
 // These tests put the proxy in front of a real Dovecot and count, from
 // Dovecot's own log, how many guesses reach it.
 
-// attackBudgets are CONTRACT's defaults with a tiny tarpit, so thousands
-// of guesses take seconds. (A refused guess still waits about as long as
-// Dovecot takes to say NO, about 0.5s here, so that timing does not tell
-// it from a tried one: see TestRefusedGuessesAnswerWhenRealFailuresDo.)
+// attackBudgets are the default budgets (README "[policy]") with a tiny
+// tarpit, so thousands of guesses take seconds. (A refused guess still
+// waits about as long as Dovecot takes to say NO, about 0.5s here, so that
+// timing does not tell it from a tried one: see
+// TestRefusedGuessesAnswerWhenRealFailuresDo.)
 var attackBudgets = policy.Budgets{PerIP: 10, PerNetwork: 50, PerUser: 20, PerDevice: 10, Window: 15 * time.Minute, Delay: 500 * time.Microsecond}
 
 // proxyAddress is where the proxy's upstream connections come from.
@@ -334,9 +335,9 @@ func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
 }
 
 // BenchmarkAttacksAgainstDovecot runs both attacks against a real Dovecot
-// behind the proxy with CONTRACT's default budgets and reports how many of
-// 10,000 guesses reached it, and the real user's success rate during the
-// spray:
+// behind the proxy with the default budgets (README "[policy]") and
+// reports how many of 10,000 guesses reached it, and the real user's
+// success rate during the spray:
 //
 //	go test -run XXX -bench AttacksAgainstDovecot -benchtime 1x ./proxy/
 func BenchmarkAttacksAgainstDovecot(b *testing.B) {
@@ -468,7 +469,7 @@ func TestUpstreamLoginCapUnder500ConcurrentLogins(t *testing.T) {
 	}
 	n := 0
 	for _, e := range tp.audit.events(t) {
-		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy {
+		if e.Event == EventAuth && e.Reason == ReasonUpstreamBusy {
 			n++
 		}
 	}
@@ -508,7 +509,7 @@ func TestUnavailableUpstreamSpendsNoBudget(t *testing.T) {
 	c.expect("c OK")
 	busy := 0
 	for _, e := range up.audit.events(t) {
-		if e.Event == EventAuth && e.Reason == policy.ReasonUpstreamBusy && e.Result == ResultError {
+		if e.Event == EventAuth && e.Reason == ReasonUpstreamBusy && e.Result == ResultError {
 			busy++
 		}
 	}
