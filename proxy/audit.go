@@ -109,11 +109,16 @@ const (
 	ReasonAttemptsInFlight = "attempts_in_flight"
 )
 
-// Reasons a session ends before the relay (session_end.reason). A relayed
-// session ends for one of relay.go's (endClientClosed, endUpstreamClosed,
-// endIdleTimeout, endShutdown, endClientError, endUpstreamError), which a
-// pre-auth session shares.
+// Reasons a session ends (session_end.reason). The first six end relayed
+// sessions as well as pre-auth ones; the rest only come before the relay.
 const (
+	endClientClosed   = "client_closed"
+	endUpstreamClosed = "upstream_closed"
+	endIdleTimeout    = "idle_timeout"
+	endShutdown       = "shutdown"
+	endClientError    = "client_error"
+	endUpstreamError  = "upstream_error"
+
 	endClientLogout        = "client_logout"
 	endPreauthTimeout      = "preauth_timeout"
 	endLineTooLong         = "line_too_long"

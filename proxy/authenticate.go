@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
 
 // handleAuthenticate runs AUTHENTICATE (RFC 3501 6.2.2) with SASL-IR
@@ -50,7 +51,7 @@ func (s *session) handleAuthenticate(cmd *command) next {
 		if !s.flush() {
 			return end
 		}
-		line, err := readLine(s.r, maxSASLLineLength)
+		line, err := imapwire.ReadLine(s.r, maxSASLLineLength)
 		if err != nil {
 			return s.readFailed(err)
 		}

@@ -90,11 +90,6 @@ type commandReader struct {
 	size      int // bytes of the current command so far
 }
 
-// readLine reads one line of at most max bytes and its CRLF, without the
-// terminator; see imapwire.ReadLine. The slice is only valid until the next
-// read.
-func readLine(r *bufio.Reader, max int) ([]byte, error) { return imapwire.ReadLine(r, max) }
-
 // syntaxError is a parse failure that still knows the tag, so the answer
 // can be "tag BAD ...".
 type syntaxError struct {
@@ -111,7 +106,7 @@ func (e *syntaxError) Unwrap() error { return e.err }
 // are returned as they are (the connection should end).
 func (cr *commandReader) read() (*command, error) {
 	cr.size = 0
-	line, err := readLine(cr.r, maxLineLength)
+	line, err := imapwire.ReadLine(cr.r, maxLineLength)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +190,7 @@ func (cr *commandReader) read() (*command, error) {
 			}
 			cmd.args = append(cmd.args, token{kind: tokLiteral, value: lit})
 			// The command goes on after the literal.
-			line, err := readLine(cr.r, maxLineLength)
+			line, err := imapwire.ReadLine(cr.r, maxLineLength)
 			if err != nil {
 				return nil, err
 			}
@@ -308,7 +303,3 @@ func upperASCII(b []byte) string {
 	}
 	return string(out)
 }
-
-// quote renders s as an IMAP quoted string, or reports false when s cannot
-// be quoted (CR, LF or NUL) and needs a literal; see imapwire.Quote.
-func quote(s string) (string, bool) { return imapwire.Quote(s) }

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
 
 // parseAll runs the command reader over input and returns the commands,
@@ -167,7 +169,7 @@ func TestLiteralRefusedBeforeItIsSent(t *testing.T) {
 // literal. (imapwire's tests pin the quoted form itself.)
 func TestQuoteRoundTripsThroughTheParser(t *testing.T) {
 	for _, s := range []string{"alice", `p"w\`, "jürgen", ""} {
-		q, ok := quote(s)
+		q, ok := imapwire.Quote(s)
 		if !ok {
 			t.Fatalf("quote(%q) refused", s)
 		}
@@ -177,7 +179,7 @@ func TestQuoteRoundTripsThroughTheParser(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"a\r\nb", "a\x00b"} {
-		if q, ok := quote(s); ok {
+		if q, ok := imapwire.Quote(s); ok {
 			t.Errorf("quote(%q) = %s, want a refusal", s, q)
 		}
 	}

@@ -18,16 +18,6 @@ import (
 // full TLS record of plaintext, so a large FETCH goes out in maximal records.
 const relayBufferSize = 16 << 10
 
-// Reasons a relayed session ends (session_end.reason).
-const (
-	endClientClosed   = "client_closed"
-	endUpstreamClosed = "upstream_closed"
-	endIdleTimeout    = "idle_timeout"
-	endShutdown       = "shutdown"
-	endClientError    = "client_error"
-	endUpstreamError  = "upstream_error"
-)
-
 // relayShared is what all relays of a Server share: the copy buffers and
 // the parker that watches idle sockets. The zero value is not usable; see
 // newRelayShared.

@@ -246,7 +246,7 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 		if isPassword {
 			c.sendString(" ")
 		}
-		if q, ok := quote(a); ok && isASCII(a) {
+		if q, ok := imapwire.Quote(a); ok && isASCII(a) {
 			if isPassword {
 				c.sendingCredential()
 			}
@@ -384,7 +384,7 @@ func (c *upstreamClient) send(s string) error {
 func (c *upstreamClient) readResponse() ([]byte, error) {
 	var out []byte
 	for {
-		line, err := readLine(c.r, maxUpstreamLine)
+		line, err := imapwire.ReadLine(c.r, maxUpstreamLine)
 		if err != nil {
 			return nil, err
 		}

@@ -87,7 +87,7 @@ func (m *gateMetrics) observe(e *proxy.Event) {
 	switch e.Event {
 	case proxy.EventConnect:
 		m.connsTotal.WithLabelValues(e.Listener, e.Result).Inc()
-		if e.Result == "accepted" {
+		if e.Result == proxy.ResultAccepted {
 			m.connsCurrent.WithLabelValues(e.Listener).Inc()
 		}
 	case proxy.EventTLS:
@@ -103,12 +103,12 @@ func (m *gateMetrics) observe(e *proxy.Event) {
 
 // observeLogin is proxy.Upstream.ObserveLogin.
 func (m *gateMetrics) observeLogin(d time.Duration, err error) {
-	result := "ok"
+	result := proxy.ResultOK
 	switch {
 	case errors.Is(err, proxy.ErrBadCredentials):
-		result = "failure"
+		result = proxy.ResultFailure
 	case err != nil:
-		result = "error"
+		result = proxy.ResultError
 	}
 	m.upstreamLogin.WithLabelValues(result).Observe(d.Seconds())
 }
