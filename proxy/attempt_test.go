@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"errors"
+	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -65,5 +68,36 @@ func TestUpstreamSilentGivesUnavailableWithinTimeout(t *testing.T) {
 	c.expect("a1 NO [UNAVAILABLE]")
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("took %v", d)
+	}
+}
+
+// TestPreauthTimeoutDuringTheTarpitEndsWithACleanBYE: a guesser whose
+// pre-auth time runs out while it waits in the tarpit still gets the
+// answer to the command it sent in time, then "* BYE", then a clean TLS
+// close. The pre-auth deadline once bounded writes too: the answer's write
+// failed at once, and the close_notify that followed was sealed with the
+// next record number, so the client read "bad record MAC" instead of an
+// answer.
+func TestPreauthTimeoutDuringTheTarpitEndsWithACleanBYE(t *testing.T) {
+	tp := startProxy(t, func(c *Config) {
+		c.PreauthTimeout = 700 * time.Millisecond
+		c.FailureDelay = 1500 * time.Millisecond
+	})
+	c := tp.dialImplicit(t)
+	c.send("a AUTHENTICATE PLAIN " + saslPlain(testUser, "wrong"))
+	var lines []string
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("after %q the connection failed with %v, want a clean close", lines, err)
+			}
+			break
+		}
+		lines = append(lines, line)
+	}
+	want := []string{"a NO [AUTHENTICATIONFAILED] Authentication failed.", "* BYE Disconnected for inactivity."}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("got %q, want %q", lines, want)
 	}
 }

@@ -42,6 +42,7 @@ type session struct {
 	user         string // the authenticated user
 	upstream     *UpstreamConn
 	endReason    string
+	writeFailed  bool // a write to the client failed: no TLS close_notify after it
 	bytesIn      int64
 	bytesOut     int64
 
@@ -270,11 +271,22 @@ func (s *session) reply(line string) {
 func (s *session) bye(msg string) {
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	s.reply("* BYE " + msg)
-	s.w.Flush()
+	if s.w.Flush() != nil {
+		s.writeFailed = true
+	}
 }
 
+// preauthWriteTimeout bounds one flush of pre-auth answers to a client
+// that does not read. Each flush gets its own deadline rather than the
+// pre-auth deadline: an answer to a command read in time (after a tarpit
+// that outlasted that deadline, say) must still go out whole, followed by
+// the BYE, not be cut.
+const preauthWriteTimeout = 10 * time.Second
+
 func (s *session) flush() bool {
+	s.raw.SetWriteDeadline(time.Now().Add(preauthWriteTimeout))
 	if err := s.w.Flush(); err != nil {
+		s.writeFailed = true
 		if s.endReason == "" {
 			s.endReason = endClientError
 		}
@@ -291,7 +303,14 @@ func (s *session) lingerClose() {
 	if !s.admitted {
 		return
 	}
-	closeWrite(s.conn)
+	if s.writeFailed {
+		// crypto/tls counted the failed record: a close_notify now would
+		// be sealed with the wrong sequence number and read as "bad record
+		// MAC". Half-close the TCP connection instead.
+		closeWrite(s.raw)
+	} else {
+		closeWrite(s.conn)
+	}
 	s.raw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	io.CopyN(io.Discard, s.raw, 256<<10)
 }
