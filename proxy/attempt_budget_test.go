@@ -313,7 +313,7 @@ func sprayAttack(tb testing.TB, d *proxytest.Dovecot, tp *testProxy) attackFigur
 
 func TestSprayFrom256AddressesCannotLockOutTheRealUser(t *testing.T) {
 	d := startPenalisingDovecot(t, proxytest.DovecotOptions{})
-	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures = 100 })
+	tp := startGuardedProxy(t, d, func(c *Config) { c.MaxAuthFailures, c.PreauthTimeout = 100, 3*time.Minute })
 	f := sprayAttack(t, d, tp)
 	t.Logf("spray from 256 addresses: %d of %d guesses reached Dovecot in %v; real user: %d of %d logins succeeded, slowest %v",
 		f.reached, f.guesses, f.elapsed.Round(time.Millisecond), f.otherOK, f.otherTry, f.slowestOther.Round(time.Millisecond))
