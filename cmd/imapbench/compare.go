@@ -539,14 +539,6 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 	return res, err
 }
 
-func dovecotVersion() string {
-	bin, err := lookSbin("dovecot")
-	if err != nil {
-		return "?"
-	}
-	return "Dovecot " + commandOutput(bin, "--version")
-}
-
 // checkContenders logs in once through each contender, so that a broken
 // setup fails at once with its reason, and records the TLS each
 // negotiated if record is set. An error names the contender followed by
