@@ -9,16 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
-	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 )
 
@@ -37,35 +33,6 @@ const ACMEProtocol = acmez.ACMETLS1Protocol
 // LetsEncryptCA is the directory of Let's Encrypt's production CA, the
 // default of ACMEOptions.CA.
 const LetsEncryptCA = certmagic.LetsEncryptProductionCA
-
-// ACMEStorage is where accounts, keys and certificates are kept. It is
-// certmagic's Storage interface (Store, Load, Delete, Exists, List, Stat,
-// Lock, Unlock); FileStorage is the single-node implementation, and a
-// cluster gives a shared one (Redis) without changing any caller.
-type ACMEStorage = certmagic.Storage
-
-// FileStorage returns the file storage rooted at dir, creating dir with
-// mode 0700 (it holds private keys) if it does not exist. An existing
-// directory that its group or others can read is refused.
-func FileStorage(dir string) (ACMEStorage, error) {
-	if dir == "" {
-		return nil, errors.New("tlsconf: ACME storage directory is empty")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tlsconf: ACME storage: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("tlsconf: ACME storage: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("tlsconf: ACME storage %s is not a directory", dir)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("tlsconf: ACME storage %s has mode %v: it holds private keys, run chmod 700 %s", dir, fi.Mode().Perm(), dir)
-	}
-	return &certmagic.FileStorage{Path: dir}, nil
-}
 
 // ACMEOptions configure automatic certificates. Only Domains (or OnDemand)
 // is required; every other field has a default.
@@ -174,20 +141,6 @@ type ACME struct {
 	chalTimeout  time.Duration // ChallengeConnTimeout
 	logEvery     time.Duration // RepeatedLogInterval
 }
-
-// MaxChallengeConns caps the connections the TLS-ALPN-01 or HTTP-01
-// responder serves at once. A CA validates a name from a few vantage
-// points (Let's Encrypt: up to five), one connection each, so 32 leave room
-// for several names at a time. With all slots taken the responder accepts
-// nothing more until one frees (at the latest after ChallengeConnTimeout):
-// the next connections wait in the kernel's backlog instead of being
-// refused.
-const MaxChallengeConns = 32
-
-// ChallengeConnTimeout bounds one connection to the challenge responder:
-// a TLS-ALPN-01 handshake, or an HTTP-01 request and its answer. A peer
-// that sends nothing, or sends slowly, loses its slot after it.
-const ChallengeConnTimeout = 5 * time.Second
 
 // NewACME checks the options and returns an ACME that has done nothing
 // yet: no port is bound, no CA is contacted, no goroutine runs, and the
@@ -346,204 +299,12 @@ func (a *ACME) Start(ctx context.Context) error {
 	return nil
 }
 
-func (a *ACME) newIssuer(cfg *certmagic.Config, zl *zapLogger) *certmagic.ACMEIssuer {
-	tmpl := certmagic.ACMEIssuer{
-		CA:                      a.opts.CA,
-		Email:                   a.opts.Email,
-		Agreed:                  true, // stated in the README: configuring a CA agrees to its terms
-		TrustedRoots:            a.opts.CARoots,
-		DisableHTTPChallenge:    a.opts.Challenge != ChallengeHTTP,
-		DisableTLSALPNChallenge: a.opts.Challenge != ChallengeTLSALPN,
-		Logger:                  zl,
-	}
-	if a.opts.EABKeyID != "" {
-		tmpl.ExternalAccount = &acme.EAB{KeyID: a.opts.EABKeyID, MACKey: a.opts.EABMACKey}
-	}
-	if a.opts.Challenge != ChallengeDNS {
-		// The responder is our own listener on this address; certmagic
-		// finds it taken and in use, and starts none of its own.
-		host, port, _ := net.SplitHostPort(a.chalAddr)
-		tmpl.ListenHost = host
-		var n int
-		fmt.Sscan(port, &n)
-		if a.opts.Challenge == ChallengeHTTP {
-			tmpl.AltHTTPPort = n
-		} else {
-			tmpl.AltTLSALPNPort = n
-		}
-	} else {
-		tmpl.DNS01Solver = &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
-			DNSProvider:        a.opts.DNS,
-			Resolvers:          a.opts.DNSResolvers,
-			PropagationTimeout: a.opts.DNSPropagationTimeout,
-			Logger:             zl,
-		}}
-	}
-	return certmagic.NewACMEIssuer(cfg, tmpl)
-}
-
-// configForCert tells certmagic's maintenance which Config renews a
-// cached certificate.
-func (a *ACME) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
-	if a.demand != nil && !slices.ContainsFunc(c.Names, a.isConfigured) {
-		return a.demand, nil
-	}
-	return a.cfg, nil
-}
-
-func (a *ACME) isConfigured(name string) bool {
-	return slices.ContainsFunc(a.opts.Domains, func(d string) bool { return strings.EqualFold(d, name) })
-}
-
-// serveChallenges answers the CA on the challenge listener until it is
-// closed: TLS-ALPN-01 handshakes, or HTTP-01 requests (nothing but
-// /.well-known/acme-challenge/ is answered; everything else is 404). The
-// listener holds the connections to MaxChallengeConns and outlasts accept
-// errors; each connection gets ChallengeConnTimeout.
-func (a *ACME) serveChallenges(ctx context.Context, ln *challengeListener, answer *challengeAnswer, done chan struct{}) {
-	defer close(done)
-	timeout := cmp.Or(a.chalTimeout, ChallengeConnTimeout)
-	if a.opts.Challenge == ChallengeHTTP {
-		srv := &http.Server{
-			Handler:           a.issuer.HTTPChallengeHandler(http.NotFoundHandler()),
-			ReadHeaderTimeout: timeout,
-			ReadTimeout:       timeout,
-			WriteTimeout:      timeout,
-			MaxHeaderBytes:    8 << 10, // a CA's GET is a few hundred bytes
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-			BaseContext:       func(net.Listener) context.Context { return ctx },
-		}
-		srv.SetKeepAlivesEnabled(false)
-		srv.Serve(ln)
-		srv.Close() // requests still in flight
-		return
-	}
-	cfg := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{ACMEProtocol},
-		GetCertificate: answer.onlyChallenges,
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return // closed: the listener retries everything else
-		}
-		wg.Add(1)
-		go answerTLSALPN(ctx, c, cfg, timeout, &wg)
-	}
-}
-
-// answerTLSALPN completes one TLS-ALPN-01 handshake: the challenge
-// certificate is the answer, nothing is read or written after it.
-func answerTLSALPN(ctx context.Context, c net.Conn, cfg *tls.Config, timeout time.Duration, wg *sync.WaitGroup) {
-	defer wg.Done()
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	tls.Server(c, cfg).HandshakeContext(ctx)
-}
-
-// isChallengeHello reports whether hello is a TLS-ALPN-01 validation: a
-// name in SNI and "acme-tls/1" as the only protocol (RFC 8737, section 3).
-func isChallengeHello(hello *tls.ClientHelloInfo) bool {
-	return hello.ServerName != "" && len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == ACMEProtocol
-}
-
-// challengeAnswer answers TLS-ALPN-01 validations, on the responder and
-// on client-facing listeners.
-type challengeAnswer struct {
-	// chal finds the challenges of this process, or of another node in
-	// the storage. Its own log is silent: certmagic would log every hello
-	// for a name with no challenge pending as an error, which anyone can
-	// repeat at will; refused logs them at most once per interval.
-	chal    *certmagic.Config
-	refused *repeatLog
-	log     *slog.Logger
-}
-
-// onlyChallenges is GetCertificate of the TLS-ALPN-01 responder: it
-// answers validations and nothing else.
-func (c *challengeAnswer) onlyChallenges(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if !isChallengeHello(hello) {
-		return nil, errors.New("tlsconf: the ACME challenge responder answers TLS-ALPN-01 validations only")
-	}
-	return c.certificate(hello)
-}
-
-// certificate returns the TLS-ALPN-01 certificate for hello's name, or an
-// error when no challenge is pending for it.
-func (c *challengeAnswer) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	remote := ""
-	if hello.Conn != nil {
-		remote = hello.Conn.RemoteAddr().String()
-	}
-	cert, err := c.chal.GetCertificate(hello)
-	if err != nil {
-		c.refused.Log("server_name", hello.ServerName, "remote_addr", remote, "reason", err.Error())
-		return nil, err
-	}
-	c.log.Debug("TLS-ALPN-01 challenge answered", "server_name", hello.ServerName, "remote_addr", remote)
-	return cert, nil
-}
-
-// onDemandReasons are the refusals of OnDemandPolicy.Decide, each logged
-// at most once per interval.
-var onDemandReasons = []error{ErrOnDemandNotAllowed, ErrOnDemandCap, ErrOnDemandNoAddress, ErrOnDemandElsewhere}
-
-// refusedLog is the log of On-Demand refusals for err's reason.
-func refusedLog(logs map[error]*repeatLog, err error) *repeatLog {
-	for _, reason := range onDemandReasons {
-		if errors.Is(err, reason) {
-			return logs[reason]
-		}
-	}
-	return logs[ErrOnDemandNotAllowed]
-}
-
-// onEvent turns certmagic's events into operational log lines.
-func (a *ACME) onEvent(_ context.Context, event string, data map[string]any) error {
-	name, _ := data["identifier"].(string)
-	renewal, _ := data["renewal"].(bool)
-	switch event {
-	case "cert_obtaining":
-		a.log.Info("certificate: asking the CA", "name", name, "renewal", renewal, "ca", a.opts.CA)
-	case "cert_obtained":
-		msg := "certificate issued"
-		if renewal {
-			msg = "certificate renewed"
-		}
-		a.failMu.Lock()
-		delete(a.failures, name)
-		a.failMu.Unlock()
-		a.log.Info(msg, "name", name, "ca", a.opts.CA)
-	case "cert_failed":
-		err, _ := data["error"].(error)
-		if err == nil {
-			err = errors.New("unknown error")
-		}
-		a.failMu.Lock()
-		a.failures[name] = err
-		a.failMu.Unlock()
-		a.log.Error("certificate not obtained; serving the current one while it is valid, retrying later", "name", name, "renewal", renewal, "ca", a.opts.CA, "reason", err.Error())
-	}
-	return nil
-}
-
 // ChallengeAddr returns the address the challenge responder is bound to
 // after Start ("" with ChallengeDNS or before Start).
 func (a *ACME) ChallengeAddr() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.chalAddr
-}
-
-// Failure returns the latest error obtaining or renewing a certificate
-// for name, or nil if there is none or the last attempt succeeded.
-func (a *ACME) Failure(name string) error {
-	a.failMu.Lock()
-	defer a.failMu.Unlock()
-	return a.failures[name]
 }
 
 // GetCertificate chooses the certificate for a handshake: a managed one by

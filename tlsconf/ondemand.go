@@ -69,6 +69,20 @@ var (
 	ErrOnDemandElsewhere  = errors.New("name resolves to none of the on-demand addresses")
 )
 
+// onDemandReasons are the refusals of OnDemandPolicy.Decide, each logged
+// at most once per interval.
+var onDemandReasons = []error{ErrOnDemandNotAllowed, ErrOnDemandCap, ErrOnDemandNoAddress, ErrOnDemandElsewhere}
+
+// refusedLog is the log of On-Demand refusals for err's reason.
+func refusedLog(logs map[error]*repeatLog, err error) *repeatLog {
+	for _, reason := range onDemandReasons {
+		if errors.Is(err, reason) {
+			return logs[reason]
+		}
+	}
+	return logs[ErrOnDemandNotAllowed]
+}
+
 func (p *OnDemandPolicy) check() error {
 	if len(p.Allow) == 0 {
 		return errors.New("tlsconf: on-demand TLS needs an allow-list of names or suffixes")
