@@ -123,6 +123,7 @@ const (
 	endPreauthTimeout      = "preauth_timeout"
 	endLineTooLong         = "line_too_long"
 	endLiteralTooLarge     = "literal_too_large"
+	endPreauthTooLarge     = "preauth_too_large"
 	endTooManyBadCommands  = "too_many_bad_commands"
 	endTooManyAuthFailures = "too_many_auth_failures"
 	endStartTLSPipelined   = "starttls_pipelined"

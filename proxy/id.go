@@ -1,6 +1,11 @@
 package proxy
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/imapgate/imapgate/auth"
+)
 
 // ID limits (RFC 2971 allows 30 pairs, 30-byte fields, 1024-byte values);
 // values are cut shorter because they go into every auth event.
@@ -53,10 +58,13 @@ func parseIDArgs(args []token) (map[string]string, bool) {
 	return fields, true
 }
 
-// sanitize drops control characters from attacker-supplied text.
+// sanitize drops from attacker-supplied text what must not reach an audit
+// line: the characters a user name may not hold (control characters C0,
+// DEL and C1, line separators, invisible format characters; see
+// auth.AllowedInUsername), and invalid UTF-8.
 func sanitize(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if r == utf8.RuneError || !auth.AllowedInUsername(r) {
 			return -1
 		}
 		return r

@@ -15,13 +15,26 @@ import (
 const (
 	// maxLineLength caps one line of a command (between literals).
 	maxLineLength = 8 << 10
-	// maxSASLLineLength caps one SASL response line. OAUTHBEARER tokens can
-	// be several kilobytes; go-imap's 4 KiB cap is too small for them.
-	maxSASLLineLength = 64 << 10
+	// maxLongLineLength caps the first line of the two commands a
+	// conforming client may send long: AUTHENTICATE with an initial
+	// response (RFC 4959), whose OAUTHBEARER token may pass 64 KiB
+	// (base64 makes 88 KiB of it: Microsoft's JWTs passed 4 KiB in 2025),
+	// and ID at RFC 2971's maximum (30 pairs of 30-octet fields and
+	// 1,024-octet values: about 32 KiB).
+	maxLongLineLength = 96 << 10
+	// maxSASLLineLength caps one SASL continuation line, for the same
+	// tokens sent without SASL-IR; go-imap's 4 KiB cap is too small.
+	maxSASLLineLength = 96 << 10
 	// maxLiteralSize caps one literal before authentication.
 	maxLiteralSize = 8 << 10
-	// maxCommandSize caps a whole command, literals included.
-	maxCommandSize = 32 << 10
+	// maxCommandSize caps a whole command, literals included: one long
+	// line, or an ID whose 30 values are literals.
+	maxCommandSize = maxLongLineLength + 4<<10
+	// maxPreauthBytes caps everything a client sends before it is logged
+	// in. What bounds an attacker is this total and preauth_timeout, not a
+	// line length a conforming client can exceed: a client that needs
+	// more than three full-size AUTHENTICATE attempts and an ID is not one.
+	maxPreauthBytes = 512 << 10
 	// maxTokens caps the number of tokens in one command; every token
 	// counts, parentheses included.
 	maxTokens = 256
@@ -101,12 +114,27 @@ type syntaxError struct {
 func (e *syntaxError) Error() string { return e.msg }
 func (e *syntaxError) Unwrap() error { return e.err }
 
+// commandLineLimit is the limit of a command's first line, from its start
+// (tag and name are far inside the reader's first fragment): AUTHENTICATE
+// and ID may be long, anything else is held to maxLineLength.
+func commandLineLimit(start []byte) int {
+	_, rest, ok := bytes.Cut(start, []byte(" "))
+	if !ok {
+		return maxLineLength
+	}
+	name, _, _ := bytes.Cut(rest, []byte(" "))
+	if bytes.EqualFold(name, []byte("AUTHENTICATE")) || bytes.EqualFold(name, []byte("ID")) {
+		return maxLongLineLength
+	}
+	return maxLineLength
+}
+
 // read reads and tokenizes one command. Syntax errors come back as
 // *syntaxError (the connection can continue); I/O errors and size limits
 // are returned as they are (the connection should end).
 func (cr *commandReader) read() (*command, error) {
 	cr.size = 0
-	line, err := imapwire.ReadLine(cr.r, maxLineLength)
+	line, err := imapwire.ReadLineLimit(cr.r, commandLineLimit)
 	if err != nil {
 		return nil, err
 	}

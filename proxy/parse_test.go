@@ -139,7 +139,7 @@ func TestParseTotalCommandSize(t *testing.T) {
 	// the command limit.
 	var b strings.Builder
 	b.WriteString("a ID (")
-	for i := 0; i < 10; i++ {
+	for i := 0; i <= maxCommandSize/8000; i++ {
 		b.WriteString("{8000+}\r\n")
 		b.WriteString(strings.Repeat("y", 8000))
 		b.WriteString(" ")

@@ -42,7 +42,8 @@ type session struct {
 	user         string // the authenticated user
 	upstream     *UpstreamConn
 	endReason    string
-	writeFailed  bool // a write to the client failed: no TLS close_notify after it
+	writeFailed  bool          // a write to the client failed: no TLS close_notify after it
+	in           preauthReader // counts what the client sends before login
 	bytesIn      int64
 	bytesOut     int64
 
@@ -124,7 +125,8 @@ func (s *session) preauth() bool {
 	stop := context.AfterFunc(s.ctx, func() { s.raw.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	s.r = bufio.NewReaderSize(s.raw, 2048)
+	s.in = preauthReader{r: s.raw, left: maxPreauthBytes}
+	s.r = bufio.NewReaderSize(&s.in, 2048)
 	s.w = bufio.NewWriterSize(s.raw, 2048)
 	if s.l.Mode == TLSImplicit {
 		if !s.handshake() {
@@ -232,6 +234,8 @@ func (s *session) readFailed(err error) next {
 		return s.endWith(endLineTooLong, "Command line too long.")
 	case errors.Is(err, errLiteralTooBig):
 		return s.endWith(endLiteralTooLarge, "Literal too large.")
+	case errors.Is(err, errPreauthTooMuch):
+		return s.endWith(endPreauthTooLarge, "Too much data before login.")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		s.endReason = endClientClosed
 	default:
@@ -380,4 +384,28 @@ func (s *session) startRelay() bool {
 	s.mu.Unlock()
 	r.start()
 	return true
+}
+
+// errPreauthTooMuch ends a client that sent more than maxPreauthBytes
+// before logging in.
+var errPreauthTooMuch = errors.New("too much data before login")
+
+// preauthReader is the client's side of the connection before login: it
+// counts the bytes read and fails once left is spent. The relay reads the
+// connection directly, so the count ends at login.
+type preauthReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (p *preauthReader) Read(b []byte) (int, error) {
+	if p.left <= 0 {
+		return 0, errPreauthTooMuch
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, err := p.r.Read(b)
+	p.left -= int64(n)
+	return n, err
 }

@@ -44,7 +44,8 @@ func (s *session) handshake() bool {
 	s.cfg.Audit.Log(ev)
 	s.conn = tc
 	s.isTLS = true
-	s.r.Reset(tc)
+	s.in.r = tc
+	s.r.Reset(&s.in)
 	s.w.Reset(tc)
 	return true
 }

@@ -50,9 +50,24 @@ var ErrLineTooLong = errors.New("line too long")
 // The returned slice is only valid until the next read from r; it holds
 // more than r's buffer only for a line longer than that buffer.
 func ReadLine(r *bufio.Reader, max int) ([]byte, error) {
+	return ReadLineLimit(r, func([]byte) int { return max })
+}
+
+// ReadLineLimit is ReadLine with a limit chosen by the line's start: limit
+// is called once, with the first fragment the reader holds (the whole line
+// if it fits r's buffer, else as much as the buffer holds), and returns the
+// line's limit. A pre-login parser uses it to let a command that a
+// conforming client may send long (AUTHENTICATE with a large initial
+// response) have more room than the rest, deciding from the command name
+// before the line is gathered.
+func ReadLineLimit(r *bufio.Reader, limit func(start []byte) int) ([]byte, error) {
 	var long []byte
+	max := -1
 	for {
 		frag, err := r.ReadSlice('\n')
+		if max < 0 && (err == nil || errors.Is(err, bufio.ErrBufferFull)) {
+			max = limit(frag)
+		}
 		if err == nil {
 			line := frag
 			if long != nil {

@@ -351,3 +351,32 @@ func FuzzParseStatus(f *testing.F) {
 		_ = CapabilitiesFromCode(code)
 	})
 }
+
+// TestReadLineLimitChoosesFromTheStart: the limit comes from the line's
+// first fragment, so a long line is allowed or refused by how it begins.
+func TestReadLineLimitChoosesFromTheStart(t *testing.T) {
+	limit := func(start []byte) int {
+		if bytes.HasPrefix(start, []byte("long ")) {
+			return 10_000
+		}
+		return 100
+	}
+	for _, tt := range []struct {
+		line string
+		ok   bool
+	}{
+		{"long " + strings.Repeat("x", 5000), true},
+		{"short " + strings.Repeat("x", 5000), false},
+		{"short " + strings.Repeat("x", 50), true},
+		{"long " + strings.Repeat("x", 20_000), false},
+	} {
+		r := bufio.NewReaderSize(strings.NewReader(tt.line+"\r\n"), 64)
+		line, err := ReadLineLimit(r, limit)
+		if tt.ok && (err != nil || string(line) != tt.line) {
+			t.Errorf("%.10q...: %v", tt.line, err)
+		}
+		if !tt.ok && !errors.Is(err, ErrLineTooLong) {
+			t.Errorf("%.10q... of %d bytes: err %v, want ErrLineTooLong", tt.line, len(tt.line), err)
+		}
+	}
+}
