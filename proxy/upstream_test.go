@@ -268,12 +268,42 @@ func TestUpstreamImplicitTLSWithPin(t *testing.T) {
 	}
 }
 
+// loginKind is one way imapgate logs in to the upstream: with the
+// client's own password (Login), or as a master user for the client's
+// mailbox (LoginAs), where the master's secret is the credential. What
+// the two share (connecting, timeouts, the end of ctx) is tested once
+// per kind.
+type loginKind struct {
+	name string
+	// needsPlain: the kind logs in with AUTHENTICATE PLAIN only.
+	needsPlain bool
+	// login logs in to user's mailbox with password as the credential.
+	login func(ctx context.Context, u *Upstream, user, password string, ci ClientInfo) (*UpstreamConn, error)
+}
+
+func loginKinds() []loginKind {
+	master := func(form MasterForm) func(context.Context, *Upstream, string, string, ClientInfo) (*UpstreamConn, error) {
+		return func(ctx context.Context, u *Upstream, user, password string, ci ClientInfo) (*UpstreamConn, error) {
+			u.Master = &MasterLogin{User: "imapgate", Secret: NewSecret(password), Form: form}
+			return u.LoginAs(ctx, user, ci)
+		}
+	}
+	return []loginKind{
+		{"client password", false, func(ctx context.Context, u *Upstream, user, password string, ci ClientInfo) (*UpstreamConn, error) {
+			return u.Login(ctx, user, password, ci)
+		}},
+		{"master sasl-authzid", true, master(MasterSASLAuthzid)},
+		{"master dovecot-login", false, master(MasterDovecotLogin)},
+	}
+}
+
 // TestUpstreamLoginTimeoutStartsWithTheCredential: an upstream that stops
 // answering before the password is on the wire never saw the credential
 // (ErrUnavailable, within the connect timeout); one that stops after it
 // may have judged it (ErrNoAnswer, after the login timeout). For
 // AUTHENTICATE without SASL-IR and for a synchronizing literal the
-// password leaves only after the server's "+".
+// password leaves only after the server's "+". A master login's secret
+// is a credential like the client's password.
 func TestUpstreamLoginTimeoutStartsWithTheCredential(t *testing.T) {
 	const connectTimeout, loginTimeout = 200 * time.Millisecond, time.Second
 	stall := func(c *scriptedConn, line string) bool { return true }
@@ -308,29 +338,35 @@ func TestUpstreamLoginTimeoutStartsWithTheCredential(t *testing.T) {
 		}, "", "pässword", ErrNoAnswer},
 		{"closed after the credential", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(*scriptedConn, string) bool { return false }, "", "pw", ErrNoAnswer},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			su := startScripted(t, tt.greeting, tt.handle)
-			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, Forward: tt.forward, ConnectTimeout: connectTimeout, LoginTimeout: loginTimeout}
-			start := time.Now()
-			_, err := u.Login(context.Background(), "alice", tt.password, ClientInfo{})
-			took := time.Since(start)
-			other := ErrNoAnswer
-			if tt.want == ErrNoAnswer {
-				other = ErrUnavailable
+	for _, kind := range loginKinds() {
+		for _, tt := range tests {
+			offersPlain := tt.greeting == "" || strings.Contains(tt.greeting, "AUTH=PLAIN") || !strings.Contains(tt.greeting, "CAPABILITY")
+			if kind.needsPlain && !offersPlain {
+				continue // refused before the credential: TestMasterSASLAuthzidNeedsAUTHPLAIN
 			}
-			if !errors.Is(err, tt.want) || errors.Is(err, other) {
-				t.Fatalf("err = %v, want %v (and not %v)", err, tt.want, other)
-			}
-			stalled := !strings.HasPrefix(tt.name, "closed")
-			switch {
-			case tt.want == ErrUnavailable && took >= loginTimeout:
-				t.Errorf("gave up after %v: the connect timeout (%v) bounds what comes before the credential", took, connectTimeout)
-			case tt.want == ErrNoAnswer && stalled && took < loginTimeout:
-				t.Errorf("gave up after %v: the login timeout (%v) bounds the wait for the answer", took, loginTimeout)
-			}
-		})
+			t.Run(kind.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				su := startScripted(t, tt.greeting, tt.handle)
+				u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, Forward: tt.forward, ConnectTimeout: connectTimeout, LoginTimeout: loginTimeout}
+				start := time.Now()
+				_, err := kind.login(context.Background(), u, "alice", tt.password, ClientInfo{})
+				took := time.Since(start)
+				other := ErrNoAnswer
+				if tt.want == ErrNoAnswer {
+					other = ErrUnavailable
+				}
+				if !errors.Is(err, tt.want) || errors.Is(err, other) {
+					t.Fatalf("err = %v, want %v (and not %v)", err, tt.want, other)
+				}
+				stalled := !strings.HasPrefix(tt.name, "closed")
+				switch {
+				case tt.want == ErrUnavailable && took >= loginTimeout:
+					t.Errorf("gave up after %v: the connect timeout (%v) bounds what comes before the credential", took, connectTimeout)
+				case tt.want == ErrNoAnswer && stalled && took < loginTimeout:
+					t.Errorf("gave up after %v: the login timeout (%v) bounds the wait for the answer", took, loginTimeout)
+				}
+			})
+		}
 	}
 }
 
@@ -344,28 +380,36 @@ func TestUpstreamWaitsLoginTimeoutForTheAnswer(t *testing.T) {
 		c.write(tagOf(line) + " OK [CAPABILITY IMAP4rev1 IDLE] Logged in")
 		return true
 	})
-	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, ConnectTimeout: connectTimeout, LoginTimeout: 5 * time.Second}
-	uc, err := u.Login(context.Background(), "alice", "pw", ClientInfo{})
-	if err != nil {
-		t.Fatalf("an answer after %v, within the login timeout: %v", 3*connectTimeout, err)
+	for _, kind := range loginKinds() {
+		t.Run(kind.name, func(t *testing.T) {
+			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, ConnectTimeout: connectTimeout, LoginTimeout: 5 * time.Second}
+			uc, err := kind.login(context.Background(), u, "alice", "pw", ClientInfo{})
+			if err != nil {
+				t.Fatalf("an answer after %v, within the login timeout: %v", 3*connectTimeout, err)
+			}
+			uc.Conn.Close()
+		})
 	}
-	uc.Conn.Close()
 }
 
 // TestUpstreamShutdownWhileWaitingIsNoAnswer: the session's context ends
 // (shutdown) after the credential went out: the upstream may have judged
 // it, so it is not "unavailable".
 func TestUpstreamShutdownWhileWaitingIsNoAnswer(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
-		cancel() // shutdown, while the upstream thinks
-		return true
-	})
-	u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, LoginTimeout: 5 * time.Second}
-	_, err := u.Login(ctx, "alice", "pw", ClientInfo{})
-	if !errors.Is(err, ErrNoAnswer) || errors.Is(err, ErrUnavailable) {
-		t.Fatalf("err = %v, want ErrNoAnswer", err)
+	for _, kind := range loginKinds() {
+		t.Run(kind.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			su := startScripted(t, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi", func(c *scriptedConn, line string) bool {
+				cancel() // shutdown, while the upstream thinks
+				return true
+			})
+			u := &Upstream{Address: su.addr, TLS: UpstreamPlaintext, LoginTimeout: 5 * time.Second}
+			_, err := kind.login(ctx, u, "alice", "pw", ClientInfo{})
+			if !errors.Is(err, ErrNoAnswer) || errors.Is(err, ErrUnavailable) {
+				t.Fatalf("err = %v, want ErrNoAnswer", err)
+			}
+		})
 	}
 }
 

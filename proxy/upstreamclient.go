@@ -148,45 +148,38 @@ func (c *upstreamClient) sendID(ci ClientInfo) error {
 	return err // a NO to ID is harmless
 }
 
-// login logs in with AUTHENTICATE PLAIN or LOGIN.
-func (c *upstreamClient) login(method LoginMethod, user, password string) error {
-	usePlain := c.has("AUTH=PLAIN")
-	switch method {
-	case LoginPlain:
-		if !usePlain {
-			return protocolError("upstream does not offer AUTH=PLAIN")
-		}
-	case LoginLogin:
-		usePlain = false
-	}
-	var status, code string
-	var err error
-	c.capsSeen = false // from here, capabilities come from the login's answer
-	if usePlain {
-		status, code, err = c.authenticatePlain(user, password)
-	} else {
-		if c.has("LOGINDISABLED") {
-			return protocolError("upstream offers neither AUTH=PLAIN nor LOGIN")
-		}
-		status, code, err = c.loginCommand(user, password)
-	}
-	if err != nil {
-		return err
-	}
-	switch {
-	case status == "OK":
-		return nil
-	case status == "NO" && strings.EqualFold(code, "UNAVAILABLE"):
-		return unavailable("login", errors.New("upstream answered NO [UNAVAILABLE]"))
-	case status == "NO":
-		return fmt.Errorf("%w (code %q)", ErrBadCredentials, code)
-	default:
-		return protocolError("login answered %s", status)
-	}
+// loginCredential is what one login sends: PLAIN's three fields (RFC
+// 4616), of which LOGIN carries authcid and password. authzid, the
+// authorization identity, is "" but for a master login that names the
+// mailbox there; LOGIN cannot carry it.
+type loginCredential struct {
+	authzid, authcid, password string
 }
 
-func (c *upstreamClient) authenticatePlain(user, password string) (status, code string, err error) {
-	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + password))
+// login logs in with AUTHENTICATE PLAIN or LOGIN and returns the
+// upstream's answer; err is set only when none came.
+func (c *upstreamClient) login(method LoginMethod, cred loginCredential) (status, code string, err error) {
+	usePlain := c.has("AUTH=PLAIN")
+	switch {
+	case method == LoginPlain || cred.authzid != "":
+		if !usePlain {
+			return "", "", protocolError("upstream does not offer AUTH=PLAIN")
+		}
+	case method == LoginLogin:
+		usePlain = false
+	}
+	c.capsSeen = false // from here, capabilities come from the login's answer
+	if usePlain {
+		return c.authenticatePlain(cred)
+	}
+	if c.has("LOGINDISABLED") {
+		return "", "", protocolError("upstream offers neither AUTH=PLAIN nor LOGIN")
+	}
+	return c.loginCommand(cred.authcid, cred.password)
+}
+
+func (c *upstreamClient) authenticatePlain(cred loginCredential) (status, code string, err error) {
+	ir := base64.StdEncoding.EncodeToString([]byte(cred.authzid + "\x00" + cred.authcid + "\x00" + cred.password))
 	tag := c.nextTag()
 	if c.has("SASL-IR") {
 		c.sendingCredential()

@@ -31,6 +31,20 @@ type AuthCounts struct {
 	// does not tell them apart. (A LoginOnly server refuses AUTHENTICATE
 	// PLAIN, so there "PLAIN" means the LOGIN command.)
 	Mechanisms map[string]int
+	// MasterLogins counts the successful logins of a master user as
+	// another user (DovecotOptions.MasterUsers), which Success and ByUser
+	// count under the user logged in to. A master whose own password
+	// was wrong counts as a Failure under the master's name; a master
+	// refused the user (unknown, or in DeniedUsers) counts as a Failure
+	// under the user's name when the passdb said "unknown user", and not
+	// at all when the deny passdb refused it (Dovecot logs that line
+	// without a user: use WaitLog).
+	MasterLogins map[MasterUse]int
+}
+
+// MasterUse is one master user logging in as one user.
+type MasterUse struct {
+	Master, User string
 }
 
 // The lines AuthAttempts reads, as Dovecot 2.3.19 writes them with
@@ -66,12 +80,29 @@ type AuthCounts struct {
 //
 //	Nov 26 03:19:20 imap-login: Info: Disconnected: Connection closed (auth failed, 1 attempts in 1 secs): user=<user1>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, secured, session=</i/IaCVhUK5/AAAB>
 //
+// With MasterUsers the login lines also carry the SASL authentication
+// identity (login_log_format_elements += auth_user=<%{auth_user}>),
+// which is the master's name in a master login; the auth process says
+// first that the master's password matched, and a failure of the master's
+// own password carries "master" in its prefix:
+//
+//	Dec 01 10:11:30 auth: Info: Master user logging in as user1
+//	Dec 01 10:11:30 imap-login: Info: Login: user=<user1>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1, mpid=18111, secured, session=<l8AHwI9h/OV/AAAB>, auth_user=<imapgate>
+//	Dec 01 10:11:30 auth: Info: passwd-file(imapgate,127.0.0.1,master,<2dQHwI9hBOZ/AAAB>): Password mismatch
+//
+// A master refused the user it asked for (NO [AUTHORIZATIONFAILED]):
+//
+//	Dec 01 10:11:30 auth: Info: Master user logging in as nosuch
+//	Dec 01 10:11:30 auth: Info: passwd-file(nosuch,127.0.0.1,<13wPwI9hCuZ/AAAB>): unknown user
+//	Dec 01 10:11:31 auth: Info: Master user logging in as user3
+//	Dec 01 10:11:31 auth: Info: User found from deny passdb
+//
 // The harness's sessions are known by the ID they send, which imap_id_log
 // = * writes before their Login line:
 //
 //	Nov 26 03:40:02 imap-login: Info: ID sent: name=proxytest-harness: user=<>, rip=127.0.0.1, lip=127.0.0.1, secured, session=<ZB8TtSVh2ut/AAAB>
 var (
-	loginLine   = regexp.MustCompile(` imap-login: Info: Login: user=<([^>]*)>, method=([^,]*), rip=([^,]*), .*session=<([^>]*)>`)
+	loginLine   = regexp.MustCompile(` imap-login: Info: Login: user=<([^>]*)>, method=([^,]*), rip=([^,]*), .*session=<([^>]*)>(?:, auth_user=<([^>]*)>)?`)
 	authLine    = regexp.MustCompile(` auth: Info: ([a-z0-9_-]+)\(([^)]*)\): `)
 	mechLine    = regexp.MustCompile(` imap-login: Info: Authenticate [^ ]+ failed: .*: user=<([^>]*)>, method=[^,]*, rip=([^,]*),`)
 	harnessLine = regexp.MustCompile(` imap-login: Info: ID sent: .*name=` + harnessID + `\b.*session=<([^>]*)>`)
@@ -90,6 +121,7 @@ func (d *Dovecot) AuthAttempts() AuthCounts {
 		FailureByUser: map[string]int{},
 		ByIP:          map[string]int{},
 		Mechanisms:    map[string]int{},
+		MasterLogins:  map[MasterUse]int{},
 	}
 	f, err := os.Open(d.LogFile)
 	if err != nil {
@@ -104,7 +136,7 @@ func (d *Dovecot) AuthAttempts() AuthCounts {
 		if m := harnessLine.FindStringSubmatch(line); m != nil {
 			harness[m[1]] = true
 		} else if m := loginLine.FindStringSubmatch(line); m != nil {
-			user, mech, ip, session := m[1], m[2], m[3], m[4]
+			user, mech, ip, session, authUser := m[1], m[2], m[3], m[4], m[5]
 			if harness[session] {
 				continue
 			}
@@ -112,6 +144,9 @@ func (d *Dovecot) AuthAttempts() AuthCounts {
 			c.ByUser[user]++
 			c.ByIP[ip]++
 			c.Mechanisms[mech]++
+			if authUser != "" && authUser != user {
+				c.MasterLogins[MasterUse{Master: authUser, User: user}]++
+			}
 		} else if m := authLine.FindStringSubmatch(line); m != nil {
 			user, ip := splitAuthPrefix(m[2])
 			c.fail(user, ip)
@@ -130,12 +165,18 @@ func (c *AuthCounts) fail(user, ip string) {
 }
 
 // splitAuthPrefix splits the inside of "passwd-file(user1,127.0.0.1,<session>)"
-// from the right: the session is optional, "?" is an unknown user.
+// from the right: the session is optional, "?" is an unknown user, and a
+// master user's lookup has "master" after the address
+// ("passwd-file(imapgate,127.0.0.1,master,<session>)"; user names
+// cannot hold a comma, so the address is never "master").
 func splitAuthPrefix(s string) (user, ip string) {
 	if strings.HasSuffix(s, ">") {
 		if i := strings.LastIndex(s, ",<"); i >= 0 {
 			s = s[:i]
 		}
+	}
+	if rest, ok := strings.CutSuffix(s, ",master"); ok && strings.Contains(rest, ",") {
+		s = rest
 	}
 	if i := strings.LastIndex(s, ","); i >= 0 {
 		user, ip = s[:i], s[i+1:]

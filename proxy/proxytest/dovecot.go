@@ -124,6 +124,29 @@ type DovecotOptions struct {
 	// measure what a stock Dovecot does set that.
 	AuthFailureDelay time.Duration
 
+	// MasterUsers maps master user names to passwords: a master passdb
+	// (passwd-file, master = yes, pass = yes) through which each of them
+	// may log in as any user of Users, never as itself. Dovecot takes the
+	// two forms of a master login (Dovecot 2.3, "Master users/passwords"):
+	// SASL PLAIN with authzid = the user and authcid = the master, and a
+	// user name "user*master" (MasterSeparator) in LOGIN or PLAIN. pass =
+	// yes makes Dovecot look the user up in the normal passdb once the
+	// master's password matched, so a user that does not exist (or is in
+	// DeniedUsers) is refused instead of logged in to an empty mailbox.
+	// Names follow the rules of Users and must not also be users. If nil,
+	// Dovecot has no master passdb and refuses every master login.
+	MasterUsers map[string]string
+
+	// MasterSeparator is Dovecot's auth_master_user_separator. If empty,
+	// "*" (the UW-IMAP convention Dovecot's documentation suggests). Only
+	// used with MasterUsers.
+	MasterSeparator string
+
+	// DeniedUsers are users of Users whom a deny passdb (passwd-file,
+	// deny = yes) refuses: their own password no longer logs them in,
+	// nor does a master user. If empty, no one is denied.
+	DeniedUsers []string
+
 	// ReuseProcesses lets one imap process serve session after session
 	// (service imap: service_count = 0, with spare processes forked in
 	// advance) instead of Dovecot's default of a new process per login.
@@ -161,6 +184,11 @@ type Dovecot struct {
 	LogFile string
 	// Users is the effective user -> password map.
 	Users map[string]string
+	// MasterUsers is the effective master user -> password map (nil
+	// without a master passdb), and MasterSeparator the effective
+	// auth_master_user_separator ("" without MasterUsers).
+	MasterUsers     map[string]string
+	MasterSeparator string
 	// PID is the process id of the Dovecot master.
 	PID int
 
@@ -247,6 +275,9 @@ func NewDovecot(o DovecotOptions) (*Dovecot, error) {
 			return nil, fmt.Errorf("proxytest: user name %q: use only letters, digits and .-_@ (Dovecot's auth_username_chars)", u)
 		}
 	}
+	if err := checkMasterOptions(&o); err != nil {
+		return nil, err
+	}
 	if o.MessageSize == 0 {
 		o.MessageSize = 2048
 	}
@@ -277,6 +308,13 @@ func NewDovecot(o DovecotOptions) (*Dovecot, error) {
 	for u, p := range o.Users {
 		d.Users[u] = p
 	}
+	if o.MasterUsers != nil {
+		d.MasterUsers = make(map[string]string, len(o.MasterUsers))
+		for u, p := range o.MasterUsers {
+			d.MasterUsers[u] = p
+		}
+		d.MasterSeparator = o.MasterSeparator
+	}
 	if err := d.start(bin, o, ids); err != nil {
 		d.stop()
 		if rerr := removeDir(dir); rerr != nil {
@@ -304,6 +342,20 @@ func (d *Dovecot) start(bin string, o DovecotOptions, ids accounts) error {
 	// The auth process runs as the internal user and reads the users file.
 	if err := writeFile(filepath.Join(d.Dir, "users"), passwdFile(d.Users), 0o600, ids.internalUID, ids.internalGID); err != nil {
 		return err
+	}
+	if d.MasterUsers != nil {
+		if err := writeFile(filepath.Join(d.Dir, "master-users"), passwdFile(d.MasterUsers), 0o600, ids.internalUID, ids.internalGID); err != nil {
+			return err
+		}
+	}
+	if len(o.DeniedUsers) > 0 {
+		denied := make(map[string]string, len(o.DeniedUsers))
+		for _, u := range o.DeniedUsers {
+			denied[u] = "" // a deny passdb's password field is not read
+		}
+		if err := writeFile(filepath.Join(d.Dir, "denied-users"), passwdFile(denied), 0o600, ids.internalUID, ids.internalGID); err != nil {
+			return err
+		}
 	}
 	for _, sub := range []string{"run", "state"} {
 		if err := os.Mkdir(filepath.Join(d.Dir, sub), 0o755); err != nil {
@@ -373,6 +425,35 @@ func (d *Dovecot) Close() error {
 		d.closeErr = removeDir(d.Dir)
 	})
 	return d.closeErr
+}
+
+// checkMasterOptions checks MasterUsers, MasterSeparator and DeniedUsers
+// and fills in the separator's default.
+func checkMasterOptions(o *DovecotOptions) error {
+	for m := range o.MasterUsers {
+		if !validUsername(m) {
+			return fmt.Errorf("proxytest: master user name %q: use only letters, digits and .-_@ (Dovecot's auth_username_chars)", m)
+		}
+		if _, ok := o.Users[m]; ok {
+			return fmt.Errorf("proxytest: %q is both a user and a master user: a master passdb's users cannot log in as themselves", m)
+		}
+	}
+	if o.MasterUsers == nil {
+		if o.MasterSeparator != "" {
+			return errors.New("proxytest: DovecotOptions.MasterSeparator is set without MasterUsers")
+		}
+	} else if o.MasterSeparator == "" {
+		o.MasterSeparator = "*"
+	}
+	if strings.ContainsAny(o.MasterSeparator, " \t\r\n\"#") {
+		return fmt.Errorf("proxytest: DovecotOptions.MasterSeparator %q: no space, quote or '#' (dovecot.conf syntax)", o.MasterSeparator)
+	}
+	for _, u := range o.DeniedUsers {
+		if _, ok := o.Users[u]; !ok {
+			return fmt.Errorf("proxytest: DovecotOptions.DeniedUsers: %q is not one of Users", u)
+		}
+	}
+	return nil
 }
 
 // NumberedUsers returns n users, user1 .. userN, all with password: the

@@ -70,6 +70,9 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("# Log every ID a client sends; AuthAttempts uses it to skip the")
 	p("# harness's own sessions (Append).")
 	p("imap_id_log = *")
+	if o.MasterUsers != nil {
+		p("login_log_format_elements = user=<%%u> method=%%m rip=%%r lip=%%l mpid=%%e %%c session=<%%{session}> auth_user=<%%{auth_user}>")
+	}
 	p("")
 	p("default_internal_user = %s", ids.internal)
 	p("default_login_user = %s", ids.login)
@@ -88,6 +91,23 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("}")
 	p("default_client_limit = %d", max(clientLimit, 2*o.MaxSessions))
 	p("")
+	if o.MasterUsers != nil {
+		p("auth_master_user_separator = %s", o.MasterSeparator)
+		p("passdb {")
+		p("  driver = passwd-file")
+		p("  args = username_format=%%u %s/master-users", dir)
+		p("  master = yes")
+		p("  # Then look the user up in the passdbs below: it must exist.")
+		p("  pass = yes")
+		p("}")
+	}
+	if len(o.DeniedUsers) > 0 {
+		p("passdb {")
+		p("  driver = static")
+		p("  deny = yes")
+		p("  username_filter = %s", strings.Join(o.DeniedUsers, " "))
+		p("}")
+	}
 	p("passdb {")
 	p("  driver = passwd-file")
 	p("  args = username_format=%%u %s/users", dir)
