@@ -49,8 +49,10 @@ type ConnState struct {
 	// Certificate is the leaf certificate the server presented on this
 	// connection: crypto/tls reports the peer's certificates only, so the
 	// listener must keep the one it served (with certmagic or SNI, the one
-	// GetCertificate returned for this handshake). Nil: tls-server-end-point
-	// is not offered.
+	// GetCertificate returned for this handshake). A resumed session
+	// (DidResume) serves none, and its client binds to the certificate of
+	// the first handshake, which may have been renewed since: leave it nil
+	// then. Nil: tls-server-end-point is not offered.
 	Certificate *x509.Certificate
 }
 
