@@ -388,3 +388,17 @@ func TestShutdownEndsParkedSessions(t *testing.T) {
 		t.Fatalf("%d sessions left", n)
 	}
 }
+
+// TestRelayedSessionOutlivesThePreauthWriteDeadline: every pre-auth flush
+// sets a write deadline, the last one (the login's OK) included; the relay
+// must not inherit it, or the first write after it passes fails and the
+// client reads "bad record MAC".
+func TestRelayedSessionOutlivesThePreauthWriteDeadline(t *testing.T) {
+	tp := startProxy(t, func(c *Config) { c.writeTimeout = 100 * time.Millisecond })
+	c := tp.dialImplicit(t)
+	c.send("a AUTHENTICATE PLAIN " + saslPlain(testUser, testPass))
+	c.expect("a OK")
+	time.Sleep(300 * time.Millisecond)
+	c.send("b NOOP")
+	c.expect("b OK")
+}

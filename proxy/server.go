@@ -79,6 +79,9 @@ type Config struct {
 	// Log is the operational log. Nil means slog.Default().
 	Log *slog.Logger
 
+	// writeTimeout overrides preauthWriteTimeout (tests).
+	writeTimeout time.Duration
+
 	// parkAfter overrides how long a quiet relay direction waits before it
 	// parks (tests). It is read once, by NewServer.
 	parkAfter time.Duration

@@ -288,7 +288,11 @@ func (s *session) bye(msg string) {
 const preauthWriteTimeout = 10 * time.Second
 
 func (s *session) flush() bool {
-	s.raw.SetWriteDeadline(time.Now().Add(preauthWriteTimeout))
+	timeout := preauthWriteTimeout
+	if s.cfg.writeTimeout > 0 {
+		timeout = s.cfg.writeTimeout
+	}
+	s.raw.SetWriteDeadline(time.Now().Add(timeout))
 	if err := s.w.Flush(); err != nil {
 		s.writeFailed = true
 		if s.endReason == "" {
@@ -347,7 +351,6 @@ func truncate(s string, n int) string {
 // whether the relay took over.
 func (s *session) startRelay() bool {
 	uc := s.upstream
-	s.raw.SetDeadline(time.Time{})
 	if n := uc.R.Buffered(); n > 0 {
 		b, _ := uc.R.Peek(n)
 		s.w.Write(b)
@@ -357,6 +360,10 @@ func (s *session) startRelay() bool {
 		uc.Conn.Close()
 		return false
 	}
+	// The relay has no deadline of its own (its idle timer reads the
+	// clock): clear the pre-auth ones, the write deadline flush just set
+	// included.
+	s.raw.SetDeadline(time.Time{})
 	if n := s.r.Buffered(); n > 0 {
 		b, _ := s.r.Peek(n)
 		if _, err := uc.Conn.Write(b); err != nil {
