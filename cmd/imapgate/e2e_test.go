@@ -142,6 +142,9 @@ func TestBadPasswordReachesDovecotOnceAndAudits(t *testing.T) {
 	if got.Failure != 1 || got.Success != 1 {
 		t.Fatalf("Dovecot saw %+v, want one failure and one success", got)
 	}
+	// The audit writer is asynchronous: wait for the second event (a
+	// third would still fail the comparison).
+	waitFor(t, func() bool { return len(g.authEvents(t)) >= 2 })
 	if ev := strings.Join(g.authEvents(t), " "); ev != "failure/bad_credentials success/" {
 		t.Fatalf("auth events = %s", ev)
 	}
