@@ -122,6 +122,7 @@ func DefaultConfig() *Config {
 		Auth: AuthConfig{
 			Mechanisms:   auth.Default(),
 			LoginCommand: loginCommandRefuse,
+			Passthrough:  true,
 		},
 		Policy: PolicyConfig{
 			MaxConnections:      20000,

@@ -85,7 +85,8 @@ func (d *decoder) config(t *table, c *Config) {
 	}
 	acmeTable := d.tls(section("tls"), &c.TLS)
 	d.upstream(section("upstream"), &c.Upstream)
-	d.auth(section("auth"), &c.Auth)
+	authTable := section("auth")
+	d.auth(authTable, &c.Auth)
 	ruleTables := d.policy(section("policy"), &c.Policy)
 	d.audit(section("audit"), &c.Audit)
 	mt := section("metrics")
@@ -103,6 +104,7 @@ func (d *decoder) config(t *table, c *Config) {
 	binds = append(binds, bind{mt, "listen", c.Metrics.Listen})
 	checkBindsDistinct(binds)
 	checkRuleListeners(ruleTables, c)
+	checkAppPasswords(authTable, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -45,9 +46,17 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
+	store, err := openAppPasswords(cfg.Auth.AppPasswords, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: auth.app_passwords: %v\n", path, err)
+		return 1
+	}
+	if store != nil {
+		defer store.Close() // writes the last uses
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m}
+	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m, store: store, storePath: cfg.Auth.AppPasswords}
 	g.install(watchCtx, rc)
 	srv := proxy.NewServer(rc.proxy)
 	g.srv = srv
@@ -113,3 +122,18 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 
 // upstreamProbeEvery is how often /readyz's upstream probe runs.
 const upstreamProbeEvery = 10 * time.Second
+
+// openAppPasswords opens the app password store at path, once for the
+// life of serve; "" means none (nil, nil). The store's lock keeps every
+// other process (the app-password commands) out while serve runs.
+func openAppPasswords(path string, log *slog.Logger) (*credstore.Bolt, error) {
+	if path == "" {
+		return nil, nil
+	}
+	store, err := credstore.OpenBolt(path, credstore.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("app passwords", "store", path)
+	return store, nil
+}
