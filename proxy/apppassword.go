@@ -50,6 +50,15 @@ func (s *session) judgePassword(who auth.Result) verdict {
 	return verdict{storeErr: err}
 }
 
+// upstreamLogin logs in to the upstream for who: as the master user for
+// the mailbox of an app password, else with who's own password.
+func (s *session) upstreamLogin(v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
+	if v.app != nil {
+		return s.cfg.Upstream.LoginAs(s.ctx, v.app.User, ci)
+	}
+	return s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+}
+
 // note writes what the verdict knows of the credential into ev.
 func (v verdict) note(ev *Event) {
 	switch {

@@ -261,3 +261,46 @@ func TestBruteForceAgainstAppPasswordsIsHeldToTheBudget(t *testing.T) {
 		t.Errorf("Dovecot saw %+v; want nothing", got)
 	}
 }
+
+// TestEndCredentialCutsOffTheRevokedDeviceOnly: two devices of user1 in
+// IDLE through the master login; ending the phone's credential closes the
+// phone's session within a second (session_end credential_revoked) and
+// leaves the tablet's relaying.
+func TestEndCredentialCutsOffTheRevokedDeviceOnly(t *testing.T) {
+	d := masterDovecot(t, proxytest.DovecotOptions{})
+	store := openTestStore(t, &testClock{now: time.Now()})
+	tp := startAppPasswordProxy(t, d, store, testMasterSecret, nil)
+	phoneP, phonePass := addAppPassword(t, store, credstore.NewAppPassword{User: "user1", Label: "phone"})
+	_, tabletPass := addAppPassword(t, store, credstore.NewAppPassword{User: "user1", Label: "tablet"})
+	idle := func(pass string) *textClient {
+		c := tp.dialImplicit(t)
+		c.send("a AUTHENTICATE PLAIN " + saslPlain("user1", pass))
+		c.expect("a OK")
+		c.send("b SELECT INBOX")
+		c.expect("b OK")
+		c.send("c IDLE")
+		c.expect("+ ")
+		return c
+	}
+	phone, tablet := idle(phonePass), idle(tabletPass)
+
+	start := time.Now()
+	if n := tp.srv.EndCredential(phoneP.ID); n != 1 {
+		t.Fatalf("EndCredential ended %d sessions, want the phone's", n)
+	}
+	phone.expectClosed()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the phone's session ended after %v, want within a second", took)
+	}
+	tablet.send("DONE")
+	tablet.expect("c OK")
+	ended := 0
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventSessionEnd && e.Reason == endCredentialRevoked {
+			ended++
+		}
+	}
+	if ended != 1 {
+		t.Errorf("%d session_end events with credential_revoked, want 1", ended)
+	}
+}

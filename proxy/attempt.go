@@ -16,7 +16,9 @@ import (
 const busyWaitMax = 10 * time.Second
 
 // attempt is one login attempt as who, from AUTHENTICATE or LOGIN: the
-// policy check, an upstream login slot, the upstream login, and the answer.
+// policy check, what the password is (judgePassword: an app password, the
+// user's own, or refused), an upstream login slot, the upstream login, and
+// the answer.
 // On success the client gets the upstream's capabilities and the session
 // moves to the relay.
 //
@@ -53,13 +55,7 @@ func (s *session) attempt(tag string, who auth.Result) next {
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	var uc *UpstreamConn
-	var err error
-	if v.app != nil {
-		uc, err = s.cfg.Upstream.LoginAs(s.ctx, v.app.User, ci)
-	} else {
-		uc, err = s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
-	}
+	uc, err := s.upstreamLogin(v, who, ci)
 	release()
 	switch {
 	case err != nil && v.app != nil:
@@ -75,6 +71,11 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		s.cfg.Audit.Log(ev)
 		s.user = ev.User
 		s.upstream = uc
+		if v.app != nil {
+			s.srv.mu.Lock()
+			s.credentialID = v.app.ID
+			s.srv.mu.Unlock()
+		}
 		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
 		return relayNow
 	case errors.Is(err, ErrBadCredentials):

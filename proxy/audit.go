@@ -149,6 +149,10 @@ const (
 	endStartTLSPipelined   = "starttls_pipelined"
 	endTLSFailed           = "tls_failed"
 	endACMEChallenge       = ReasonACMEChallenge
+
+	// endCredentialRevoked: the app password the session logged in with
+	// was revoked (Server.EndCredential).
+	endCredentialRevoked = "credential_revoked"
 )
 
 // Event is one audit record. Fields that do not apply to an event are left

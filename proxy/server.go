@@ -294,6 +294,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// EndCredential ends every open session that logged in with the app
+// password id (session_end reason credential_revoked) and returns how many
+// it ended. Revocation calls it: the device is cut off now, not at its
+// next login.
+func (s *Server) EndCredential(id string) int {
+	if id == "" {
+		return 0
+	}
+	s.mu.Lock()
+	var ending []*session
+	for sess := range s.sessions {
+		if sess.credentialID == id {
+			ending = append(ending, sess)
+		}
+	}
+	s.mu.Unlock()
+	// Outside the lock, as in Shutdown: ending a parked session finishes
+	// it right here, and finishing takes the lock.
+	for _, sess := range ending {
+		sess.abort(endCredentialRevoked)
+	}
+	return len(ending)
+}
+
 // Bytes returns the bytes relayed so far, client to upstream (in) and
 // upstream to client (out): those of ended sessions plus the live count
 // of every session relaying now, so a phone in IDLE for hours shows its

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,8 +25,9 @@ const appPasswordUsage = `Usage:
   imapgate app-password revoke USER --label L [--config PATH]
 
 --expires takes a duration ("90d", "720h") or a date ("2027-06-30").
-The store is the config's auth.app_passwords; serve must be stopped while
-these commands run (the store has one process at a time).
+The store is the config's auth.app_passwords. While serve runs it holds
+the store; the commands then go through its admin.socket (and a revocation
+ends that password's open sessions), or, without one, need serve stopped.
 `
 
 // appPasswordCommand runs imapgate app-password and returns the exit code.
@@ -80,34 +82,33 @@ func appPasswordCommand(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer store.Close()
+	defer store.close()
 	ctx := context.Background()
 	switch sub {
 	case "add":
 		req.User = pos[0]
-		p, secret, err := store.AddAppPassword(ctx, req)
+		p, secret, err := store.add(ctx, req)
 		if err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "App password for %s, label %q, id %s:\n\n    %s\n\n", p.User, p.Label, p.ID, secret.Reveal())
+		fmt.Fprintf(stdout, "App password for %s, label %q, id %s:\n\n    %s\n\n", p.User, p.Label, p.ID, secret)
 		fmt.Fprintf(stdout, "SCRAM login name: %s\nIt is shown only this once; imapgate keeps only a keyed hash of it.\n", p.SCRAMLogin())
 	case "list":
 		user := ""
 		if len(pos) == 1 {
 			user = pos[0]
 		}
-		list, err := store.ListAppPasswords(ctx, user)
+		list, err := store.list(ctx, user)
 		if err != nil {
 			return fail(err)
 		}
 		writeAppPasswords(stdout, list)
 	case "revoke":
-		var r credstore.Revoked
+		id, user := pos[0], ""
 		if *label != "" {
-			r, err = store.RevokeLabel(ctx, credstore.KindAppPassword, pos[0], *label)
-		} else {
-			r, err = store.Revoke(ctx, pos[0])
+			id, user = "", pos[0]
 		}
+		r, err := store.revoke(ctx, id, user, *label)
 		if err != nil {
 			return fail(err)
 		}
@@ -116,8 +117,9 @@ func appPasswordCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// openStoreOf opens the store named by the config at path.
-func openStoreOf(path string) (*credstore.Bolt, error) {
+// openStoreOf opens the store named by the config at path, or, when
+// serve holds it, reaches it through serve's admin socket.
+func openStoreOf(path string) (appPasswords, error) {
 	cfg, err := LoadConfig(path)
 	if err != nil {
 		return nil, err
@@ -125,11 +127,24 @@ func openStoreOf(path string) (*credstore.Bolt, error) {
 	if cfg.Auth.AppPasswords == "" {
 		return nil, fmt.Errorf("%s: auth.app_passwords is not set: there is no app password store", path)
 	}
-	store, err := credstore.OpenBolt(cfg.Auth.AppPasswords, credstore.Options{})
-	if errors.Is(err, credstore.ErrLocked) {
-		return nil, fmt.Errorf("%w\n%s is held by the running imapgate serve: stop it to change app passwords (until the admin socket lets these commands run alongside serve)", err, cfg.Auth.AppPasswords)
+	// A serve answering on the socket holds the store: ask it at once
+	// rather than wait out the file's lock.
+	if cfg.Admin.Socket != "" {
+		if c, err := net.DialTimeout("unix", cfg.Admin.Socket, time.Second); err == nil {
+			c.Close()
+			return socketAppPasswords{path: cfg.Admin.Socket}, nil
+		}
 	}
-	return store, err
+	store, err := credstore.OpenBolt(cfg.Auth.AppPasswords, credstore.Options{})
+	switch {
+	case err == nil:
+		return storeAppPasswords{store}, nil
+	case errors.Is(err, credstore.ErrLocked) && cfg.Admin.Socket != "":
+		return nil, fmt.Errorf("%w\n%s is held by another process, and nothing answers on admin.socket %s", err, cfg.Auth.AppPasswords, cfg.Admin.Socket)
+	case errors.Is(err, credstore.ErrLocked):
+		return nil, fmt.Errorf("%w\n%s is held by the running imapgate serve, which has no admin.socket: set [admin] socket and restart it, or stop it to change app passwords", err, cfg.Auth.AppPasswords)
+	}
+	return nil, err
 }
 
 // writeAppPasswords prints a list of app passwords as a table.

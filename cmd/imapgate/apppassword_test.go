@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imapgate/imapgate/proxy/proxytest"
 )
@@ -205,5 +206,82 @@ func imaplibLogsIn(t *testing.T, g *gate, d *proxytest.Dovecot, pass string) {
 	}
 	if err := cmd.Wait(); err != nil || len(out) == 0 || out[len(out)-1] != "DONE" {
 		t.Fatalf("imaplib with the app password: %v\nstdout: %q\nstderr: %s", err, out, stderr.String())
+	}
+}
+
+// TestAppPasswordCommandsReachTheRunningServe: with [admin] socket, the
+// commands work while serve holds the store: a password added then logs
+// in at once, without a restart; list shows it; and revoking the one a
+// phone in IDLE logged in with ends that session within a second, while
+// the other device's session stays, and its next login fails as
+// app_password_revoked. The socket is 0600.
+func TestAppPasswordCommandsReachTheRunningServe(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{MasterUsers: map[string]string{e2eMaster: e2eMasterSecret}})
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "admin.sock")
+	config := writeAppPasswordConfig(t, dir, dovecotUpstream(d, "starttls"))
+	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[admin]\nsocket = %q\n", socket)
+	f.Close()
+	phonePass, phoneID := addWithCLI(t, config, "user1", "--label", "phone")
+
+	g := startGate(t, gateOptions{
+		upstream: dovecotUpstream(d, "starttls") + "\n\n" + masterTable(filepath.Join(dir, "master.secret")),
+		auth:     storeKey(dir),
+		tail:     fmt.Sprintf("[admin]\nsocket = %q\n", socket),
+		secrets:  []string{phonePass, e2eMasterSecret},
+	})
+	if fi, err := os.Stat(socket); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket: %v, mode %v; want 0600", err, fi.Mode())
+	}
+	tabletPass, _ := addWithCLI(t, config, "user1", "--label", "tablet")
+	idle := func(pass string) *client {
+		c := g.dialTLS(t)
+		c.send("a AUTHENTICATE PLAIN " + plainIR("user1", pass))
+		c.expect("a OK")
+		c.send("b SELECT INBOX")
+		c.expect("b OK")
+		c.send("c IDLE")
+		c.expect("+ ")
+		return c
+	}
+	phone, tablet := idle(phonePass), idle(tabletPass) // the tablet's was added while serve ran
+	if code, out, errOut := cli(t, "app-password", "list", "user1", "--config", config); code != 0 || !strings.Contains(out, "tablet") || !strings.Contains(out, phoneID) {
+		t.Fatalf("list through the socket: exit %d: %s%s", code, out, errOut)
+	}
+
+	start := time.Now()
+	if code, out, errOut := cli(t, "app-password", "revoke", phoneID, "--config", config); code != 0 || !strings.Contains(out, phoneID) {
+		t.Fatalf("revoke through the socket: exit %d: %s%s", code, out, errOut)
+	}
+	phone.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := phone.r.ReadString('\n'); err == nil {
+		t.Fatal("the phone's session is still open after its app password was revoked")
+	}
+	took := time.Since(start)
+	t.Logf("revoke command to the phone's session closed: %v", took)
+	if took > time.Second {
+		t.Errorf("the phone's session ended %v after the revoke command, want within a second", took)
+	}
+	tablet.send("DONE")
+	tablet.expect("c OK")
+
+	again := g.dialTLS(t)
+	again.send("a AUTHENTICATE PLAIN " + plainIR("user1", phonePass))
+	again.expect("a NO [AUTHENTICATIONFAILED]")
+	var revoked, cut int
+	for _, e := range g.events(t) {
+		if e["event"] == "auth" && e["reason"] == "app_password_revoked" && e["credential_id"] == phoneID {
+			revoked++
+		}
+		if e["event"] == "session_end" && e["reason"] == "credential_revoked" {
+			cut++
+		}
+	}
+	if revoked != 1 || cut != 1 {
+		t.Errorf("audit: %d app_password_revoked, %d session_end credential_revoked; want 1 and 1", revoked, cut)
 	}
 }

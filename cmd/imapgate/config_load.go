@@ -91,6 +91,7 @@ func (d *decoder) config(t *table, c *Config) {
 	d.audit(section("audit"), &c.Audit)
 	mt := section("metrics")
 	d.metrics(mt, &c.Metrics)
+	d.admin(section("admin"), &c.Admin)
 	t.done()
 
 	// Checks that span sections.

@@ -281,6 +281,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 		},
 		Audit:   AuditConfig{Output: "/var/log/imapgate/audit.log", UserHashKeyFile: "testdata/config/files/userhash.key"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9143"},
+		Admin:   AdminConfig{Socket: "/run/imapgate/admin.sock"},
 		path:    "imapgate.toml",
 	}
 	if !reflect.DeepEqual(c, want) {

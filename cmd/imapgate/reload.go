@@ -99,6 +99,9 @@ func (g *gateway) reload(ctx context.Context) {
 		// serve, and sessions in flight use it.
 		g.log.Warn("reload: auth.app_passwords changed; it takes effect at the next restart, the running store stays in force", "running", g.storePath)
 	}
+	if cfg.Admin.Socket != g.rc.cfg.Admin.Socket {
+		g.log.Warn("reload: admin.socket changed; it takes effect at the next restart", "running", g.rc.cfg.Admin.Socket)
+	}
 	if cfg.Metrics.Listen != g.rc.cfg.Metrics.Listen {
 		g.log.Warn("reload: metrics.listen changed; it takes effect at the next restart", "running", g.rc.cfg.Metrics.Listen)
 	}
