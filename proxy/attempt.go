@@ -16,7 +16,9 @@ import (
 const busyWaitMax = 10 * time.Second
 
 // attempt is one login attempt as who, from AUTHENTICATE or LOGIN: the
-// policy check, an upstream login slot, the upstream login, and the answer.
+// policy check, what the password is (judgePassword: an app password, the
+// user's own, or refused), an upstream login slot, the upstream login, and
+// the answer.
 // On success the client gets the upstream's capabilities and the session
 // moves to the relay.
 //
@@ -36,6 +38,15 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		}
 		return s.countAuthFailure()
 	}
+	v := s.judgePassword(who)
+	v.note(ev)
+	switch {
+	case v.reason != "":
+		return s.credentialRefused(tag, ev, a, decision, start, v.reason)
+	case v.storeErr != nil:
+		s.givenBack(a, decision)
+		return s.unavailable(tag, ev, ReasonCredentialStoreError, "app password store failed", v.storeErr)
+	}
 	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
 	if release == nil {
 		s.givenBack(a, decision)
@@ -44,9 +55,14 @@ func (s *session) attempt(tag string, who auth.Result) next {
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	uc, err := s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+	uc, err := s.upstreamLogin(v, who, ci)
 	release()
 	switch {
+	case err != nil && v.app != nil:
+		// The client proved itself with an app password: whatever went
+		// wrong upstream is not its failure, and nothing is counted.
+		s.givenBack(a, decision)
+		return s.unavailable(tag, ev, masterLoginReason(err), "upstream master login failed", err)
 	case err == nil:
 		if s.cfg.Policy != nil {
 			s.cfg.Policy.Success(s.ctx, a, decision)
@@ -55,6 +71,11 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		s.cfg.Audit.Log(ev)
 		s.user = ev.User
 		s.upstream = uc
+		if v.app != nil {
+			s.srv.mu.Lock()
+			s.credentialID = v.app.ID
+			s.srv.mu.Unlock()
+		}
 		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
 		return relayNow
 	case errors.Is(err, ErrBadCredentials):
@@ -137,6 +158,36 @@ func (s *session) checkPolicy(tag string, ev *Event, user string, start time.Tim
 	s.waitSince(start, max(withJitter(d.Delay), s.cfg.Upstream.failureAnswerTime()))
 	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 	return a, d, false
+}
+
+// credentialRefused answers an attempt whose password imapgate itself
+// refused (a revoked, expired or out-of-scope app password, or a real
+// password where pass-through is off) exactly like a wrong password:
+// counted in the policy's budgets (user = the mailbox named), audited as
+// a failure with reason, and NO [AUTHENTICATIONFAILED] once the tarpit
+// and a typical upstream failure would be over. Nothing reached the
+// upstream.
+func (s *session) credentialRefused(tag string, ev *Event, a policy.Attempt, d policy.Decision, start time.Time, reason string) next {
+	ev.Result, ev.Reason, ev.Upstream = ResultFailure, reason, ""
+	s.cfg.Audit.Log(ev)
+	s.waitSince(start, max(withJitter(s.failed(a, d)), s.cfg.Upstream.failureAnswerTime()))
+	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+	return s.countAuthFailure()
+}
+
+// unavailable answers an attempt the server could not complete through
+// no fault of the client's: audited as result error with reason, logged
+// as a warning with err (never a secret: the errors carry none), answered
+// NO [UNAVAILABLE] and not counted. The caller gave the attempt back.
+func (s *session) unavailable(tag string, ev *Event, reason, msg string, err error) next {
+	ev.Result, ev.Reason = ResultError, reason
+	s.cfg.Audit.Log(ev)
+	s.cfg.log().Warn(msg, "session", s.id, "upstream", s.cfg.Upstream.Address, "reason", reason, "err", err)
+	if s.ctx.Err() != nil {
+		return s.shutDown()
+	}
+	s.reply(tag + " NO [UNAVAILABLE] The mail server is not available right now, try again later.")
+	return stay
 }
 
 // upstreamBusy answers an attempt that found every upstream login slot

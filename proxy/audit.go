@@ -89,6 +89,12 @@ const (
 	ReasonClientCancelled   = "client_cancelled"
 	ReasonBadCredentials    = "bad_credentials"
 	ReasonUpstreamNoAnswer  = "upstream_no_answer" // sent, but no answer within login_timeout
+	// ReasonPassthroughDisabled: a password that is not an app password
+	// where only app passwords are accepted (auth.passthrough = false, or
+	// LOGIN with login_command = "app-passwords"). The app password
+	// words (app_password_revoked, app_password_expired,
+	// app_password_scope) are credstore's.
+	ReasonPassthroughDisabled = "passthrough_disabled"
 
 	// ResultRateLimited and ResultLocked: the budget Guard.Check found
 	// spent.
@@ -107,7 +113,21 @@ const (
 	// failures had not spent, and stayed so while the attempt waited
 	// (policy.Decision.Busy).
 	ReasonAttemptsInFlight = "attempts_in_flight"
+	// ReasonMasterLoginFailed: the upstream rejected the master login
+	// for a client that proved itself with an app password (a wrong
+	// master secret, or a form the upstream does not take).
+	ReasonMasterLoginFailed = "master_login_failed"
+	// ReasonMasterMailboxRefused: the master login was accepted but the
+	// upstream will not open that mailbox (it has no such user, or a
+	// deny rule).
+	ReasonMasterMailboxRefused = "master_mailbox_refused"
+	// ReasonCredentialStoreError: the app password store failed.
+	ReasonCredentialStoreError = "credential_store_error"
 )
+
+// CredentialAppPassword is the credential field of an auth event whose
+// client gave an app password.
+const CredentialAppPassword = "app_password"
 
 // Reasons a session ends (session_end.reason). The first six end relayed
 // sessions as well as pre-auth ones; the rest only come before the relay.
@@ -129,31 +149,41 @@ const (
 	endStartTLSPipelined   = "starttls_pipelined"
 	endTLSFailed           = "tls_failed"
 	endACMEChallenge       = ReasonACMEChallenge
+
+	// endCredentialRevoked: the app password the session logged in with
+	// was revoked (Server.EndCredential).
+	endCredentialRevoked = "credential_revoked"
 )
 
 // Event is one audit record. Fields that do not apply to an event are left
 // empty and omitted from the JSON. No field may ever hold a password, token or
 // SASL payload.
 type Event struct {
-	Time       time.Time         `json:"time"`
-	Event      string            `json:"event"`
-	Session    string            `json:"session"`
-	ClientIP   string            `json:"client_ip"`
-	ClientPort int               `json:"client_port"`
-	Listener   string            `json:"listener"`
-	Result     string            `json:"result,omitempty"`
-	Reason     string            `json:"reason,omitempty"`
-	User       string            `json:"user,omitempty"`
-	UserHash   string            `json:"user_hash,omitempty"` // set by the Auditor in user_hash mode, instead of User
-	Mechanism  string            `json:"mechanism,omitempty"`
-	ClientID   map[string]string `json:"client_id,omitempty"`
-	Upstream   string            `json:"upstream,omitempty"`
-	TLSVersion string            `json:"tls_version,omitempty"`
-	TLSCipher  string            `json:"tls_cipher,omitempty"`
-	SNI        string            `json:"sni,omitempty"`
-	DurationMS *int64            `json:"duration_ms,omitempty"`
-	BytesIn    *int64            `json:"bytes_in,omitempty"`
-	BytesOut   *int64            `json:"bytes_out,omitempty"`
+	Time       time.Time `json:"time"`
+	Event      string    `json:"event"`
+	Session    string    `json:"session"`
+	ClientIP   string    `json:"client_ip"`
+	ClientPort int       `json:"client_port"`
+	Listener   string    `json:"listener"`
+	Result     string    `json:"result,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	User       string    `json:"user,omitempty"`
+	UserHash   string    `json:"user_hash,omitempty"` // set by the Auditor in user_hash mode, instead of User
+	Mechanism  string    `json:"mechanism,omitempty"`
+	// Credential is "app_password" when the client gave one (then
+	// CredentialID and CredentialLabel name it); empty for a password
+	// passed through. Never a secret or a hash.
+	Credential      string            `json:"credential,omitempty"`
+	CredentialID    string            `json:"credential_id,omitempty"`
+	CredentialLabel string            `json:"credential_label,omitempty"`
+	ClientID        map[string]string `json:"client_id,omitempty"`
+	Upstream        string            `json:"upstream,omitempty"`
+	TLSVersion      string            `json:"tls_version,omitempty"`
+	TLSCipher       string            `json:"tls_cipher,omitempty"`
+	SNI             string            `json:"sni,omitempty"`
+	DurationMS      *int64            `json:"duration_ms,omitempty"`
+	BytesIn         *int64            `json:"bytes_in,omitempty"`
+	BytesOut        *int64            `json:"bytes_out,omitempty"`
 }
 
 // Auditor writes audit events as JSON lines. The zero value discards events.

@@ -33,7 +33,7 @@ func (s *session) capabilities() string {
 	for _, m := range auth.Offered(s.cfg.Mechanisms, s.connState()) {
 		caps = append(caps, "AUTH="+m)
 	}
-	if !s.cfg.AllowLoginOverTLS {
+	if !s.cfg.loginOverTLS() {
 		caps = append(caps, "LOGINDISABLED")
 	}
 	return strings.Join(caps, " ")

@@ -22,7 +22,7 @@ func (s *session) handleLogin(cmd *command) next {
 		return s.bad(cmd.tag, "LOGIN expects a user name and a password")
 	}
 	user := cmd.args[0].value
-	if !s.isTLS || !s.cfg.AllowLoginOverTLS {
+	if !s.isTLS || !s.cfg.loginOverTLS() {
 		return s.refuseLogin(cmd.tag, user)
 	}
 	creds, err := auth.CheckCredentials(mechanismLogin, "", user, cmd.args[1].value)
@@ -70,7 +70,7 @@ func (s *session) onLiteral(cmd *command, size int64, sync bool) error {
 	}
 	switch cmd.name {
 	case "LOGIN":
-		if !s.isTLS || !s.cfg.AllowLoginOverTLS {
+		if !s.isTLS || !s.cfg.loginOverTLS() {
 			return &syntaxError{tag: cmd.tag, msg: "LOGIN refused", err: errLiteralRefused}
 		}
 		if len(cmd.args) == 0 || len(cmd.args) == 1 && cmd.args[0].isString() {

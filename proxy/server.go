@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/policy"
 )
 
@@ -45,6 +46,24 @@ type Config struct {
 	// AllowLoginOverTLS accepts the LOGIN command over TLS (never before).
 	// False (the default) refuses LOGIN everywhere and advertises LOGINDISABLED.
 	AllowLoginOverTLS bool
+	// LoginAppPasswordsOnly accepts the LOGIN command over TLS (never
+	// before) only with an app password of the user named (README "App
+	// passwords"): any other password is refused, reason
+	// passthrough_disabled, and never reaches the upstream. It needs
+	// AppPasswords. False: LOGIN is as AllowLoginOverTLS says.
+	LoginAppPasswordsOnly bool
+	// AppPasswords is the store of app passwords. A password that is one
+	// of the user's logs in through Upstream.Master (Upstream.LoginAs);
+	// one that is revoked, expired or out of scope is refused and never
+	// reaches the upstream. Nil: no app passwords, every password is
+	// passed through.
+	AppPasswords credstore.Store
+	// RefusePassThrough turns the user's own password off
+	// (auth.passthrough = false): a password that is not an app password
+	// is refused, reason passthrough_disabled, and never reaches the
+	// upstream. False: it is passed through to the upstream, which judges
+	// it.
+	RefusePassThrough bool
 	// PreauthTimeout bounds the time from accept to a completed login.
 	// Zero means 60s.
 	PreauthTimeout time.Duration
@@ -100,6 +119,9 @@ func orDefault[T int | time.Duration](v, def T) T {
 	}
 	return def
 }
+
+// loginOverTLS reports whether the LOGIN command is accepted over TLS.
+func (c *Config) loginOverTLS() bool { return c.AllowLoginOverTLS || c.LoginAppPasswordsOnly }
 
 func (c *Config) log() *slog.Logger {
 	if c.Log != nil {
@@ -273,6 +295,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
+}
+
+// EndCredential ends every open session that logged in with the app
+// password id (session_end reason credential_revoked) and returns how many
+// it ended. Revocation calls it: the device is cut off now, not at its
+// next login.
+func (s *Server) EndCredential(id string) int {
+	if id == "" {
+		return 0
+	}
+	s.mu.Lock()
+	var ending []*session
+	for sess := range s.sessions {
+		if sess.credentialID == id {
+			ending = append(ending, sess)
+		}
+	}
+	s.mu.Unlock()
+	// Outside the lock, as in Shutdown: ending a parked session finishes
+	// it right here, and finishing takes the lock.
+	for _, sess := range ending {
+		sess.abort(endCredentialRevoked)
+	}
+	return len(ending)
 }
 
 // Bytes returns the bytes relayed so far, client to upstream (in) and

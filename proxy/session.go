@@ -40,6 +40,10 @@ type session struct {
 	authFailures int
 	clientID     map[string]string
 	user         string // the authenticated user
+	// credentialID names the app password the session logged in with
+	// ("" for a password passed through); written before the relay,
+	// read under srv.mu by EndCredential.
+	credentialID string
 	upstream     *UpstreamConn
 	endReason    string
 	writeFailed  bool          // a write to the client failed: no TLS close_notify after it

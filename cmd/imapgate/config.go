@@ -64,6 +64,10 @@ type Config struct {
 	// Default: nowhere.
 	Metrics MetricsConfig `toml:"metrics"`
 
+	// Admin is the local admin socket.
+	// Default: none.
+	Admin AdminConfig `toml:"admin"`
+
 	path     string    // file it came from (for messages)
 	warnings []Problem // legal but doubtful settings; see Warnings
 }
@@ -122,6 +126,7 @@ func DefaultConfig() *Config {
 		Auth: AuthConfig{
 			Mechanisms:   auth.Default(),
 			LoginCommand: loginCommandRefuse,
+			Passthrough:  true,
 		},
 		Policy: PolicyConfig{
 			MaxConnections:      20000,

@@ -17,24 +17,40 @@ type AuthConfig struct {
 	// Default: auth.Default(), ["PLAIN"].
 	Mechanisms []string `toml:"mechanisms"`
 
-	// LoginCommand is "refuse" or "allow-over-tls" (the IMAP LOGIN
-	// command, only on a TLS connection).
+	// LoginCommand is "refuse", "allow-over-tls" (the IMAP LOGIN
+	// command, only on a TLS connection) or "app-passwords" (LOGIN on a
+	// TLS connection with an app password only; needs AppPasswords).
 	// Default: "refuse".
 	LoginCommand string `toml:"login_command"`
+
+	// AppPasswords is the path of the credential store holding app
+	// passwords (created 0600 on first use, with its key file PATH.key);
+	// it needs [upstream.master].
+	// Default: "" (no app passwords).
+	AppPasswords string `toml:"app_passwords"`
+
+	// Passthrough passes the client's own password to the upstream. False
+	// accepts only app passwords: any other password is refused
+	// (passthrough_disabled) without reaching the upstream.
+	// Default: true.
+	Passthrough bool `toml:"passthrough"`
 }
 
 // The login_command words.
 const (
 	loginCommandRefuse       = "refuse"
 	loginCommandAllowOverTLS = "allow-over-tls"
+	loginCommandAppPasswords = "app-passwords"
 )
 
 func (d *decoder) auth(t *table, a *AuthConfig) {
 	t.strings("mechanisms", &a.Mechanisms)
 	t.str("login_command", &a.LoginCommand)
+	t.str("app_passwords", &a.AppPasswords)
+	t.boolean("passthrough", &a.Passthrough)
 	t.done()
 
-	oneOf(t, "login_command", a.LoginCommand, loginCommandRefuse, loginCommandAllowOverTLS)
+	oneOf(t, "login_command", a.LoginCommand, loginCommandRefuse, loginCommandAllowOverTLS, loginCommandAppPasswords)
 	seen := map[string]bool{}
 	for i, m := range a.Mechanisms {
 		key := elemKey(t.keyOf("mechanisms"), i)
@@ -52,5 +68,23 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 	}
 	if len(a.Mechanisms) == 0 && a.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
 		t.problem("mechanisms", "is empty and login_command is %q: no client could log in", loginCommandRefuse)
+	}
+}
+
+// checkAppPasswords checks the [auth] keys that need others: app
+// passwords need a master login, and app-passwords LOGIN and passthrough
+// = false need app passwords, or no client could log in.
+func checkAppPasswords(t *table, c *Config) {
+	a := &c.Auth
+	if a.AppPasswords != "" && c.Upstream.Master == nil && t.ok("app_passwords") {
+		t.problem("app_passwords", "needs [upstream.master]: a client with an app password is logged in to the upstream as the master user")
+	}
+	if a.AppPasswords == "" && t.ok("app_passwords") {
+		if a.LoginCommand == loginCommandAppPasswords {
+			t.problem("login_command", "is %q but app_passwords is not set: no LOGIN could succeed", loginCommandAppPasswords)
+		}
+		if !a.Passthrough && t.ok("passthrough") {
+			t.problem("passthrough", "is false but app_passwords is not set: no client could log in")
+		}
 	}
 }

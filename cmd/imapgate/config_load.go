@@ -85,11 +85,13 @@ func (d *decoder) config(t *table, c *Config) {
 	}
 	acmeTable := d.tls(section("tls"), &c.TLS)
 	d.upstream(section("upstream"), &c.Upstream)
-	d.auth(section("auth"), &c.Auth)
+	authTable := section("auth")
+	d.auth(authTable, &c.Auth)
 	ruleTables := d.policy(section("policy"), &c.Policy)
 	d.audit(section("audit"), &c.Audit)
 	mt := section("metrics")
 	d.metrics(mt, &c.Metrics)
+	d.admin(section("admin"), &c.Admin)
 	t.done()
 
 	// Checks that span sections.
@@ -103,6 +105,7 @@ func (d *decoder) config(t *table, c *Config) {
 	binds = append(binds, bind{mt, "listen", c.Metrics.Listen})
 	checkBindsDistinct(binds)
 	checkRuleListeners(ruleTables, c)
+	checkAppPasswords(authTable, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

@@ -26,6 +26,10 @@ func TestConfigFiles(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no test configs: %v", err)
 	}
+	// git keeps no 0600: without this, the configs naming it would warn.
+	if err := os.Chmod("testdata/config/files/master.secret", 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".toml")
 		t.Run(name, func(t *testing.T) {
@@ -163,7 +167,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 			ConnectTimeout:  Duration{10 * time.Second},
 			LoginTimeout:    Duration{30 * time.Second},
 		},
-		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "refuse"},
+		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "refuse", Passthrough: true},
 		Policy: PolicyConfig{
 			MaxConnections:      20000,
 			MaxConnectionsPerIP: 50,
@@ -241,8 +245,11 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			ConnectTimeout:  Duration{3 * time.Second},
 			LoginTimeout:    Duration{45 * time.Second},
 			SourceAddresses: []string{"2001:db8::2", "192.0.2.2"},
+			Master: &MasterConfig{User: "svc-imapgate", SecretFile: "testdata/config/files/master.secret",
+				Form: "exchange-delegate", Separator: "/", Domain: "CORP"},
 		},
-		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "allow-over-tls"},
+		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "allow-over-tls",
+			AppPasswords: "/var/lib/imapgate/credentials.db", Passthrough: false},
 		Policy: PolicyConfig{
 			MaxConnections:      1000,
 			MaxConnectionsPerIP: 5,
@@ -274,6 +281,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 		},
 		Audit:   AuditConfig{Output: "/var/log/imapgate/audit.log", UserHashKeyFile: "testdata/config/files/userhash.key"},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9143"},
+		Admin:   AdminConfig{Socket: "/run/imapgate/admin.sock"},
 		path:    "imapgate.toml",
 	}
 	if !reflect.DeepEqual(c, want) {

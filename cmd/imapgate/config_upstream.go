@@ -62,6 +62,11 @@ type UpstreamConfig struct {
 	// in turn.
 	// Default: none (the system chooses).
 	SourceAddresses []string `toml:"source_addresses"`
+
+	// Master is the [upstream.master] table: the master user for clients
+	// that log in with an app password.
+	// Default: none (nil): no master login, so no app passwords.
+	Master *MasterConfig `toml:"master"`
 }
 
 func (d *decoder) upstream(t *table, u *UpstreamConfig) {
@@ -75,6 +80,11 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	t.duration("connect_timeout", &u.ConnectTimeout)
 	t.duration("login_timeout", &u.LoginTimeout)
 	t.strings("source_addresses", &u.SourceAddresses)
+	mt, hasMaster := t.sub("master", "[upstream.master]")
+	if !hasMaster {
+		mt.quiet = true
+	}
+	d.master(mt, u)
 	t.done()
 
 	var host string

@@ -7,6 +7,7 @@
 //	imapgate demo
 //	imapgate version
 //	imapgate audit --since 24h /var/log/imapgate/audit.log
+//	imapgate app-password add alice --label phone
 package main
 
 import (
@@ -35,6 +36,7 @@ Usage:
   imapgate version                        print version information
   imapgate audit [--since T] [--until T] [--json] [FILE...]
                                           review audit logs (standard input when no FILE)
+  imapgate app-password add|list|revoke   manage app passwords (imapgate app-password for help)
 
 --config defaults to ` + defaultConfigPath + `.
 `
@@ -83,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "audit":
 		return auditCommand(args, os.Stdin, stdout, stderr)
+	case "app-password":
+		return appPasswordCommand(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -20,6 +21,11 @@ type gateway struct {
 	metrics *gateMetrics
 	lns     *listenerSet
 
+	// store is the app password store serve opened at start (nil: none),
+	// from storePath; it stays open, and in force, across reloads.
+	store     *credstore.Bolt
+	storePath string
+
 	rc        *runConfig         // the config in force
 	stopWatch context.CancelFunc // ends rc's certificate file watcher
 }
@@ -29,6 +35,9 @@ type gateway struct {
 // watcher, and the proxy config.
 func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	rc.proxy.Log = g.log
+	if g.store != nil {
+		rc.proxy.AppPasswords = g.store
+	}
 	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
 	g.audit.SetUserKey(rc.userKey)
 	g.metrics.rc.Store(rc)
@@ -84,6 +93,14 @@ func (g *gateway) reload(ctx context.Context) {
 			reject(err)
 			return
 		}
+	}
+	if cfg.Auth.AppPasswords != g.storePath {
+		// The store is opened once: its lock is held for the life of
+		// serve, and sessions in flight use it.
+		g.log.Warn("reload: auth.app_passwords changed; it takes effect at the next restart, the running store stays in force", "running", g.storePath)
+	}
+	if cfg.Admin.Socket != g.rc.cfg.Admin.Socket {
+		g.log.Warn("reload: admin.socket changed; it takes effect at the next restart", "running", g.rc.cfg.Admin.Socket)
 	}
 	if cfg.Metrics.Listen != g.rc.cfg.Metrics.Listen {
 		g.log.Warn("reload: metrics.listen changed; it takes effect at the next restart", "running", g.rc.cfg.Metrics.Listen)

@@ -70,12 +70,15 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 		Upstream:          up,
 		Mechanisms:        cfg.Auth.Mechanisms,
 		AllowLoginOverTLS: cfg.Auth.LoginCommand == loginCommandAllowOverTLS,
-		PreauthTimeout:    cfg.Policy.PreauthTimeout.Duration,
-		IdleTimeout:       cfg.Policy.IdleTimeout.Duration,
-		FailureDelay:      cfg.Policy.FailureDelay.Duration,
-		Access:            access,
-		Conns:             policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork),
-		Audit:             audit,
+		// AppPasswords is the store serve holds open (gateway.install).
+		LoginAppPasswordsOnly: cfg.Auth.LoginCommand == loginCommandAppPasswords,
+		RefusePassThrough:     !cfg.Auth.Passthrough,
+		PreauthTimeout:        cfg.Policy.PreauthTimeout.Duration,
+		IdleTimeout:           cfg.Policy.IdleTimeout.Duration,
+		FailureDelay:          cfg.Policy.FailureDelay.Duration,
+		Access:                access,
+		Conns:                 policy.NewConnLimiter(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork),
+		Audit:                 audit,
 	}
 	rc.proxy.Policy, rc.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
 	return rc, nil
@@ -127,6 +130,16 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 			return nil, fmt.Errorf("upstream: %w", err)
 		}
 		up.TLSConfig = tc
+	}
+	if m := c.Master; m != nil {
+		secret, err := readMasterSecret(m.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.master.secret_file: %w", err)
+		}
+		up.Master = m.login(secret)
+		if err := up.CheckMaster(); err != nil {
+			return nil, fmt.Errorf("upstream.master: %w", err)
+		}
 	}
 	for _, a := range c.SourceAddresses {
 		ip, err := netip.ParseAddr(a)

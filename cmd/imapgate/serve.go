@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -45,12 +47,30 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return 1
 	}
+	// Revoking ends the credential's open sessions, once there is a
+	// server to end them in.
+	var running atomic.Pointer[proxy.Server]
+	onRevoke := func(r credstore.Revoked) {
+		if srv := running.Load(); srv != nil {
+			n := srv.EndCredential(r.ID)
+			log.Info("app password revoked", "id", r.ID, "user", r.User, "label", r.Label, "sessions_ended", n)
+		}
+	}
+	store, err := openAppPasswords(cfg.Auth.AppPasswords, onRevoke, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: auth.app_passwords: %v\n", path, err)
+		return 1
+	}
+	if store != nil {
+		defer store.Close() // writes the last uses
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m}
+	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m, store: store, storePath: cfg.Auth.AppPasswords}
 	g.install(watchCtx, rc)
 	srv := proxy.NewServer(rc.proxy)
 	g.srv = srv
+	running.Store(srv)
 	m.srv.Store(srv)
 	g.lns = newListenerSet(srv, log)
 	if err := g.lns.apply(rc, cfg); err != nil {
@@ -85,6 +105,22 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		log.Info("serving metrics", "address", mln.Addr().String())
 	}
 	go trimMemory(watchCtx, 5*time.Second, 4<<20, log)
+	if cfg.Admin.Socket != "" {
+		aln, err := listenAdmin(cfg.Admin.Socket)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			g.lns.wg.Wait()
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer aln.Close()
+		var admin appPasswords = noStore{}
+		if store != nil {
+			admin = storeAppPasswords{store}
+		}
+		go serveAdmin(watchCtx, aln, admin, log)
+		log.Info("admin socket", "path", cfg.Admin.Socket)
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -113,3 +149,18 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 
 // upstreamProbeEvery is how often /readyz's upstream probe runs.
 const upstreamProbeEvery = 10 * time.Second
+
+// openAppPasswords opens the app password store at path, once for the
+// life of serve; "" means none (nil, nil). The store's lock keeps every
+// other process (the app-password commands) out while serve runs.
+func openAppPasswords(path string, onRevoke func(credstore.Revoked), log *slog.Logger) (*credstore.Bolt, error) {
+	if path == "" {
+		return nil, nil
+	}
+	store, err := credstore.OpenBolt(path, credstore.Options{Logger: log, OnRevoke: onRevoke})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("app passwords", "store", path)
+	return store, nil
+}
