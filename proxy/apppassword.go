@@ -69,9 +69,11 @@ func (v verdict) note(ev *Event) {
 	}
 }
 
-// masterLoginReason is the audit reason of a LoginAs error. None of them
-// is the client's failure: it proved itself with an app password.
-func masterLoginReason(err error) string {
+// upstreamErrorReason is the audit reason of an upstream login error that
+// is not the client's failure: any LoginAs error (the client proved itself
+// with an app password), or a pass-through Login that failed before the
+// credential was judged.
+func upstreamErrorReason(err error) string {
 	switch {
 	case errors.Is(err, ErrMasterRejected), errors.Is(err, ErrNoMaster), errors.Is(err, ErrMailboxName):
 		return ReasonMasterLoginFailed

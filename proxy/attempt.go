@@ -62,7 +62,7 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		// The client proved itself with an app password: whatever went
 		// wrong upstream is not its failure, and nothing is counted.
 		s.givenBack(a, decision)
-		return s.unavailable(tag, ev, masterLoginReason(err), "upstream master login failed", err)
+		return s.unavailable(tag, ev, upstreamErrorReason(err), "upstream master login failed", err)
 	case err == nil:
 		if s.cfg.Policy != nil {
 			s.cfg.Policy.Success(s.ctx, a, decision)
@@ -101,17 +101,7 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		return s.countAuthFailure()
 	default:
 		s.givenBack(a, decision)
-		ev.Result, ev.Reason = ResultError, ReasonUpstreamUnavailable
-		if errors.Is(err, ErrUpstreamProtocol) {
-			ev.Reason = ReasonUpstreamProtocolError
-		}
-		s.cfg.Audit.Log(ev)
-		s.cfg.log().Warn("upstream login failed", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
-		if s.ctx.Err() != nil {
-			return s.shutDown()
-		}
-		s.reply(tag + " NO [UNAVAILABLE] The mail server is not available right now, try again later.")
-		return stay
+		return s.unavailable(tag, ev, upstreamErrorReason(err), "upstream login failed", err)
 	}
 }
 
