@@ -1,12 +1,14 @@
 package oauth
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -63,6 +65,20 @@ func (c Introspection) GoString() string {
 
 // String hides the client secret.
 func (c Introspection) String() string { return c.GoString() }
+
+// LogValue hides the client secret from log/slog.
+func (c Introspection) LogValue() slog.Value { return slog.StringValue(c.GoString()) }
+
+// MarshalJSON hides the client secret from encoding/json (and so from
+// slog's JSON handler): everything else is written as it is.
+func (c Introspection) MarshalJSON() ([]byte, error) {
+	type shown Introspection // without this method
+	s := shown(c)
+	if s.ClientSecret != "" {
+		s.ClientSecret = "(redacted)"
+	}
+	return json.Marshal(s)
+}
 
 type introspector struct {
 	endpoint string // set by New, or by discovery before Ready
@@ -156,7 +172,9 @@ func (in *introspector) introspect(ctx context.Context, v *Validator, token stri
 	in.mu.Unlock()
 
 	if !waiting {
-		call.result, call.err = in.request(ctx, v, token)
+		// Others wait for this answer: one client hanging up must not
+		// fail their logins. v.timeout still bounds the request.
+		call.result, call.err = in.request(context.WithoutCancel(ctx), v, token)
 		in.mu.Lock()
 		delete(in.inflight, key)
 		if call.err == nil {
@@ -274,7 +292,7 @@ func (v *Validator) validateOpaque(ctx context.Context, raw string) (Identity, e
 	id := Identity{
 		Mailbox:      mailbox,
 		Subject:      c.Subject,
-		ClientID:     firstOf(c.ClientID, c.AZP, c.AppID),
+		ClientID:     cmp.Or(c.ClientID, c.AZP, c.AppID),
 		TokenID:      c.ID,
 		Introspected: true,
 	}

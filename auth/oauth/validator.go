@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -173,7 +174,7 @@ func New(cfg Config) (*Validator, error) {
 	v := &Validator{
 		issuer:    cfg.Issuer,
 		audiences: jwt.Audience(append([]string(nil), cfg.Audiences...)),
-		claim:     cmpOr(cfg.MailboxClaim, DefaultMailboxClaim),
+		claim:     cmp.Or(cfg.MailboxClaim, DefaultMailboxClaim),
 		scope:     cfg.Scope,
 		match:     cfg.MatchMailbox,
 		log:       cfg.Logger,
@@ -230,13 +231,6 @@ func New(cfg Config) (*Validator, error) {
 	v.stop = stop
 	go v.discoverUntilReady(ctx)
 	return v, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // duration applies a default to zero and refuses negative values and
@@ -472,7 +466,7 @@ func (v *Validator) validateJWT(ctx context.Context, raw string) (Identity, erro
 	id := Identity{
 		Mailbox:  mailbox,
 		Subject:  c.Subject,
-		ClientID: firstOf(c.ClientID, c.AZP, c.AppID),
+		ClientID: cmp.Or(c.ClientID, c.AZP, c.AppID),
 		TokenID:  c.ID,
 		Expiry:   c.Expiry.Time(),
 	}
@@ -552,15 +546,6 @@ func (v *Validator) mailbox(claims map[string]json.RawMessage) (string, error) {
 		}
 	}
 	return m, nil
-}
-
-func firstOf(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }
 
 // EqualMailbox is the default MatchMailbox: named and mailbox are equal

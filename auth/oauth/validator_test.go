@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -73,7 +74,10 @@ func TestNewRefusesConfigsThatWouldAcceptTooMuch(t *testing.T) {
 
 func TestIntrospectionSecretHiddenFromFmt(t *testing.T) {
 	c := Introspection{ClientID: "imapgate", ClientSecret: "s3cr3t-value"}
-	for _, s := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%s", c)} {
+	asJSON, _ := json.Marshal(c)
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "introspection", c, "config", Config{Introspection: &c})
+	for _, s := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%s", c), string(asJSON), logged.String()} {
 		if strings.Contains(s, "s3cr3t-value") {
 			t.Fatalf("secret shown: %s", s)
 		}
