@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -111,8 +113,17 @@ type AppPasswordAttempt struct {
 // xdg-go/scram's server needs, and the app password they belong to.
 type SCRAMCredential struct {
 	AppPassword AppPassword
-	Keys        scram.StoredCredentials
+	Keys        scram.StoredCredentials // secret: never log it
 }
+
+// Format shows the app password a credential belongs to, never its keys
+// or salt, under every fmt verb.
+func (c SCRAMCredential) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, "credstore.SCRAMCredential{ID:%q User:%q Label:%q Keys:(redacted)}", c.AppPassword.ID, c.AppPassword.User, c.AppPassword.Label)
+}
+
+// LogValue hides the keys from log/slog.
+func (c SCRAMCredential) LogValue() slog.Value { return slog.StringValue(fmt.Sprint(c)) }
 
 // Revoked tells that a credential was revoked.
 type Revoked struct {

@@ -7,8 +7,9 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/imapgate/imapgate/auth"
 )
 
 // record is one credential as a backend stores it: the metadata of
@@ -75,7 +76,7 @@ func (r *record) check(user, listener string, now time.Time) error {
 const (
 	// MaxUserLength caps a user name, as the auth package caps the names
 	// clients send.
-	MaxUserLength = 256
+	MaxUserLength = auth.MaxUsernameLength
 	// MaxLabelLength caps a label.
 	MaxLabelLength = 64
 )
@@ -94,10 +95,8 @@ func checkName(field, s string, max int) error {
 	case strings.TrimSpace(s) != s:
 		return fmt.Errorf("%w: %s %q starts or ends with a space", ErrInvalid, field, s)
 	}
-	for _, r := range s {
-		if r != '\u200c' && r != '\u200d' && unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
-			return fmt.Errorf("%w: %s %q holds a control or format character", ErrInvalid, field, s)
-		}
+	if strings.ContainsFunc(s, func(r rune) bool { return !auth.AllowedInUsername(r) }) {
+		return fmt.Errorf("%w: %s %q holds a control or format character", ErrInvalid, field, s)
 	}
 	return nil
 }

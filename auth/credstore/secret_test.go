@@ -194,3 +194,19 @@ func TestSecretNeverPrintsItself(t *testing.T) {
 		t.Fatalf("no [redacted] in %s", out)
 	}
 }
+
+// TestSCRAMCredentialNeverPrintsItsKeys: the keys LookupSCRAM returns
+// open the mailbox to whoever holds them; no fmt verb and no log shows them.
+func TestSCRAMCredentialNeverPrintsItsKeys(t *testing.T) {
+	c := SCRAMCredential{AppPassword: AppPassword{ID: "abcd2345", User: "alice", Label: "phone"}}
+	c.Keys.Salt = "salt-SECRET"
+	c.Keys.StoredKey = []byte("stored-SECRET")
+	c.Keys.ServerKey = []byte("server-SECRET")
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("found", "credential", c)
+	for _, s := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%x", c), logged.String()} {
+		if strings.Contains(s, "SECRET") || strings.Contains(s, fmt.Sprintf("%x", "stored-SECRET")) || !strings.Contains(s, "abcd2345") {
+			t.Errorf("printed as %s", s)
+		}
+	}
+}
