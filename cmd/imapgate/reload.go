@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -68,6 +69,9 @@ func (g *gateway) reload(ctx context.Context) {
 		g.log.Error("reload: config rejected; keeping the running one", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	cfg, err := LoadConfig(g.path)
+	if err == nil {
+		err = keepsMaster(cfg, g.store != nil)
+	}
 	if err != nil {
 		reject(err)
 		return
@@ -146,4 +150,14 @@ func (g *gateway) closeACME() {
 	if g.rc != nil && g.rc.acme != nil {
 		g.rc.acme.Close()
 	}
+}
+
+// keepsMaster refuses a reload that drops [upstream.master] while the app
+// password store serve opened stays in force (it does until a restart):
+// every app-password login would then fail for want of a master login.
+func keepsMaster(cfg *Config, storeOpen bool) error {
+	if storeOpen && cfg.Upstream.Master == nil {
+		return fmt.Errorf("%s: [upstream.master] is gone, but the app password store stays open until a restart: keep [upstream.master], or restart without app_passwords", cfg.Path())
+	}
+	return nil
 }

@@ -150,3 +150,22 @@ func poolOf(pem []byte) *x509.CertPool {
 	p.AppendCertsFromPEM(pem)
 	return p
 }
+
+// TestReloadMustKeepTheMasterWhileTheStoreIsOpen: app passwords log in
+// through the master user, and the store stays open across reloads, so a
+// reload that drops [upstream.master] is refused rather than breaking
+// every app-password login.
+func TestReloadMustKeepTheMasterWhileTheStoreIsOpen(t *testing.T) {
+	noMaster := DefaultConfig()
+	if err := keepsMaster(noMaster, true); err == nil || !strings.Contains(err.Error(), "[upstream.master]") {
+		t.Fatalf("dropping the master with the store open: %v", err)
+	}
+	if err := keepsMaster(noMaster, false); err != nil {
+		t.Fatalf("no store, no master: %v", err)
+	}
+	withMaster := DefaultConfig()
+	withMaster.Upstream.Master = &MasterConfig{}
+	if err := keepsMaster(withMaster, true); err != nil {
+		t.Fatalf("master kept: %v", err)
+	}
+}
