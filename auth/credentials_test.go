@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,8 +130,8 @@ func TestCheckCredentials(t *testing.T) {
 			if strings.IndexByte(tt.identity+tt.user+tt.pwd, 0) >= 0 {
 				return // PLAIN cannot carry a NUL in a field
 			}
-			x, _ := Start(Plain, nil, ConnState{})
-			_, _, perr := x.Next([]byte(tt.identity + "\x00" + tt.user + "\x00" + tt.pwd))
+			x, _ := Start(context.Background(), Plain, nil, &Env{})
+			_, _, perr := x.Next(context.Background(), []byte(tt.identity+"\x00"+tt.user+"\x00"+tt.pwd))
 			if !errors.Is(perr, tt.wantErr) {
 				t.Fatalf("PLAIN err = %v, want %v like LOGIN", perr, tt.wantErr)
 			}

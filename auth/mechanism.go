@@ -1,11 +1,14 @@
 package auth
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -20,9 +23,43 @@ type ConnState struct {
 	// Channel binding (RFC 5929, RFC 9266) and a client certificate are
 	// read from it.
 	TLS *tls.ConnectionState
+	// Certificate is the leaf certificate the server presented in this
+	// connection's handshake (crypto/tls reports only the peer's), for
+	// tls-server-end-point channel binding (RFC 5929 section 4). Nil when
+	// unknown, and after a resumed handshake, which serves none.
+	Certificate *x509.Certificate
 	// Listener is the name of the listener the client connected to, as in
 	// audit events.
 	Listener string
+	// ClientAddr is the client's address (after a PROXY header), recorded
+	// as a credential's last use. The zero Addr when unknown.
+	ClientAddr netip.Addr
+}
+
+// Env is what one connection gives the mechanisms: its facts, the
+// verifiers of the credentials imapgate judges itself, and the policy
+// check.
+type Env struct {
+	Conn ConnState
+	// Verifiers check what the client proves. Nil: only pass-through
+	// mechanisms (PLAIN) can run.
+	Verifiers *Verifiers
+	// Admit is the policy check. A mechanism that judges the client
+	// itself calls it once it knows which mailbox the client claims
+	// (user; "" when the message names none, as an OAUTHBEARER message
+	// without a=), before it looks at any credential, so that every
+	// mechanism's guesses spend the same budgets. A non-nil error ends
+	// the exchange: Next returns it unchanged. Nil: everything is
+	// admitted.
+	Admit func(ctx context.Context, user string) error
+}
+
+// admit calls Env.Admit if there is one.
+func (e *Env) admit(ctx context.Context, user string) error {
+	if e.Admit == nil {
+		return nil
+	}
+	return e.Admit(ctx, user)
 }
 
 // Exchange is the server side of one SASL exchange (RFC 4422 section 3):
@@ -32,24 +69,17 @@ type Exchange interface {
 	// Next takes the client's response: nil when the client sent no
 	// initial response, empty when it sent an empty one. It returns the
 	// challenge to send, or done once the exchange has succeeded. An error
-	// ends the exchange; it wraps ErrMalformed, ErrEmptyCredentials or
-	// ErrAuthzidNotAllowed for something no conforming client sends.
-	Next(response []byte) (challenge []byte, done bool, err error)
+	// ends the exchange. It is one of:
+	//   - Env.Admit's error, unchanged;
+	//   - a *Refusal: the client's credential was judged and refused
+	//     (counted like a wrong password);
+	//   - an error wrapping ErrUnavailable: a verifier failed, not the
+	//     client (answered NO [UNAVAILABLE], not counted);
+	//   - an error wrapping ErrMalformed, ErrEmptyCredentials or
+	//     ErrAuthzidNotAllowed: something no conforming client sends.
+	Next(ctx context.Context, response []byte) (challenge []byte, done bool, err error)
 	// Result says who the client is; it is valid once Next said done.
 	Result() Result
-}
-
-// Result is who logged in and how: what a finished exchange, or the IMAP
-// LOGIN command, which passes the same checks, established.
-type Result struct {
-	// Mechanism is the SASL mechanism, or "LOGIN" for the IMAP command.
-	Mechanism string
-	// User is the user to log in as; CheckUsername accepts it.
-	User string
-	// Password is what a pass-through mechanism took from the client for
-	// the upstream login to present: the upstream judges it. It is the
-	// zero Secret when the mechanism checked the client itself.
-	Password Secret
 }
 
 // Secret is a password or token on its way to the upstream. It hides
@@ -78,12 +108,13 @@ func (Secret) LogValue() slog.Value { return slog.StringValue(hidden) }
 // file of its own (plain.go) and is listed in implemented (names.go).
 type mechanism struct {
 	name string
-	// runsOn reports whether the mechanism can run on a connection: one
-	// that binds to the TLS channel needs TLS, EXTERNAL a client
-	// certificate. Nil means on every connection.
-	runsOn func(ConnState) bool
-	// start begins one exchange on the connection.
-	start func(ConnState) Exchange
+	// offered reports whether the mechanism can run in env: one that binds
+	// to the TLS channel needs TLS, one that checks tokens a token
+	// verifier, EXTERNAL a client certificate that maps to a user. Nil
+	// means everywhere.
+	offered func(ctx context.Context, env *Env) bool
+	// start begins one exchange in env.
+	start func(env *Env) Exchange
 }
 
 func lookup(name string) (mechanism, bool) {
@@ -97,9 +128,9 @@ func lookup(name string) (mechanism, bool) {
 
 // Offered returns the mechanisms a connection offers (its AUTH=
 // capabilities): those of configured (Default when it is empty) that this
-// build implements and that can run on the connection, upper case, in
-// configured's order.
-func Offered(configured []string, cs ConnState) []string {
+// build implements and that can run in env, upper case, in configured's
+// order.
+func Offered(ctx context.Context, configured []string, env *Env) []string {
 	if len(configured) == 0 {
 		configured = Default()
 	}
@@ -107,22 +138,22 @@ func Offered(configured []string, cs ConnState) []string {
 	for _, name := range configured {
 		name = strings.ToUpper(name)
 		m, ok := lookup(name)
-		if ok && (m.runsOn == nil || m.runsOn(cs)) && !slices.Contains(offered, name) {
+		if ok && !slices.Contains(offered, name) && (m.offered == nil || m.offered(ctx, env)) {
 			offered = append(offered, name)
 		}
 	}
 	return offered
 }
 
-// Start begins the server side of mechanism name (any case) on a
-// connection whose facts are cs. The mechanism must be one
-// Offered(configured, cs) lists, or Start returns ErrUnsupportedMechanism:
-// this is the one place a mechanism is checked.
-func Start(name string, configured []string, cs ConnState) (Exchange, error) {
+// Start begins the server side of mechanism name (any case) in env. The
+// mechanism must be one Offered(ctx, configured, env) lists, or Start
+// returns ErrUnsupportedMechanism: this is the one place a mechanism is
+// checked.
+func Start(ctx context.Context, name string, configured []string, env *Env) (Exchange, error) {
 	name = strings.ToUpper(name)
-	if !slices.Contains(Offered(configured, cs), name) {
+	if !slices.Contains(Offered(ctx, configured, env), name) {
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedMechanism, name)
 	}
 	m, _ := lookup(name)
-	return m.start(cs), nil
+	return m.start(env), nil
 }

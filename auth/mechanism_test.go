@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,7 @@ import (
 )
 
 func TestUnsupported(t *testing.T) {
-	if _, err := Start("CRAM-MD5", []string{"CRAM-MD5"}, ConnState{}); !errors.Is(err, ErrUnsupportedMechanism) {
+	if _, err := Start(context.Background(), "CRAM-MD5", []string{"CRAM-MD5"}, &Env{}); !errors.Is(err, ErrUnsupportedMechanism) {
 		t.Fatalf("err = %v", err)
 	}
 	if Supported("CRAM-MD5") || !Supported("plain") {
@@ -24,7 +25,7 @@ func TestUnsupported(t *testing.T) {
 // TestStartsOnlyWhatTheConnectionOffers: the list AUTH= shows and the
 // mechanisms AUTHENTICATE starts are one list.
 func TestStartsOnlyWhatTheConnectionOffers(t *testing.T) {
-	cs := ConnState{TLS: &tls.ConnectionState{}, Listener: "[::]:993"}
+	env := &Env{Conn: ConnState{TLS: &tls.ConnectionState{}, Listener: "[::]:993"}}
 	tests := []struct {
 		name       string
 		configured []string
@@ -37,12 +38,12 @@ func TestStartsOnlyWhatTheConnectionOffers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Offered(tt.configured, cs)
+			got := Offered(context.Background(), tt.configured, env)
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("Offered(%q) = %q, want %q", tt.configured, got, tt.want)
 			}
 			for _, name := range append(Known(), "CRAM-MD5") {
-				_, err := Start(strings.ToLower(name), tt.configured, cs)
+				_, err := Start(context.Background(), strings.ToLower(name), tt.configured, env)
 				if offered := slices.Contains(got, name); offered != (err == nil) {
 					t.Fatalf("Start(%q) with %q offered: err = %v", name, got, err)
 				}

@@ -10,7 +10,7 @@ import (
 
 // known are the mechanism names the configuration recognises: those
 // implemented, and those planned, which a config may not name yet.
-var known = [...]string{Plain, "OAUTHBEARER", "EXTERNAL", "SCRAM-SHA-256"}
+var known = [...]string{Plain, "OAUTHBEARER", "XOAUTH2", "EXTERNAL", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}
 
 // implemented are the mechanisms this build can offer, one file each.
 var implemented = [...]mechanism{plain}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 )
 
@@ -12,7 +13,7 @@ const Plain = "PLAIN"
 
 var plain = mechanism{name: Plain, start: startPlain}
 
-func startPlain(ConnState) Exchange { return &plainExchange{} }
+func startPlain(*Env) Exchange { return &plainExchange{} }
 
 // plainExchange reads the one PLAIN message.
 type plainExchange struct {
@@ -26,7 +27,7 @@ var errAfterEnd = fmt.Errorf("%w: response after the exchange ended", ErrMalform
 // Next asks for the message with an empty challenge when the client sent
 // no initial response; otherwise it checks the message's three
 // NUL-separated fields with CheckCredentials.
-func (x *plainExchange) Next(response []byte) ([]byte, bool, error) {
+func (x *plainExchange) Next(_ context.Context, response []byte) ([]byte, bool, error) {
 	if x.over {
 		return nil, false, errAfterEnd
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -25,11 +26,11 @@ func TestPlain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			x, err := Start("plain", nil, ConnState{})
+			x, err := Start(context.Background(), "plain", nil, &Env{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, done, err := x.Next([]byte(tt.response))
+			_, done, err := x.Next(context.Background(), []byte(tt.response))
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -48,8 +49,8 @@ func TestPlain(t *testing.T) {
 }
 
 func TestPlainMalformed(t *testing.T) {
-	x, _ := Start(Plain, nil, ConnState{})
-	if _, done, err := x.Next([]byte("no-nuls-here")); err == nil || done {
+	x, _ := Start(context.Background(), Plain, nil, &Env{})
+	if _, done, err := x.Next(context.Background(), []byte("no-nuls-here")); err == nil || done {
 		t.Fatal("want an error for a response without NULs")
 	}
 	if x.Result() != (Result{}) {
@@ -58,19 +59,19 @@ func TestPlainMalformed(t *testing.T) {
 }
 
 func TestPlainEmptyChallengeFirst(t *testing.T) {
-	x, _ := Start(Plain, nil, ConnState{})
-	ch, done, err := x.Next(nil)
+	x, _ := Start(context.Background(), Plain, nil, &Env{})
+	ch, done, err := x.Next(context.Background(), nil)
 	if err != nil || done || ch == nil || len(ch) != 0 {
 		t.Fatalf("Next(nil) = %q, %v, %v; want empty challenge", ch, done, err)
 	}
 }
 
 func TestPlainRefusesAResponseAfterTheEnd(t *testing.T) {
-	x, _ := Start(Plain, nil, ConnState{})
-	if _, done, err := x.Next([]byte("\x00alice\x00s3cret")); err != nil || !done {
+	x, _ := Start(context.Background(), Plain, nil, &Env{})
+	if _, done, err := x.Next(context.Background(), []byte("\x00alice\x00s3cret")); err != nil || !done {
 		t.Fatalf("Next = %v, %v", done, err)
 	}
-	if _, done, err := x.Next([]byte("\x00bob\x00s3cret")); !errors.Is(err, ErrMalformed) || done {
+	if _, done, err := x.Next(context.Background(), []byte("\x00bob\x00s3cret")); !errors.Is(err, ErrMalformed) || done {
 		t.Fatalf("second Next = %v, %v; want ErrMalformed", done, err)
 	}
 	if x.Result().User != "alice" {
@@ -86,11 +87,11 @@ func FuzzPlain(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, response []byte) {
-		x, err := Start(Plain, nil, ConnState{})
+		x, err := Start(context.Background(), Plain, nil, &Env{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, done, err := x.Next(response)
+		_, done, err := x.Next(context.Background(), response)
 		if response == nil { // no initial response: the empty challenge
 			if done || err != nil {
 				t.Fatalf("Next(nil): done %v, err %v", done, err)

@@ -7,26 +7,31 @@ import (
 	"github.com/imapgate/imapgate/auth/credstore"
 )
 
-// verdict is what a password the client gave is, before anything reaches
-// the upstream (README "App passwords"): one of the user's app passwords
-// (app set: log in through the master), the user's own password to pass
-// through (nothing set), or refused (reason set: nothing reaches the
-// upstream) or unjudged (storeErr: the store failed).
+// verdict is what the credential of an attempt is, before anything
+// reaches the upstream (README "App passwords"): one the client proved
+// (viaMaster: log in as the master user for user's mailbox; cred names it),
+// the user's own password to pass through (nothing set), refused (reason
+// set, cred names it when known: nothing reaches the upstream) or
+// unjudged (storeErr: the store failed).
 type verdict struct {
-	app      *credstore.AppPassword
-	reason   string
-	id       string // the credential refused, when the store named it
-	label    string
-	storeErr error
+	viaMaster bool
+	user      string
+	cred      auth.Credential
+	reason    string
+	storeErr  error
 }
 
-// judgePassword decides what who's password is. Without a store every
-// password is passed through, unless pass-through is off here. With one,
-// the store is asked first: an app password of the user logs in through
-// the master; a revoked, expired or out-of-scope one is refused with its
-// reason; anything else is the user's own password, passed through or
-// refused as passthrough_disabled.
-func (s *session) judgePassword(who auth.Result) verdict {
+// judge decides what who's credential is. One a mechanism verified (a
+// token, a SCRAM proof, a certificate) logs in through the master. A
+// password is asked of the app password store first, if there is one: an
+// app password of the user logs in through the master; a revoked, expired
+// or out-of-scope one is refused with its reason; anything else is the
+// user's own password, passed through, or refused as passthrough_disabled
+// where pass-through is off.
+func (s *session) judge(who auth.Result) verdict {
+	if who.Verified {
+		return verdict{viaMaster: true, user: who.User, cred: who.Credential}
+	}
 	passThrough := !s.cfg.RefusePassThrough && !(who.Mechanism == mechanismLogin && s.cfg.LoginAppPasswordsOnly)
 	unknown := verdict{}
 	if !passThrough {
@@ -41,31 +46,32 @@ func (s *session) judgePassword(who auth.Result) verdict {
 	var ce *credstore.CredentialError
 	switch {
 	case err == nil:
-		return verdict{app: &p}
+		return verdict{viaMaster: true, user: p.User, cred: auth.Credential{Kind: auth.CredentialAppPassword, ID: p.ID, Label: p.Label}}
 	case errors.Is(err, credstore.ErrUnknown):
 		return unknown
 	case errors.As(err, &ce):
-		return verdict{reason: ce.Reason(), id: ce.ID, label: ce.Label}
+		return verdict{reason: ce.Reason(), cred: auth.Credential{Kind: auth.CredentialAppPassword, ID: ce.ID, Label: ce.Label}}
 	}
 	return verdict{storeErr: err}
 }
 
 // upstreamLogin logs in to the upstream for who: as the master user for
-// the mailbox of an app password, else with who's own password.
+// the mailbox of a credential the client proved, else with who's own
+// password.
 func (s *session) upstreamLogin(v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
-	if v.app != nil {
-		return s.cfg.Upstream.LoginAs(s.ctx, v.app.User, ci)
+	if v.viaMaster {
+		return s.cfg.Upstream.LoginAs(s.ctx, v.user, ci)
 	}
 	return s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
 }
 
 // note writes what the verdict knows of the credential into ev.
-func (v verdict) note(ev *Event) {
-	switch {
-	case v.app != nil:
-		ev.Credential, ev.CredentialID, ev.CredentialLabel = CredentialAppPassword, v.app.ID, v.app.Label
-	case v.id != "":
-		ev.Credential, ev.CredentialID, ev.CredentialLabel = CredentialAppPassword, v.id, v.label
+func (v verdict) note(ev *Event) { noteCredential(ev, v.cred) }
+
+// noteCredential writes c into ev; nothing for the zero Credential.
+func noteCredential(ev *Event, c auth.Credential) {
+	if c.Kind != "" {
+		ev.Credential, ev.CredentialID, ev.CredentialLabel = c.Kind, c.ID, c.Label
 	}
 }
 

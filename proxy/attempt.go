@@ -15,73 +15,148 @@ import (
 // its budgets to settle before it is answered NO [UNAVAILABLE].
 const busyWaitMax = 10 * time.Second
 
-// attempt is one login attempt as who, from AUTHENTICATE or LOGIN: the
-// policy check, what the password is (judgePassword: an app password, the
-// user's own, or refused), an upstream login slot, the upstream login, and
-// the answer.
-// On success the client gets the upstream's capabilities and the session
-// moves to the relay.
-//
-// The tarpit runs from the start of the attempt, alongside the upstream
-// login: a failure is answered when both the tarpit and the upstream's
-// answer are over, and a refused attempt (checkPolicy) when the tarpit
-// and a typical upstream failure would be, so the time to NO does not
-// tell a guesser which guesses reached the upstream.
-func (s *session) attempt(tag string, who auth.Result) next {
-	start := time.Now()
-	ev := s.authEvent(who.Mechanism)
-	ev.User, ev.Upstream = safeUser(who.User), s.cfg.Upstream.Address
-	a, decision, allowed := s.checkPolicy(tag, ev, who.User, start)
-	if !allowed {
-		if decision.Busy {
-			return stay // the server's state, not the client's failure
-		}
-		return s.countAuthFailure()
+// loginAttempt is one login attempt, from the moment the policy is asked
+// (admit) to its answer: what the policy decided, the audit event, and
+// whether the decision was settled (Success, Failure or Cancel). Every
+// attempt that was admitted is settled exactly once.
+type loginAttempt struct {
+	tag   string
+	start time.Time
+	ev    *Event
+	a     policy.Attempt
+	d     policy.Decision
+	// admitted: the policy allowed the attempt; settle it.
+	admitted, settled bool
+	// refused is what follows an attempt the policy refused: it was
+	// answered already.
+	refused next
+}
+
+// errNotAdmitted is what auth.Env.Admit returns for an attempt the policy
+// refused; the refusal was answered already.
+var errNotAdmitted = errors.New("proxy: login attempt refused by policy")
+
+// newAttempt begins a login attempt with mechanism, answered with tag.
+func (s *session) newAttempt(tag, mechanism string) *loginAttempt {
+	return &loginAttempt{tag: tag, start: time.Now(), ev: s.authEvent(mechanism)}
+}
+
+// admitAttempt asks the policy whether at, for user, may go on: auth.Env.Admit
+// for the mechanisms that judge the client themselves, and the first step
+// of every other attempt. Refused, it is answered at once (checkPolicy)
+// and admit returns errNotAdmitted; at.refused says what follows. An
+// attempt is admitted once: later calls return nil.
+func (s *session) admitAttempt(at *loginAttempt, user string) error {
+	if at.admitted {
+		return nil
 	}
-	v := s.judgePassword(who)
+	at.start = time.Now() // the tarpit runs from here
+	at.ev.User = safeUser(user)
+	a, d, ok := s.checkPolicy(at.tag, at.ev, user, at.start)
+	if !ok {
+		at.refused = stay // the server's state, not the client's failure
+		if !d.Busy {
+			at.refused = s.countAuthFailure()
+		}
+		return errNotAdmitted
+	}
+	at.a, at.d, at.admitted = a, d, true
+	return nil
+}
+
+// giveBack settles an admitted attempt whose credential never reached a
+// judge (the upstream, or imapgate's own checks); it does nothing for an
+// attempt not admitted or settled already.
+func (s *session) giveBack(at *loginAttempt) {
+	if at.admitted && !at.settled {
+		at.settled = true
+		s.givenBack(at.a, at.d)
+	}
+}
+
+// fail settles at as a failure and returns its tarpit.
+func (s *session) fail(at *loginAttempt) time.Duration {
+	at.settled = true
+	return s.failed(at.a, at.d)
+}
+
+// succeed settles at as a success for the mailbox user.
+func (s *session) succeed(at *loginAttempt, user string) {
+	at.settled = true
+	if s.cfg.Policy != nil {
+		if at.a.User == "" {
+			at.a.User = user // a token that named the mailbox itself
+		}
+		s.cfg.Policy.Success(s.ctx, at.a, at.d)
+	}
+}
+
+// attempt is one login attempt as who, from the LOGIN command or a PLAIN
+// exchange: the policy check (admitAttempt), then finishAttempt.
+func (s *session) attempt(tag string, who auth.Result) next {
+	at := s.newAttempt(tag, who.Mechanism)
+	if err := s.admitAttempt(at, who.User); err != nil {
+		return at.refused
+	}
+	return s.finishAttempt(at, who)
+}
+
+// finishAttempt completes an admitted attempt as who: what the credential is
+// (judge: a credential a mechanism verified, an app password, the user's
+// own password, or refused), an upstream login slot, the upstream login,
+// and the answer. On success the client gets the upstream's capabilities
+// and the session moves to the relay.
+//
+// The tarpit runs from admission, alongside the upstream login: a failure
+// is answered when both the tarpit and the upstream's answer are over, and
+// a refused attempt (checkPolicy) when the tarpit and a typical upstream
+// failure would be, so the time to NO does not tell a guesser which
+// guesses reached the upstream.
+func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
+	ev := at.ev
+	ev.User, ev.Upstream = safeUser(who.User), s.cfg.Upstream.Address
+	v := s.judge(who)
 	v.note(ev)
 	switch {
 	case v.reason != "":
-		return s.credentialRefused(tag, ev, a, decision, start, v.reason)
+		return s.credentialRefused(at, v.reason)
 	case v.storeErr != nil:
-		s.givenBack(a, decision)
-		return s.unavailable(tag, ev, ReasonCredentialStoreError, "app password store failed", v.storeErr)
+		s.giveBack(at)
+		return s.unavailable(at.tag, ev, ReasonCredentialStoreError, "app password store failed", v.storeErr)
 	}
 	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
 	if release == nil {
-		s.givenBack(a, decision)
-		return s.upstreamBusy(tag, ev)
+		s.giveBack(at)
+		return s.upstreamBusy(at.tag, ev)
 	}
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
 	uc, err := s.upstreamLogin(v, who, ci)
 	release()
+	tag := at.tag
 	switch {
-	case err != nil && v.app != nil:
-		// The client proved itself with an app password: whatever went
-		// wrong upstream is not its failure, and nothing is counted.
-		s.givenBack(a, decision)
+	case err != nil && v.viaMaster:
+		// The client proved itself (an app password, a token, SCRAM, a
+		// certificate): whatever went wrong upstream is not its failure,
+		// and nothing is counted.
+		s.giveBack(at)
 		return s.unavailable(tag, ev, upstreamErrorReason(err), "upstream master login failed", err)
 	case err == nil:
-		if s.cfg.Policy != nil {
-			s.cfg.Policy.Success(s.ctx, a, decision)
-		}
+		s.succeed(at, v.user)
 		ev.Result = ResultSuccess
 		s.cfg.Audit.Log(ev)
 		s.user = ev.User
 		s.upstream = uc
-		if v.app != nil {
-			s.srv.mu.Lock()
-			s.credentialID = v.app.ID
-			s.srv.mu.Unlock()
-		}
+		s.srv.mu.Lock()
+		s.mechanism, s.credential = who.Mechanism, v.cred
+		s.srv.mu.Unlock()
 		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
 		return relayNow
 	case errors.Is(err, ErrBadCredentials):
 		ev.Result, ev.Reason = ResultFailure, ReasonBadCredentials
 		s.cfg.Audit.Log(ev)
-		s.waitSince(start, withJitter(s.failed(a, decision)))
+		s.waitSince(at.start, withJitter(s.fail(at)))
 		s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 		return s.countAuthFailure()
 	case errors.Is(err, ErrNoAnswer):
@@ -92,17 +167,48 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		ev.Result, ev.Reason = ResultFailure, ReasonUpstreamNoAnswer
 		s.cfg.Audit.Log(ev)
 		s.cfg.log().Warn("upstream did not answer the login", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
-		tarpit := s.failed(a, decision)
+		tarpit := s.fail(at)
 		if s.ctx.Err() != nil {
 			return s.shutDown()
 		}
-		s.waitSince(start, withJitter(tarpit))
+		s.waitSince(at.start, withJitter(tarpit))
 		s.reply(tag + " NO [UNAVAILABLE] The mail server did not answer in time, try again later.")
 		return s.countAuthFailure()
 	default:
-		s.givenBack(a, decision)
+		s.giveBack(at)
 		return s.unavailable(tag, ev, upstreamErrorReason(err), "upstream login failed", err)
 	}
+}
+
+// exchangeFailed answers a SASL exchange that ended with err (see
+// auth.Exchange.Next): a refusal the policy answered already; a
+// credential the mechanism refused, counted like a wrong password; a
+// verifier's failure, NO [UNAVAILABLE]; or a malformed exchange
+// (claimRefused).
+func (s *session) exchangeFailed(at *loginAttempt, err error) next {
+	var refusal *auth.Refusal
+	var unavailable *auth.Unavailable
+	switch {
+	case errors.Is(err, errNotAdmitted):
+		return at.refused
+	case errors.As(err, &refusal):
+		if err := s.admitAttempt(at, refusal.User); err != nil {
+			return at.refused
+		}
+		if refusal.User != "" {
+			at.ev.User = safeUser(refusal.User)
+		}
+		noteCredential(at.ev, refusal.Credential)
+		return s.credentialRefused(at, refusal.Reason)
+	case errors.As(err, &unavailable):
+		s.giveBack(at)
+		return s.unavailable(at.tag, at.ev, unavailable.Reason, "credential check failed", err)
+	case errors.Is(err, auth.ErrUnavailable):
+		s.giveBack(at)
+		return s.unavailable(at.tag, at.ev, ReasonCredentialStoreError, "credential check failed", err)
+	}
+	s.giveBack(at)
+	return s.claimRefused(at.tag, at.ev, err)
 }
 
 // checkPolicy asks the configured policy whether user's attempt, begun at
@@ -150,18 +256,19 @@ func (s *session) checkPolicy(tag string, ev *Event, user string, start time.Tim
 	return a, d, false
 }
 
-// credentialRefused answers an attempt whose password imapgate itself
-// refused (a revoked, expired or out-of-scope app password, or a real
-// password where pass-through is off) exactly like a wrong password:
-// counted in the policy's budgets (user = the mailbox named), audited as
-// a failure with reason, and NO [AUTHENTICATIONFAILED] once the tarpit
-// and a typical upstream failure would be over. Nothing reached the
-// upstream.
-func (s *session) credentialRefused(tag string, ev *Event, a policy.Attempt, d policy.Decision, start time.Time, reason string) next {
+// credentialRefused answers an attempt whose credential imapgate itself
+// refused (a revoked, expired or out-of-scope app password, a real
+// password where pass-through is off, a token, SCRAM proof or certificate
+// a mechanism refused) exactly like a wrong password: counted in the
+// policy's budgets (user = the mailbox named), audited as a failure with
+// reason, and NO [AUTHENTICATIONFAILED] once the tarpit and a typical
+// upstream failure would be over. Nothing reached the upstream.
+func (s *session) credentialRefused(at *loginAttempt, reason string) next {
+	ev := at.ev
 	ev.Result, ev.Reason, ev.Upstream = ResultFailure, reason, ""
 	s.cfg.Audit.Log(ev)
-	s.waitSince(start, max(withJitter(s.failed(a, d)), s.cfg.Upstream.failureAnswerTime()))
-	s.reply(tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
+	s.waitSince(at.start, max(withJitter(s.fail(at)), s.cfg.Upstream.failureAnswerTime()))
+	s.reply(at.tag + " NO [AUTHENTICATIONFAILED] Authentication failed.")
 	return s.countAuthFailure()
 }
 

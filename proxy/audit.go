@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/policy"
 )
 
@@ -126,8 +127,8 @@ const (
 )
 
 // CredentialAppPassword is the credential field of an auth event whose
-// client gave an app password.
-const CredentialAppPassword = "app_password"
+// client gave an app password; auth names the other kinds.
+const CredentialAppPassword = auth.CredentialAppPassword
 
 // Reasons a session ends (session_end.reason). The first six end relayed
 // sessions as well as pre-auth ones; the rest only come before the relay.
@@ -170,8 +171,9 @@ type Event struct {
 	User       string    `json:"user,omitempty"`
 	UserHash   string    `json:"user_hash,omitempty"` // set by the Auditor in user_hash mode, instead of User
 	Mechanism  string    `json:"mechanism,omitempty"`
-	// Credential is "app_password" when the client gave one (then
-	// CredentialID and CredentialLabel name it); empty for a password
+	// Credential is the kind of credential imapgate judged itself
+	// (app_password, oauth_token, client_cert: see auth.Credential); then
+	// CredentialID and CredentialLabel name it. Empty for a password
 	// passed through. Never a secret or a hash.
 	Credential      string            `json:"credential,omitempty"`
 	CredentialID    string            `json:"credential_id,omitempty"`

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
 	"strings"
 
@@ -12,27 +13,35 @@ import (
 // (RFC 4959): the wire side of the exchange only. Credentials are accepted
 // only over TLS; auth.Start decides whether the mechanism is offered and
 // runs it; the continuation lines, their base64 and the client's "*" cancel
-// are handled here; the finished exchange's Result goes to one attempt.
+// are handled here. A mechanism that judges the client itself asks for the
+// policy check through auth.Env.Admit; the finished exchange's Result, or
+// its error, goes to the attempt.
 func (s *session) handleAuthenticate(cmd *command) next {
 	if len(cmd.args) < 1 || len(cmd.args) > 2 || cmd.args[0].kind != tokAtom ||
 		(len(cmd.args) == 2 && cmd.args[1].kind != tokAtom) {
 		return s.bad(cmd.tag, "AUTHENTICATE expects a mechanism and an optional initial response")
 	}
 	mech := strings.ToUpper(cmd.args[0].value)
-	ev := s.authEvent(truncate(mech, 32))
+	at := s.newAttempt(cmd.tag, truncate(mech, 32))
+	ev := at.ev
 	if !s.isTLS {
 		ev.Result, ev.Reason = ResultRefused, ReasonTLSRequired
 		s.cfg.Audit.Log(ev)
 		s.reply(cmd.tag + " NO [PRIVACYREQUIRED] Use STARTTLS before authenticating.")
 		return s.countAuthFailure()
 	}
-	x, err := auth.Start(mech, s.cfg.Mechanisms, s.connState())
+	env := s.authEnv()
+	env.Admit = func(_ context.Context, user string) error { return s.admitAttempt(at, user) }
+	x, err := auth.Start(s.ctx, mech, s.cfg.Mechanisms, env)
 	if err != nil {
 		ev.Result, ev.Reason = ResultRefused, ReasonMechanismNotAllowed
 		s.cfg.Audit.Log(ev)
 		s.reply(cmd.tag + " NO Unsupported authentication mechanism.")
 		return stay
 	}
+	// Whatever ends the exchange early (the client's cancel, a read that
+	// fails) gives an admitted attempt back: nothing was judged.
+	defer s.giveBack(at)
 	var response []byte // nil: no initial response
 	if len(cmd.args) == 2 {
 		if response, err = decodeResponse(cmd.args[1].value); err != nil {
@@ -40,12 +49,17 @@ func (s *session) handleAuthenticate(cmd *command) next {
 		}
 	}
 	for {
-		challenge, done, err := x.Next(response)
+		challenge, done, err := x.Next(s.ctx, response)
 		switch {
 		case done:
-			return s.attempt(cmd.tag, x.Result())
+			if !at.admitted {
+				if err := s.admitAttempt(at, x.Result().User); err != nil {
+					return at.refused
+				}
+			}
+			return s.finishAttempt(at, x.Result())
 		case err != nil:
-			return s.claimRefused(cmd.tag, ev, err)
+			return s.exchangeFailed(at, err)
 		}
 		s.reply("+ " + base64.StdEncoding.EncodeToString(challenge))
 		if !s.flush() {

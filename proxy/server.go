@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/policy"
 )
@@ -43,6 +44,11 @@ type Config struct {
 	// Mechanisms are the SASL mechanisms offered after TLS, those
 	// auth.Offered keeps. Empty means auth.Default (PLAIN).
 	Mechanisms []string
+	// Verifiers check the credentials imapgate judges itself (tokens,
+	// SCRAM keys, client certificates), for the mechanisms that need
+	// them. Nil: those mechanisms are not offered, whatever Mechanisms
+	// says.
+	Verifiers *auth.Verifiers
 	// AllowLoginOverTLS accepts the LOGIN command over TLS (never before).
 	// False (the default) refuses LOGIN everywhere and advertises LOGINDISABLED.
 	AllowLoginOverTLS bool
@@ -298,7 +304,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // EndCredential ends every open session that logged in with the app
-// password id (session_end reason credential_revoked) and returns how many
+// password or client certificate id (session_end reason credential_revoked) and returns how many
 // it ended. Revocation calls it: the device is cut off now, not at its
 // next login.
 func (s *Server) EndCredential(id string) int {
@@ -308,7 +314,7 @@ func (s *Server) EndCredential(id string) int {
 	s.mu.Lock()
 	var ending []*session
 	for sess := range s.sessions {
-		if sess.credentialID == id {
+		if sess.credential.ID == id && sess.credential.Kind != auth.CredentialToken {
 			ending = append(ending, sess)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/imapgate/imapgate/auth"
 )
 
 // session is one client connection, from accept to close. Its life reads
@@ -40,16 +42,18 @@ type session struct {
 	authFailures int
 	clientID     map[string]string
 	user         string // the authenticated user
-	// credentialID names the app password the session logged in with
-	// ("" for a password passed through); written before the relay,
-	// read under srv.mu by EndCredential.
-	credentialID string
-	upstream     *UpstreamConn
-	endReason    string
-	writeFailed  bool          // a write to the client failed: no TLS close_notify after it
-	in           preauthReader // counts what the client sends before login
-	bytesIn      int64
-	bytesOut     int64
+	// mechanism and credential are how the session logged in: the
+	// mechanism, and the credential when imapgate judged it (an app
+	// password, a token, a certificate). Written once at login and read
+	// under srv.mu (EndCredential, Sessions).
+	mechanism   string
+	credential  auth.Credential
+	upstream    *UpstreamConn
+	endReason   string
+	writeFailed bool          // a write to the client failed: no TLS close_notify after it
+	in          preauthReader // counts what the client sends before login
+	bytesIn     int64
+	bytesOut    int64
 
 	admitted bool   // passed admit: session_end is logged
 	release  func() // gives the connection slot back

@@ -74,10 +74,16 @@ func tlsFailureReason(err error) string {
 // connState is what a SASL mechanism may know of the connection: its TLS
 // state (nil before TLS) and the listener.
 func (s *session) connState() auth.ConnState {
-	cs := auth.ConnState{Listener: s.l.Name}
+	cs := auth.ConnState{Listener: s.l.Name, ClientAddr: s.clientAddr.Addr()}
 	if tc, ok := s.conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		cs.TLS = &st
 	}
 	return cs
+}
+
+// authEnv is what the mechanisms get on this connection: its facts and
+// the configured verifiers. It has no Admit: an attempt adds its own.
+func (s *session) authEnv() *auth.Env {
+	return &auth.Env{Conn: s.connState(), Verifiers: s.cfg.Verifiers}
 }
