@@ -68,7 +68,7 @@ const (
 	// authorization identity and the master as the authentication
 	// identity (RFC 4616 section 2): Dovecot's master passdb takes it
 	// (tested against Dovecot 2.3), and so does Cyrus for a user listed
-	// in its proxyservers (not tested here). It needs AUTH=PLAIN: LOGIN
+	// in its proxyservers (tested against Cyrus 3.6). It needs AUTH=PLAIN: LOGIN
 	// cannot carry an authorization identity. The names are fields of
 	// their own, so no separator needs refusing; NUL, which separates
 	// PLAIN's fields, is refused in a mailbox like every control

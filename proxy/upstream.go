@@ -111,6 +111,16 @@ type Upstream struct {
 	TLSConfig *tls.Config
 	// Method picks the login command. Empty means LoginAuto.
 	Method LoginMethod
+	// UserTemplate maps the name the client logged in with to the name
+	// the upstream knows (README, [upstream] user_template): {user} is the
+	// name as typed, {local} the part before its last "@" (all of it
+	// when there is none) and {domain} the part after ("" when none).
+	// `CORP\{local}` turns "alice@corp.example" into `CORP\alice`, the
+	// form Exchange takes; "{local}@corp.example" makes a UPN of a bare
+	// "alice". Only Login uses it: a master login (LoginAs) names the
+	// mailbox as the credential store knows it. CheckUserTemplate says
+	// what is accepted. Empty means the name as typed.
+	UserTemplate string
 	// Forward says how to tell the upstream the client's address.
 	// Empty means ForwardNone.
 	Forward ForwardMode
@@ -275,7 +285,41 @@ func (u *Upstream) connect(ctx context.Context, client ClientInfo) (_ *upstreamC
 func (u *Upstream) Login(ctx context.Context, user, password string, client ClientInfo) (uc *UpstreamConn, err error) {
 	start := time.Now()
 	defer u.noteFailureTime(start, &err)
-	return u.login(ctx, start, client, loginCredential{authcid: user, password: password}, clientAnswer)
+	return u.login(ctx, start, client, loginCredential{authcid: u.UpstreamUser(user), password: password}, clientAnswer)
+}
+
+// UpstreamUser is the name Login sends for a client's user name: the
+// UserTemplate filled in, or user itself without one.
+func (u *Upstream) UpstreamUser(user string) string {
+	if u.UserTemplate == "" {
+		return user
+	}
+	local, domain := user, ""
+	if i := strings.LastIndexByte(user, '@'); i >= 0 {
+		local, domain = user[:i], user[i+1:]
+	}
+	return strings.NewReplacer("{user}", user, "{local}", local, "{domain}", domain).Replace(u.UserTemplate)
+}
+
+// CheckUserTemplate reports what makes tmpl unusable as a UserTemplate:
+// it must name {user} or {local} (else every client would log in as one
+// account), and its braces may only be those of {user}, {local} and
+// {domain}. The empty template is fine.
+func CheckUserTemplate(tmpl string) error {
+	if tmpl == "" {
+		return nil
+	}
+	if !strings.Contains(tmpl, "{user}") && !strings.Contains(tmpl, "{local}") {
+		return fmt.Errorf("%q names neither {user} nor {local}: every client would log in as the same account", tmpl)
+	}
+	rest := strings.NewReplacer("{user}", "", "{local}", "", "{domain}", "").Replace(tmpl)
+	if strings.ContainsAny(rest, "{}") {
+		return fmt.Errorf("%q: only {user}, {local} and {domain} may appear in braces", tmpl)
+	}
+	if strings.IndexFunc(rest, func(r rune) bool { return r == ' ' || r == '"' || r < 0x20 || r == 0x7f }) >= 0 {
+		return fmt.Errorf("%q holds a space, a quote or a control character", tmpl)
+	}
+	return nil
 }
 
 // login is the exchange Login and LoginAs share: connect, CAPABILITY, ID,

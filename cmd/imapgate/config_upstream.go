@@ -40,6 +40,13 @@ type UpstreamConfig struct {
 	// Default: "auto".
 	Login string `toml:"login"`
 
+	// UserTemplate maps the name a client logs in with to the name the
+	// upstream knows (proxy.Upstream.UserTemplate): {user} as typed,
+	// {local} before its last "@", {domain} after it. `CORP\{local}`
+	// gives Exchange's DOMAIN\user form, "{local}@corp.example" a UPN.
+	// Default: "" (the name as typed).
+	UserTemplate string `toml:"user_template"`
+
 	// ForwardClientIP is "none", "id" (ID x-originating-ip) or "proxy-v2"
 	// (proxy.ForwardMode).
 	// Default: "none".
@@ -76,6 +83,7 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	t.str("ca_file", &u.CAFile)
 	t.str("pin_sha256", &u.PinSHA256)
 	t.str("login", &u.Login)
+	t.str("user_template", &u.UserTemplate)
 	t.str("forward_client_ip", &u.ForwardClientIP)
 	t.duration("connect_timeout", &u.ConnectTimeout)
 	t.duration("login_timeout", &u.LoginTimeout)
@@ -98,6 +106,9 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	oneOf(t, "tls", u.TLS, proxy.UpstreamPlaintext, proxy.UpstreamSTARTTLS, proxy.UpstreamImplicit)
 	oneOf(t, "login", u.Login, proxy.LoginAuto, proxy.LoginPlain, proxy.LoginLogin)
 	oneOf(t, "forward_client_ip", u.ForwardClientIP, proxy.ForwardNone, proxy.ForwardID, proxy.ForwardProxyV2)
+	if err := proxy.CheckUserTemplate(u.UserTemplate); err != nil {
+		t.problem("user_template", "%s", err)
+	}
 	t.positive("connect_timeout", u.ConnectTimeout)
 	t.positive("login_timeout", u.LoginTimeout)
 

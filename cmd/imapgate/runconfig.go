@@ -116,6 +116,7 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 		Address:        c.Address,
 		TLS:            proxy.UpstreamTLS(c.TLS),
 		Method:         proxy.LoginMethod(c.Login),
+		UserTemplate:   c.UserTemplate,
 		Forward:        proxy.ForwardMode(c.ForwardClientIP),
 		ConnectTimeout: c.ConnectTimeout.Duration,
 		LoginTimeout:   c.LoginTimeout.Duration,
