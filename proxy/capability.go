@@ -41,11 +41,13 @@ func (s *session) capabilities() string {
 
 // hiddenCapability reports whether an upstream capability must not reach
 // the client after login: it describes the upstream's pre-login state or
-// would let the client bypass the proxy. The list is fixed; no config key
-// changes it.
+// would let the client bypass the proxy. UNAUTHENTICATE (RFC 8437), which
+// Cyrus 3.6 offers its admins, would let a logged-in client authenticate
+// again straight to the upstream, past imapgate's checks and budgets
+// (README "Per-server notes"). The list is fixed; no config key changes it.
 func hiddenCapability(c string) bool {
 	u := strings.ToUpper(c)
-	return u == "STARTTLS" || u == "SASL-IR" || u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")
+	return u == "STARTTLS" || u == "SASL-IR" || u == "LOGINDISABLED" || u == "UNAUTHENTICATE" || strings.HasPrefix(u, "AUTH=")
 }
 
 // clientCapabilities filters the upstream's post-login capabilities for
