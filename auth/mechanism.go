@@ -52,6 +52,11 @@ type Env struct {
 	// the exchange: Next returns it unchanged. Nil: everything is
 	// admitted.
 	Admit func(ctx context.Context, user string) error
+
+	// offered is what the connection offers (Offered), set by Start for
+	// the exchange: SCRAM-SHA-256's downgrade check depends on whether
+	// SCRAM-SHA-256-PLUS was offered beside it.
+	offered []string
 }
 
 // admit calls Env.Admit if there is one.
@@ -151,9 +156,12 @@ func Offered(ctx context.Context, configured []string, env *Env) []string {
 // checked.
 func Start(ctx context.Context, name string, configured []string, env *Env) (Exchange, error) {
 	name = strings.ToUpper(name)
-	if !slices.Contains(Offered(ctx, configured, env), name) {
+	offered := Offered(ctx, configured, env)
+	if !slices.Contains(offered, name) {
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedMechanism, name)
 	}
 	m, _ := lookup(name)
-	return m.start(env), nil
+	e := *env
+	e.offered = offered
+	return m.start(&e), nil
 }

@@ -13,7 +13,7 @@ import (
 var known = [...]string{Plain, "OAUTHBEARER", "XOAUTH2", "EXTERNAL", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}
 
 // implemented are the mechanisms this build can offer, one file each.
-var implemented = [...]mechanism{plain}
+var implemented = [...]mechanism{plain, scramSHA256, scramSHA256Plus}
 
 // Known returns every mechanism name the configuration recognises.
 func Known() []string { return slices.Clone(known[:]) }

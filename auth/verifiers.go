@@ -16,23 +16,25 @@ type Verifiers struct {
 	// Tokens validates OAuth 2.0 bearer tokens for OAUTHBEARER (RFC 7628)
 	// and XOAUTH2. Nil: neither is offered.
 	Tokens *oauth.Validator
-	// SCRAM finds the keys of a SCRAM login name for SCRAM-SHA-256 and
-	// SCRAM-SHA-256-PLUS (RFC 7677). Nil: neither is offered.
-	SCRAM SCRAMKeys
+	// SCRAM checks SCRAM-SHA-256 and SCRAM-SHA-256-PLUS proofs (RFC 7677)
+	// against the keys of per-device login names. Nil: neither is
+	// offered.
+	SCRAM *SCRAMVerifier
 	// Certs maps a client certificate to a user for EXTERNAL (RFC 4422
 	// appendix A). Nil: EXTERNAL is not offered.
 	Certs CertMapper
 }
 
-// SCRAMKeys holds the SCRAM-SHA-256 keys of per-device login names (README
-// "SCRAM").
+// SCRAMKeys holds the SCRAM-SHA-256 keys of per-device login names,
+// "user#id" (README "SCRAM"; see SCRAMLoginSeparator).
 type SCRAMKeys interface {
 	// LookupSCRAM returns the keys of login on listener, the credential
 	// they belong to and its user. An error wrapping a *Refusal means the
 	// name has no usable credential (unknown, revoked, expired, not valid
 	// on listener): the exchange goes on and fails at the proof like a
-	// wrong password, audited with the Refusal's reason. Any other error
-	// is the store's failure.
+	// wrong password, audited with the Refusal's reason and credential
+	// (an empty Reason: scram_unknown_user). Any other error is the
+	// store's failure.
 	LookupSCRAM(ctx context.Context, login, listener string) (keys scram.StoredCredentials, user string, c Credential, err error)
 	// RecordUse notes a successful use of credential id from addr.
 	RecordUse(id string, addr netip.Addr)

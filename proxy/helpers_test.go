@@ -64,6 +64,7 @@ type testProxy struct {
 	starttls  string // STARTTLS listener
 	upstream  *memupstream.Server
 	roots     *x509.CertPool
+	certPEM   []byte // the proxy's certificate, for clients that read a CA file
 	audit     *syncBuffer
 	upstreamA string
 }
@@ -102,7 +103,7 @@ func startProxyTo(t testing.TB, upAddr string, mode UpstreamTLS, upTLS *tls.Conf
 		mod(cfg)
 	}
 	srv := NewServer(cfg)
-	tp := &testProxy{srv: srv, upstream: up, roots: roots, audit: audit, upstreamA: upAddr}
+	tp := &testProxy{srv: srv, upstream: up, roots: roots, certPEM: certPEM, audit: audit, upstreamA: upAddr}
 	for _, mode := range []TLSMode{TLSImplicit, TLSStartTLS} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -370,6 +370,9 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 		case *tls.Conn:
 			c = t.NetConn()
 			continue
+		case *handshakeConn:
+			c = t.Conn
+			continue
 		case *proxyproto.Conn:
 			if tc, ok := t.TCPConn(); ok {
 				c = tc

@@ -32,7 +32,11 @@ type Listener struct {
 	Name string
 	// Mode is TLSImplicit or TLSStartTLS. Required.
 	Mode TLSMode
-	// TLSConfig serves the client handshake. Required.
+	// TLSConfig serves the client handshake. Required. The certificate
+	// a handshake serves is what tls-server-end-point channel binding
+	// (SCRAM-SHA-256-PLUS) binds to: it needs the certificate's Leaf
+	// (tls.X509KeyPair, tlsconf and certmagic set it); without one that
+	// binding is not offered.
 	TLSConfig *tls.Config
 }
 
@@ -183,6 +187,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	if l.Name == "" {
 		l.Name = ln.Addr().String()
 	}
+	l.TLSConfig = servingConfig(l.TLSConfig)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

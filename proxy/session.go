@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -46,9 +47,13 @@ type session struct {
 	// mechanism, and the credential when imapgate judged it (an app
 	// password, a token, a certificate). Written once at login and read
 	// under srv.mu (EndCredential, Sessions).
-	mechanism   string
-	credential  auth.Credential
-	upstream    *UpstreamConn
+	mechanism  string
+	credential auth.Credential
+	upstream   *UpstreamConn
+	// servedLeaf is the certificate this connection's handshake served,
+	// for tls-server-end-point; nil before TLS, after a resumed
+	// handshake, and for a certificate without a parsed Leaf.
+	servedLeaf  *x509.Certificate
 	endReason   string
 	writeFailed bool          // a write to the client failed: no TLS close_notify after it
 	in          preauthReader // counts what the client sends before login

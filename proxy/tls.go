@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -18,7 +19,8 @@ const alpnACME = "acme-tls/1"
 // handshake runs the server side of TLS over s.raw (implicit TLS, or after
 // STARTTLS) and logs the tls event.
 func (s *session) handshake() bool {
-	tc := tls.Server(s.raw, s.l.TLSConfig)
+	hc := &handshakeConn{Conn: s.raw}
+	tc := tls.Server(hc, s.l.TLSConfig)
 	err := tc.HandshakeContext(s.ctx)
 	ev := s.event(EventTLS)
 	if err != nil {
@@ -42,6 +44,12 @@ func (s *session) handshake() bool {
 		return false
 	}
 	s.cfg.Audit.Log(ev)
+	if hc.served != nil && !st.DidResume {
+		// A resumed handshake serves no certificate (RFC 5929 section
+		// 4: the client binds to the one of the first handshake, which
+		// may have been renewed since).
+		s.servedLeaf = hc.served.Leaf
+	}
 	s.conn = tc
 	s.isTLS = true
 	s.in.r = tc
@@ -72,14 +80,81 @@ func tlsFailureReason(err error) string {
 }
 
 // connState is what a SASL mechanism may know of the connection: its TLS
-// state (nil before TLS) and the listener.
+// state and served certificate (nil before TLS) and the listener.
 func (s *session) connState() auth.ConnState {
 	cs := auth.ConnState{Listener: s.l.Name, ClientAddr: s.clientAddr.Addr()}
 	if tc, ok := s.conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		cs.TLS = &st
+		cs.Certificate = s.servedLeaf
 	}
 	return cs
+}
+
+// handshakeConn is a client connection during its TLS handshake: what
+// servingConfig needs to record the certificate it served (crypto/tls
+// reports only the peer's), for tls-server-end-point channel binding
+// (RFC 5929 section 4).
+type handshakeConn struct {
+	net.Conn
+	served *tls.Certificate // written by the handshake's GetCertificate
+}
+
+// servingConfig wraps a listener's TLS config for Serve: every handshake
+// uses the config base would (its own, or what its GetConfigForClient
+// returns), with a GetCertificate that also records the certificate it
+// chose in the handshake's handshakeConn. The wrapper itself is the config
+// crypto/tls keeps session ticket keys in, one per listener as before.
+func servingConfig(base *tls.Config) *tls.Config {
+	return &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		cfg := base
+		if base.GetConfigForClient != nil {
+			c, err := base.GetConfigForClient(hello)
+			if err != nil {
+				return nil, err
+			}
+			if c != nil {
+				cfg = c
+			}
+		}
+		hc, ok := hello.Conn.(*handshakeConn)
+		if !ok {
+			return cfg, nil
+		}
+		rec := cfg.Clone()
+		rec.GetConfigForClient = nil
+		rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := chooseCertificate(cfg, hello)
+			hc.served = c
+			return c, err
+		}
+		return rec, nil
+	}}
+}
+
+// chooseCertificate is crypto/tls's choice of certificate for hello
+// under cfg: GetCertificate's, else (or when it returns none) the only
+// one of Certificates, else the first the client supports, else the
+// first.
+func chooseCertificate(cfg *tls.Config, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if cfg.GetCertificate != nil {
+		c, err := cfg.GetCertificate(hello)
+		if c != nil || err != nil {
+			return c, err
+		}
+	}
+	switch len(cfg.Certificates) {
+	case 0:
+		return nil, errors.New("tls: no certificates configured")
+	case 1:
+		return &cfg.Certificates[0], nil
+	}
+	for i := range cfg.Certificates {
+		if hello.SupportsCertificate(&cfg.Certificates[i]) == nil {
+			return &cfg.Certificates[i], nil
+		}
+	}
+	return &cfg.Certificates[0], nil
 }
 
 // authEnv is what the mechanisms get on this connection: its facts and

@@ -49,6 +49,9 @@ type Bolt struct {
 	keys *keyring
 	opts Options
 	uses *pendingUses
+	// drawID draws credential IDs; nil: newID. Tests set it to make IDs
+	// collide.
+	drawID func() string
 
 	closed    atomic.Bool
 	stop      chan struct{}
@@ -58,6 +61,14 @@ type Bolt struct {
 }
 
 var _ Store = (*Bolt)(nil)
+
+// newID draws a credential ID.
+func (b *Bolt) newID() string {
+	if b.drawID != nil {
+		return b.drawID()
+	}
+	return newID()
+}
 
 // OpenBolt opens the credential store at path, creating it, its directory
 // (mode 0700) and its key file (mode 0600, see Options.KeyFile) on first

@@ -22,11 +22,16 @@ func (b *Bolt) AddAppPassword(ctx context.Context, req NewAppPassword) (AppPassw
 	}
 	canonical, secret := newSecret()
 	digest := b.keys.digest(canonical)
+	// The SCRAM keys (a PBKDF2) are derived once, before the write
+	// transaction, which is then held for lookups and puts only; an ID
+	// that is taken costs a new seal.
+	keys, err := b.keys.scramKeys(secret.Reveal(), b.opts.SCRAMIterations)
+	if err != nil {
+		return AppPassword{}, Secret{}, err
+	}
 	for range 3 {
-		// The SCRAM keys (a PBKDF2) are derived before the write
-		// transaction, which is then held for lookups and puts only.
-		id := newID()
-		sealed, err := b.keys.scramKeys(id, secret.Reveal(), b.opts.SCRAMIterations)
+		id := b.newID()
+		sealed, err := b.keys.seal(id, keys)
 		if err != nil {
 			return AppPassword{}, Secret{}, err
 		}

@@ -29,6 +29,7 @@ const (
 	labelDigest = "imapgate credstore v1: app password digest"
 	labelSeal   = "imapgate credstore v1: SCRAM key seal"
 	labelCheck  = "imapgate credstore v1: key check"
+	labelFake   = "imapgate credstore v1: SCRAM unknown-name salt"
 )
 
 // keyring holds the keys derived from one server key. It is safe for
@@ -37,10 +38,14 @@ type keyring struct {
 	digestKey []byte // HMAC key for app password digests
 	sealKey   []byte // AES-256-GCM key for SCRAM keys at rest
 	check     []byte // stored in the database: tells a wrong key file
+	fakeSalt  []byte // auth/scram's Options.Key: made-up salts of unknown login names
 
 	// digests counts HMAC computations of typed passwords, so a test
 	// proves one login attempt costs one hash.
 	digests atomic.Int64
+	// derivations counts SCRAM key derivations (PBKDF2), so a test
+	// proves an ID drawn twice does not derive twice.
+	derivations atomic.Int64
 }
 
 func newKeyring(serverKey []byte) *keyring {
@@ -48,6 +53,7 @@ func newKeyring(serverKey []byte) *keyring {
 		digestKey: mac(serverKey, []byte(labelDigest)),
 		sealKey:   mac(serverKey, []byte(labelSeal)),
 		check:     mac(serverKey, []byte(labelCheck)),
+		fakeSalt:  mac(serverKey, []byte(labelFake)),
 	}
 }
 
@@ -75,26 +81,33 @@ type sealedSCRAM struct {
 
 // scramKeys derives the SCRAM-SHA-256 keys of password (RFC 5802 section 3,
 // RFC 7677) with a fresh 16-byte salt, as xdg-go/scram's client computes
-// them, and seals them bound to the credential's id.
-func (k *keyring) scramKeys(id, password string, iters int) (sealedSCRAM, error) {
+// them. They do not depend on the credential's ID: seal binds them to it,
+// so an ID drawn again costs a seal, not another PBKDF2.
+func (k *keyring) scramKeys(password string, iters int) (scram.StoredCredentials, error) {
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
 	// The login name plays no part in the keys; NewClient SASLpreps the
 	// password, which leaves the ASCII of an app password as it is.
 	c, err := scram.SHA256.NewClient("", password, "")
 	if err != nil {
-		return sealedSCRAM{}, fmt.Errorf("credstore: SCRAM keys: %w", err)
+		return scram.StoredCredentials{}, fmt.Errorf("credstore: SCRAM keys: %w", err)
 	}
+	k.derivations.Add(1)
 	sc, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: iters})
 	if err != nil {
-		return sealedSCRAM{}, fmt.Errorf("credstore: SCRAM keys: %w", err)
+		return scram.StoredCredentials{}, fmt.Errorf("credstore: SCRAM keys: %w", err)
 	}
+	return sc, nil
+}
+
+// seal seals SCRAM keys bound to the credential's id.
+func (k *keyring) seal(id string, sc scram.StoredCredentials) (sealedSCRAM, error) {
 	aead, err := k.aead()
 	if err != nil {
 		return sealedSCRAM{}, err
 	}
 	plain := append(append([]byte(nil), sc.StoredKey...), sc.ServerKey...)
-	return sealedSCRAM{Salt: salt, Iters: iters, Sealed: aead.Seal(nil, nil, plain, []byte(id))}, nil
+	return sealedSCRAM{Salt: []byte(sc.Salt), Iters: sc.Iters, Sealed: aead.Seal(nil, nil, plain, []byte(id))}, nil
 }
 
 // open unseals SCRAM keys into what xdg-go/scram's CredentialLookup returns.

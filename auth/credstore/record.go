@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/auth/scram"
 )
 
 // record is one credential as a backend stores it: the metadata of
@@ -101,6 +102,20 @@ func checkName(field, s string, max int) error {
 	return nil
 }
 
+// checkSCRAMUser refuses a user name whose SCRAM login names ("user#id")
+// SASLprep changes or refuses: a SCRAM client sends the name prepared
+// (RFC 5802 section 5.1), so it would never match the stored one. NFKC
+// changes decomposed and compatibility characters ("mu\u0308ller" is
+// sent as "müller"), and the bidi rule refuses right-to-left letters
+// followed by "#id".
+func checkSCRAMUser(user string) error {
+	login := SCRAMLogin(user, strings.Repeat(Alphabet[len(Alphabet)-1:], IDSymbols))
+	if prepared, err := scram.PrepareLogin(login); err != nil || prepared != login {
+		return fmt.Errorf("%w: user %q: SASLprep (RFC 4013) changes or refuses its SCRAM login name, so no SCRAM client could log in as it (decomposed or compatibility characters: write it in NFKC form)", ErrInvalid, user)
+	}
+	return nil
+}
+
 // checkExpiry refuses an expiry that is not in the future.
 func checkExpiry(expires, now time.Time) error {
 	if !expires.IsZero() && !expires.After(now) {
@@ -113,6 +128,9 @@ func checkExpiry(expires, now time.Time) error {
 // duplicates.
 func checkAppRequest(req NewAppPassword, now time.Time) ([]string, error) {
 	if err := checkName("user", req.User, MaxUserLength); err != nil {
+		return nil, err
+	}
+	if err := checkSCRAMUser(req.User); err != nil {
 		return nil, err
 	}
 	if err := checkName("label", req.Label, MaxLabelLength); err != nil {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"unicode"
+
+	"github.com/imapgate/imapgate/auth"
 )
 
 // The app password format. See the package documentation for why.
@@ -31,7 +33,7 @@ const (
 	// LoginSeparator joins a user and an app password's ID into the
 	// password's own SCRAM login name: "alice#k3f9x2ab". See the package
 	// documentation for why '#'.
-	LoginSeparator = "#"
+	LoginSeparator = auth.SCRAMLoginSeparator
 )
 
 // maxTyped bounds what NormalizeAppPassword reads: a typed password with

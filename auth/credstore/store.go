@@ -20,7 +20,9 @@ type Store interface {
 	// concurrent adds with one label give one success and one
 	// ErrLabelTaken, never two passwords with one label. It returns only
 	// once the password is durable: a login after it returns succeeds,
-	// also after a restart.
+	// also after a restart. A user name whose SCRAM login name SASLprep
+	// (RFC 4013) changes or refuses is refused with ErrInvalid: SCRAM
+	// clients send the prepared name, which would never match.
 	AddAppPassword(ctx context.Context, req NewAppPassword) (AppPassword, Secret, error)
 
 	// VerifyAppPassword checks one login with an app password. It costs

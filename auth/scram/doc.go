@@ -79,8 +79,8 @@
 // # Limits
 //
 // A client message is at most MaxMessageLength (4 KiB) and a login name
-// MaxLoginLength (256 bytes). Stored iteration counts are accepted from
-// MinIterations (4096, RFC 7677) to Options.MaxIterations (a million by
-// default); the client runs the PBKDF2, the server only HMACs and hashes
-// (BenchmarkServerExchange).
+// MaxLoginLength (265 bytes: a 256-byte user name and "#id"). Stored
+// iteration counts are accepted from MinIterations (4096, RFC 7677) to
+// Options.MaxIterations (a million by default); the client runs the
+// PBKDF2, the server only HMACs and hashes (BenchmarkServerExchange).
 package scram

@@ -50,6 +50,11 @@ type ExchangeOptions struct {
 	NoPlus bool
 	// Admit is called before the lookup. Nil: every identity is admitted.
 	Admit Admit
+	// Lookup, when set, finds this exchange's keys in place of the
+	// Server's: a closure over what the exchange knows and the Server does
+	// not (the listener, where to put the credential found). Nil: the
+	// Server's Lookup.
+	Lookup Lookup
 }
 
 // Exchange is the server side of one SCRAM-SHA-256 or SCRAM-SHA-256-PLUS
@@ -63,6 +68,7 @@ type Exchange struct {
 	offered []binding
 	plus    bool // SCRAM-SHA-256-PLUS was advertised on this connection
 	admit   Admit
+	lookup  Lookup
 
 	state     exchangeState
 	id        Identity
@@ -89,7 +95,10 @@ var ErrFinished = errors.New("scram: exchange already finished")
 // ErrNotOffered for SCRAM-SHA-256-PLUS on a connection that offers no
 // channel binding or when opts.NoPlus is set.
 func (s *Server) NewExchange(mech Mechanism, conn ConnState, opts ExchangeOptions) (*Exchange, error) {
-	x := &Exchange{srv: s, mech: mech, admit: opts.Admit}
+	x := &Exchange{srv: s, mech: mech, admit: opts.Admit, lookup: opts.Lookup}
+	if x.lookup == nil {
+		x.lookup = s.lookup
+	}
 	if !opts.NoPlus {
 		x.offered = conn.bindings()
 	}
@@ -192,7 +201,10 @@ func (x *Exchange) first(ctx context.Context, msg []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	creds, err := x.srv.lookup(ctx, login)
+	if x.lookup == nil {
+		return nil, fmt.Errorf("%w: no Lookup", ErrUnavailable)
+	}
+	creds, err := x.lookup(ctx, login)
 	switch {
 	case errors.Is(err, ErrUnknownUser):
 		x.unknown, creds = err, x.srv.fake(login)

@@ -26,9 +26,11 @@ const (
 	// under 1 KiB with real names. Longer ones are refused before they are
 	// looked at.
 	MaxMessageLength = 4096
-	// MaxLoginLength caps the login name and authzid after decoding, as
-	// the PLAIN mechanism caps its user name.
-	MaxLoginLength = 256
+	// MaxLoginLength caps the login name and authzid after decoding: a
+	// user name as long as PLAIN takes (256 bytes) and an app password's
+	// "#id" (auth/credstore's SCRAMLogin: '#' and 8 symbols), so that
+	// every login name the store hands out fits.
+	MaxLoginLength = 256 + 1 + 8
 	// proofLength is SCRAM-SHA-256's proof: one SHA-256 (RFC 7677).
 	proofLength = 32
 )

@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 
 	"github.com/xdg-go/scram"
@@ -72,11 +71,11 @@ type Server struct {
 	nonce func() string
 }
 
-// NewServer returns a Server that finds keys with lookup.
+// NewServer returns a Server that finds keys with lookup. A nil lookup
+// is for callers whose every exchange brings its own
+// (ExchangeOptions.Lookup); an exchange with neither fails with
+// ErrUnavailable.
 func NewServer(lookup Lookup, opts Options) (*Server, error) {
-	if lookup == nil {
-		return nil, errors.New("scram: NewServer: nil Lookup")
-	}
 	s := &Server{lookup: lookup, unknownIters: opts.UnknownIterations, maxIters: opts.MaxIterations, prep: saslprepQuery()}
 	if s.maxIters == 0 {
 		s.maxIters = DefaultMaxIterations
@@ -141,6 +140,12 @@ func (s *Server) usable(c StoredCredentials) error {
 	}
 	return nil
 }
+
+// PrepareLogin returns name as an Exchange prepares a client's login name
+// (SASLprep as a query string, RFC 5802 section 5.1), or an error when it
+// refuses it. A store that hands out login names refuses user names this
+// changes: the name a client sends would never match the stored one.
+func PrepareLogin(name string) (string, error) { return saslprepQuery().Prepare(name) }
 
 // saslprepQuery is SASLprep (RFC 4013) for query strings, as RFC 5802
 // section 5.1 prepares the username: unassigned code points are allowed.

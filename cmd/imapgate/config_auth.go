@@ -86,5 +86,10 @@ func checkAppPasswords(t *table, c *Config) {
 		if !a.Passthrough && t.ok("passthrough") {
 			t.problem("passthrough", "is false but app_passwords is not set: no client could log in")
 		}
+		for i, m := range a.Mechanisms {
+			if (m == auth.SCRAMSHA256 || m == auth.SCRAMSHA256Plus) && t.ok("mechanisms") {
+				t.problemKey(elemKey(t.keyOf("mechanisms"), i), "%q needs app_passwords: SCRAM logs in with an app password's own login name, user#id (README \"SCRAM\")", m)
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
 )
@@ -26,6 +27,9 @@ type gateway struct {
 	// from storePath; it stays open, and in force, across reloads.
 	store     *credstore.Bolt
 	storePath string
+	// scram checks SCRAM proofs against store's keys (nil without a
+	// store); it lives as long as the store.
+	scram *auth.SCRAMVerifier
 
 	rc        *runConfig         // the config in force
 	stopWatch context.CancelFunc // ends rc's certificate file watcher
@@ -38,6 +42,14 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	rc.proxy.Log = g.log
 	if g.store != nil {
 		rc.proxy.AppPasswords = g.store
+	}
+	// SCRAM-SHA-256(-PLUS), where [auth] mechanisms name them (README
+	// "SCRAM").
+	if g.scram != nil {
+		if rc.proxy.Verifiers == nil {
+			rc.proxy.Verifiers = &auth.Verifiers{}
+		}
+		rc.proxy.Verifiers.SCRAM = g.scram
 	}
 	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
 	g.audit.SetUserKey(rc.userKey)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
 )
@@ -64,9 +65,18 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 	if store != nil {
 		defer store.Close() // writes the last uses
 	}
+	// SCRAM (README "SCRAM"): one verifier for the life of serve, like
+	// the store whose keys it checks; gateway.install offers it.
+	var scramVerifier *auth.SCRAMVerifier
+	if store != nil {
+		if scramVerifier, err = auth.NewSCRAMVerifier(credstore.SCRAMKeys(store), store.SCRAMOptions()); err != nil {
+			fmt.Fprintf(stderr, "%s: auth.app_passwords: %v\n", path, err)
+			return 1
+		}
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m, store: store, storePath: cfg.Auth.AppPasswords}
+	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m, store: store, storePath: cfg.Auth.AppPasswords, scram: scramVerifier}
 	g.install(watchCtx, rc)
 	srv := proxy.NewServer(rc.proxy)
 	g.srv = srv
