@@ -55,7 +55,7 @@ type Config struct {
 	// MailboxClaim names the claim whose string value is the mailbox:
 	// commonly "email", "preferred_username", "upn" or "sub". If empty,
 	// DefaultMailboxClaim ("email"). With "email", a token whose
-	// email_verified is false is refused.
+	// email_verified is false is refused (token_email_unverified).
 	MailboxClaim string
 	// Algorithms are the JWS algorithms accepted (RS256, RS384, RS512,
 	// PS256, PS384, PS512, ES256, ES384, ES512, EdDSA). If empty,
@@ -542,7 +542,7 @@ func (v *Validator) mailbox(claims map[string]json.RawMessage) (string, error) {
 	}
 	if v.claim == "email" {
 		if ev, ok := claims["email_verified"]; ok && (bytes.Equal(ev, []byte("false")) || bytes.Equal(ev, []byte(`"false"`))) {
-			return "", fmt.Errorf("%w: email_verified is false", ErrTokenMailboxMismatch)
+			return "", fmt.Errorf("%w: email_verified is false", ErrTokenEmailUnverified)
 		}
 	}
 	return m, nil
