@@ -61,6 +61,9 @@ func TestNewRefusesConfigsThatWouldAcceptTooMuch(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %q; want %q", err, c.want)
 			}
+			if cerr := CheckConfig(cfg); cerr == nil || cerr.Error() != err.Error() {
+				t.Fatalf("CheckConfig = %v, New = %v", cerr, err)
+			}
 		})
 	}
 	for _, issuer := range []string{"http://127.0.0.1:9", "http://[::1]:9", "http://localhost:9"} {
