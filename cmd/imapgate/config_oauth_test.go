@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -171,5 +173,43 @@ func TestExampleOAuthBlockLoads(t *testing.T) {
 	want.Audience = []string{"imapgate"}
 	if !reflect.DeepEqual(c.Auth.OAuth, want) {
 		t.Fatalf("auth.oauth\n got %+v\nwant %+v", c.Auth.OAuth, want)
+	}
+}
+
+// TestReloadKeepsOrReplacesTheRunningValidator: the gateway keeps the
+// running Validator (its cached keys) for unchanged [auth.oauth] settings,
+// starts a new one for changed settings and closes the old one once the
+// new config is in force, and drops it when the table goes.
+func TestReloadKeepsOrReplacesTheRunningValidator(t *testing.T) {
+	g := &gateway{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	defer g.closeTokens()
+	settings := func(audience string) *runConfig {
+		ts, err := newTokenSettings(&OAuthConfig{Issuer: "http://127.0.0.1:9", Audience: []string{audience},
+			MailboxClaim: "email", Algorithms: []string{"RS256"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &runConfig{tokens: ts}
+	}
+	apply := func(rc *runConfig) {
+		g.useTokens(rc)()
+		g.rc = rc
+	}
+	apply(settings("imap"))
+	first := g.tokens
+	if first == nil {
+		t.Fatal("no validator started")
+	}
+	apply(settings("imap"))
+	if g.tokens != first {
+		t.Fatal("unchanged settings replaced the validator")
+	}
+	apply(settings("mail"))
+	if g.tokens == first || g.tokens == nil {
+		t.Fatal("changed settings kept the old validator")
+	}
+	apply(&runConfig{})
+	if g.tokens != nil {
+		t.Fatal("[auth.oauth] removed, the validator stays")
 	}
 }
