@@ -12,6 +12,7 @@ const (
 	ReasonTokenMalformed       = "token_malformed"        // not a JWS the validator can read, or a required claim missing
 	ReasonTokenNotActive       = "token_not_active"       // introspection (RFC 7662) answered active=false: revoked or unknown
 	ReasonTokenMailboxMismatch = "token_mailbox_mismatch" // the SASL message names another mailbox than the token
+	ReasonTokenEmailUnverified = "token_email_unverified" // the mailbox claim is email and the token says email_verified false
 	ReasonTokenAlgorithm       = "token_algorithm"        // alg is none, HMAC, or not among the accepted algorithms
 	ReasonUnavailable          = "oauth_unavailable"      // discovery, keys or introspection unreachable: not the client's failure
 	ReasonMalformedResponse    = "malformed_response"     // the SASL message breaks RFC 7628 or XOAUTH2's format (the word PLAIN uses too)
@@ -40,6 +41,10 @@ var (
 	ErrTokenNotActive       error = &failure{reason: ReasonTokenNotActive, text: "oauth: token not active at the issuer"}
 	ErrTokenMailboxMismatch error = &failure{reason: ReasonTokenMailboxMismatch, text: "oauth: token is not for the mailbox named"}
 	ErrTokenAlgorithm       error = &failure{reason: ReasonTokenAlgorithm, text: "oauth: token signing algorithm not accepted"}
+	// ErrTokenEmailUnverified is a token whose mailbox claim is email
+	// while its email_verified is false: the provider does not vouch that
+	// the user owns that address, so it names no mailbox.
+	ErrTokenEmailUnverified error = &failure{reason: ReasonTokenEmailUnverified, text: "oauth: token's email is not verified"}
 	// ErrUnavailable is an operational error: the issuer's discovery
 	// document, keys or introspection endpoint could not be had. The
 	// client did nothing wrong; answer NO [UNAVAILABLE] and do not count

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -101,23 +102,27 @@ func readBody(resp *http.Response) ([]byte, error) {
 // intercepted on: only https, or http to a loopback address (a provider
 // running beside imapgate, and tests).
 func checkURL(what, raw string) error {
+	name := strconv.Quote(raw)
+	if what != "" {
+		name = what + " " + name
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%s %q is not a URL: %w", what, raw, err)
+		return fmt.Errorf("%s is not a URL: %w", name, err)
 	}
 	switch {
 	case u.Host == "":
-		return fmt.Errorf("%s %q has no host", what, raw)
+		return fmt.Errorf("%s has no host", name)
 	case u.User != nil:
-		return fmt.Errorf("%s %q must not carry credentials", what, raw)
+		return fmt.Errorf("%s must not carry credentials", name)
 	case u.Scheme == "https":
 		return nil
 	case u.Scheme == "http" && isLoopback(u.Hostname()):
 		return nil
 	case u.Scheme == "http":
-		return fmt.Errorf("%s %q uses http to a host that is not loopback: use https", what, raw)
+		return fmt.Errorf("%s uses http to a host that is not loopback: use https", name)
 	}
-	return fmt.Errorf("%s %q is not an https URL", what, raw)
+	return fmt.Errorf("%s is not an https URL", name)
 }
 
 func isLoopback(host string) bool {

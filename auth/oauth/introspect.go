@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,9 @@ type Introspection struct {
 	Endpoint string
 	// ClientID and ClientSecret authenticate imapgate to the endpoint with
 	// client_secret_basic (RFC 6749 section 2.3.1). Both required. The
-	// secret is never logged.
+	// secret is never logged. An answer without aud is accepted only when
+	// ClientID is one of Config.Audiences (the provider then judged the
+	// token for that audience); otherwise it is refused (token_audience).
 	ClientID     string
 	ClientSecret string
 	// CheckJWT also introspects JWTs, so that a token revoked at the
@@ -260,8 +263,10 @@ func (r *introspectResult) exp() time.Time {
 }
 
 // validateOpaque checks a token that is not a JWT through introspection:
-// active, then exp, iss and aud where the answer gives them (RFC 7662 makes
-// them optional), then the mailbox claim from the answer.
+// active, then exp and iss where the answer gives them (RFC 7662 makes
+// them optional), aud (an answer without one only when imapgate's
+// introspection client is a configured audience), then the mailbox claim
+// from the answer.
 func (v *Validator) validateOpaque(ctx context.Context, raw string) (Identity, error) {
 	r, err := v.intro.introspect(ctx, v, raw)
 	if err != nil {
@@ -279,8 +284,16 @@ func (v *Validator) validateOpaque(ctx context.Context, raw string) (Identity, e
 	if c.Issuer != "" {
 		exp.Issuer = v.issuer
 	}
-	if len(c.Audience) > 0 {
+	switch {
+	case len(c.Audience) > 0:
 		exp.AnyAudience = v.audiences
+	case !slices.Contains(v.audiences, v.intro.id):
+		// RFC 7662 makes aud optional and lets the provider answer
+		// active=false for a token the caller may not use (section 2.2).
+		// So an answer without aud vouches for the audience only when
+		// imapgate asked as one of the audiences; otherwise it may be a
+		// token the provider issued to any other application.
+		return Identity{}, fmt.Errorf("%w: the introspection answer has no aud, and imapgate introspects as %q, which is not a configured audience", ErrTokenAudience, v.intro.id)
 	}
 	if err := c.ValidateWithLeeway(exp, v.skew); err != nil {
 		return Identity{}, claimsError(err)

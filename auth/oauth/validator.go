@@ -55,7 +55,7 @@ type Config struct {
 	// MailboxClaim names the claim whose string value is the mailbox:
 	// commonly "email", "preferred_username", "upn" or "sub". If empty,
 	// DefaultMailboxClaim ("email"). With "email", a token whose
-	// email_verified is false is refused.
+	// email_verified is false is refused (token_email_unverified).
 	MailboxClaim string
 	// Algorithms are the JWS algorithms accepted (RS256, RS384, RS512,
 	// PS256, PS384, PS512, ES256, ES384, ES512, EdDSA). If empty,
@@ -160,6 +160,42 @@ type Validator struct {
 // MaxRetryInterval), not fatal. Only a bad Config is an error. Close stops
 // the background work.
 func New(cfg Config) (*Validator, error) {
+	v, err := build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	v.stop = stop
+	go v.discoverUntilReady(ctx)
+	return v, nil
+}
+
+// CheckConfig returns the error New would return for cfg, without
+// starting anything (nothing is fetched): for a configuration check.
+func CheckConfig(cfg Config) error {
+	_, err := build(cfg)
+	return err
+}
+
+// CheckURL returns nil for a URL a provider may be reached at (the issuer,
+// an introspection endpoint): https, or http to a loopback address, with
+// a host and without credentials.
+func CheckURL(raw string) error { return checkURL("", raw) }
+
+// CheckAlgorithm returns nil for a JWS algorithm Config.Algorithms may
+// name. "none" and HMAC are never accepted.
+func CheckAlgorithm(alg string) error {
+	if isSigningAlgorithm(alg) {
+		return nil
+	}
+	if alg == "none" || strings.HasPrefix(alg, "HS") {
+		return fmt.Errorf("algorithm %q is never accepted: with it, tokens need no key only the provider holds", alg)
+	}
+	return fmt.Errorf("unknown algorithm %q (use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)", alg)
+}
+
+// build checks cfg and returns the Validator New starts.
+func build(cfg Config) (*Validator, error) {
 	if err := checkURL("issuer", cfg.Issuer); err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)
 	}
@@ -196,11 +232,8 @@ func New(cfg Config) (*Validator, error) {
 		algs = DefaultAlgorithms()
 	}
 	for _, a := range algs {
-		if !isSigningAlgorithm(a) {
-			if a == "none" || strings.HasPrefix(a, "HS") {
-				return nil, fmt.Errorf("oauth: algorithm %q is never accepted: with it, tokens need no key only the provider holds", a)
-			}
-			return nil, fmt.Errorf("oauth: unknown algorithm %q (use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA)", a)
+		if err := CheckAlgorithm(a); err != nil {
+			return nil, fmt.Errorf("oauth: %w", err)
 		}
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
@@ -226,10 +259,6 @@ func New(cfg Config) (*Validator, error) {
 		}
 	}
 	v.client = newHTTPClient(cfg.HTTPClient, v.timeout)
-
-	ctx, stop := context.WithCancel(context.Background())
-	v.stop = stop
-	go v.discoverUntilReady(ctx)
 	return v, nil
 }
 
@@ -542,7 +571,7 @@ func (v *Validator) mailbox(claims map[string]json.RawMessage) (string, error) {
 	}
 	if v.claim == "email" {
 		if ev, ok := claims["email_verified"]; ok && (bytes.Equal(ev, []byte("false")) || bytes.Equal(ev, []byte(`"false"`))) {
-			return "", fmt.Errorf("%w: email_verified is false", ErrTokenMailboxMismatch)
+			return "", fmt.Errorf("%w: email_verified is false", ErrTokenEmailUnverified)
 		}
 	}
 	return m, nil

@@ -61,6 +61,9 @@ func TestNewRefusesConfigsThatWouldAcceptTooMuch(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %q; want %q", err, c.want)
 			}
+			if cerr := CheckConfig(cfg); cerr == nil || cerr.Error() != err.Error() {
+				t.Fatalf("CheckConfig = %v, New = %v", cerr, err)
+			}
 		})
 	}
 	for _, issuer := range []string{"http://127.0.0.1:9", "http://[::1]:9", "http://localhost:9"} {
@@ -119,6 +122,7 @@ type miniOP struct {
 	jwksPad    int                                      // bytes of padding in the JWKS, to test the size cap
 	active     map[string]bool                          // introspection answers by token
 	calls      map[string]int                           // introspection requests by token
+	introAud   any                                      // aud of introspection answers; nil leaves it out
 	introspect func(http.ResponseWriter, *http.Request) // replaces the endpoint if set
 }
 
@@ -127,7 +131,7 @@ func startMiniOP(t *testing.T) *miniOP {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &miniOP{t: t, key: key, kid: "k1", published: true, active: map[string]bool{}, calls: map[string]int{}}
+	m := &miniOP{t: t, key: key, kid: "k1", published: true, active: map[string]bool{}, calls: map[string]int{}, introAud: "imap"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]string{
@@ -164,9 +168,12 @@ func startMiniOP(t *testing.T) *miniOP {
 		tok := r.PostFormValue("token")
 		m.mu.Lock()
 		m.calls[tok]++
-		active := m.active[tok]
+		answer := map[string]any{"active": m.active[tok], "email": "alice@example.com", "sub": "alice"}
+		if m.introAud != nil {
+			answer["aud"] = m.introAud
+		}
 		m.mu.Unlock()
-		json.NewEncoder(w).Encode(map[string]any{"active": active, "email": "alice@example.com", "sub": "alice"})
+		json.NewEncoder(w).Encode(answer)
 	})
 	m.srv = httptest.NewServer(mux)
 	t.Cleanup(m.srv.Close)
@@ -202,7 +209,9 @@ func (m *miniOP) validator(cfg Config) (*Validator, *clock) {
 	m.t.Helper()
 	clk := &clock{}
 	cfg.Issuer = m.srv.URL
-	cfg.Audiences = []string{"imap"}
+	if cfg.Audiences == nil {
+		cfg.Audiences = []string{"imap"}
+	}
 	cfg.Now = clk.Now
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	v, err := New(cfg)
@@ -235,8 +244,8 @@ func TestClaimsAJWTMustCarry(t *testing.T) {
 		{"no email", v, map[string]any{"email": nil}, ReasonTokenMalformed},
 		{"email not a string", v, map[string]any{"email": []string{"a@example.com"}}, ReasonTokenMalformed},
 		{"email with a newline", v, map[string]any{"email": "alice@example.com\nbob"}, ReasonTokenMalformed},
-		{"email_verified false", v, map[string]any{"email_verified": false}, ReasonTokenMailboxMismatch},
-		{"email_verified \"false\" (Cognito)", v, map[string]any{"email_verified": "false"}, ReasonTokenMailboxMismatch},
+		{"email_verified false", v, map[string]any{"email_verified": false}, ReasonTokenEmailUnverified},
+		{"email_verified \"false\" (Cognito)", v, map[string]any{"email_verified": "false"}, ReasonTokenEmailUnverified},
 		{"upn claim missing", upn, nil, ReasonTokenMalformed},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -333,6 +342,36 @@ func TestIntrospectionCacheIsBoundedAndShortLived(t *testing.T) {
 	if m.calls[t3] != 2 {
 		t.Fatalf("after the TTL, %d requests for t3, want 2", m.calls[t3])
 	}
+}
+
+// An introspection answer without aud (RFC 7662 makes it optional) says
+// nothing about whom the token was issued to, unless imapgate asked as one
+// of the audiences: the provider then answers active only for tokens that
+// caller may use (RFC 7662 section 2.2), as zitadel does. Otherwise a
+// token the provider issued to any other application would open
+// mailboxes.
+func TestIntrospectionAnswerWithoutAudIsRefusedUnlessImapgateIsTheAudience(t *testing.T) {
+	m := startMiniOP(t)
+	m.mu.Lock()
+	m.introAud = nil
+	m.active["opaque-for-the-crm"] = true
+	m.mu.Unlock()
+	intro := &Introspection{ClientID: "imapgate", ClientSecret: "pw"}
+	v, _ := m.validator(Config{Introspection: intro}) // audiences: imap
+	_, err := validate(v, "alice@example.com", "opaque-for-the-crm")
+	refusedWith(t, err, ReasonTokenAudience, "opaque-for-the-crm")
+
+	asAudience, _ := m.validator(Config{Introspection: intro, Audiences: []string{"imap", "imapgate"}})
+	if id, err := validate(asAudience, "alice@example.com", "opaque-for-the-crm"); err != nil || id.Mailbox != "alice@example.com" {
+		t.Fatalf("introspected as an audience: %+v, %v", id, err)
+	}
+
+	m.mu.Lock()
+	m.introAud = []string{"crm"}
+	m.active["opaque-aud-crm"] = true
+	m.mu.Unlock()
+	_, err = validate(asAudience, "alice@example.com", "opaque-aud-crm")
+	refusedWith(t, err, ReasonTokenAudience, "opaque-aud-crm")
 }
 
 // A redirect from the introspection endpoint is not followed: it would

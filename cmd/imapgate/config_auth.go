@@ -34,6 +34,11 @@ type AuthConfig struct {
 	// (passthrough_disabled) without reaching the upstream.
 	// Default: true.
 	Passthrough bool `toml:"passthrough"`
+
+	// OAuth is the [auth.oauth] table: the identity provider whose
+	// tokens OAUTHBEARER and XOAUTH2 accept (config_oauth.go).
+	// Default: none (nil): no tokens.
+	OAuth *OAuthConfig `toml:"oauth"`
 }
 
 // The login_command words.
@@ -48,6 +53,11 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 	t.str("login_command", &a.LoginCommand)
 	t.str("app_passwords", &a.AppPasswords)
 	t.boolean("passthrough", &a.Passthrough)
+	ot, hasOAuth := t.sub("oauth", "[auth.oauth]")
+	if !hasOAuth {
+		ot.quiet = true
+	}
+	d.oauth(ot, a)
 	t.done()
 
 	oneOf(t, "login_command", a.LoginCommand, loginCommandRefuse, loginCommandAllowOverTLS, loginCommandAppPasswords)
@@ -83,7 +93,7 @@ func checkAppPasswords(t *table, c *Config) {
 		if a.LoginCommand == loginCommandAppPasswords {
 			t.problem("login_command", "is %q but app_passwords is not set: no LOGIN could succeed", loginCommandAppPasswords)
 		}
-		if !a.Passthrough && t.ok("passthrough") {
+		if !a.Passthrough && a.OAuth == nil && t.ok("passthrough") {
 			t.problem("passthrough", "is false but app_passwords is not set: no client could log in")
 		}
 		for i, m := range a.Mechanisms {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
+	"github.com/imapgate/imapgate/auth/oauth"
 	"github.com/imapgate/imapgate/proxy"
 )
 
@@ -33,6 +34,10 @@ type gateway struct {
 
 	rc        *runConfig         // the config in force
 	stopWatch context.CancelFunc // ends rc's certificate file watcher
+
+	// tokens validates OAuth tokens for rc.tokens (nil: none); a reload
+	// keeps it while [auth.oauth] is unchanged (useTokens).
+	tokens *oauth.Validator
 }
 
 // install puts rc's settings in force for new sessions: metrics hooks,
@@ -52,6 +57,12 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 		rc.proxy.Verifiers.SCRAM = g.scram
 	}
 	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
+	if g.tokens != nil {
+		if rc.proxy.Verifiers == nil {
+			rc.proxy.Verifiers = &auth.Verifiers{}
+		}
+		rc.proxy.Verifiers.Tokens = g.tokens
+	}
 	g.audit.SetUserKey(rc.userKey)
 	g.metrics.rc.Store(rc)
 	if g.stopWatch != nil {
@@ -148,13 +159,51 @@ func (g *gateway) reload(ctx context.Context) {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}
 	old := g.rc
+	closeTokens := g.useTokens(next)
 	g.install(ctx, next)
+	closeTokens()
 	if old.acme != nil && old.acme != next.acme {
 		old.acme.Close() // [tls.acme] replaced by certificate files
 	}
 	warnOldTLS(next, cfg, g.log)
 	g.metrics.reloads.WithLabelValues("ok").Inc()
 	g.log.Info("reloaded", "config", g.path, "listeners", len(cfg.Listen), "upstream", cfg.Upstream.Address)
+}
+
+// useTokens makes g.tokens the Validator for rc's [auth.oauth]: the
+// running one while the settings are unchanged (its keys and introspection
+// answers stay cached), else a new one (nil without [auth.oauth]). A new
+// one starts discovery in the background: a provider that is down is
+// retried, and until it answers token logins get NO [UNAVAILABLE]
+// (oauth_unavailable) while everything else works. It returns what closes
+// the Validator replaced, to call once rc is in force (sessions still in an
+// exchange with it finish on it: Close stops only its discovery).
+func (g *gateway) useTokens(rc *runConfig) (closeOld func()) {
+	running, old := g.rc, g.tokens
+	if running != nil && rc.tokens.same(running.tokens) {
+		return func() {}
+	}
+	g.tokens = nil
+	if rc.tokens != nil {
+		v, err := oauth.New(rc.tokens.config(g.log))
+		if err != nil {
+			// newTokenSettings ran oauth.CheckConfig: not reached.
+			g.log.Error("auth.oauth: token validator not started; OAUTHBEARER and XOAUTH2 are not offered", "err", err)
+		}
+		g.tokens = v
+	}
+	return func() {
+		if old != nil {
+			old.Close()
+		}
+	}
+}
+
+// closeTokens stops the token Validator, if any (serve's exit).
+func (g *gateway) closeTokens() {
+	if g.tokens != nil {
+		g.tokens.Close()
+	}
 }
 
 // closeACME stops the ACME manager in force, if any (serve's exit).

@@ -24,6 +24,10 @@ type runConfig struct {
 	listeners []proxy.Listener // parallel to cfg.Listen
 	proxy     *proxy.Config
 	userKey   []byte // audit.user_hash_key_file's key; nil = user names in clear
+
+	// tokens are the [auth.oauth] settings (nil: no tokens); the
+	// gateway starts, or keeps, the Validator for them (gateway.useTokens).
+	tokens *tokenSettings
 }
 
 // newRunConfig builds the proxy's objects from a validated config. audit may
@@ -81,6 +85,11 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 		Audit:                 audit,
 	}
 	rc.proxy.Policy, rc.proxy.UpstreamLogins = newAuthPolicy(&cfg.Policy)
+	// OAuth tokens ([auth.oauth]): the secret read and the settings
+	// checked here; nothing is fetched until serve starts the Validator.
+	if rc.tokens, err = newTokenSettings(cfg.Auth.OAuth); err != nil {
+		return nil, err
+	}
 	return rc, nil
 }
 

@@ -77,6 +77,8 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	g := &gateway{path: path, log: log, audit: audit, queue: queue, metrics: m, store: store, storePath: cfg.Auth.AppPasswords, scram: scramVerifier}
+	g.useTokens(rc)
+	defer g.closeTokens()
 	g.install(watchCtx, rc)
 	srv := proxy.NewServer(rc.proxy)
 	g.srv = srv
