@@ -273,15 +273,20 @@ func TestAppPasswordCommandsReachTheRunningServe(t *testing.T) {
 	again.send("a AUTHENTICATE PLAIN " + plainIR("user1", phonePass))
 	again.expect("a NO [AUTHENTICATIONFAILED]")
 	var revoked, cut int
-	for _, e := range g.events(t) {
-		if e["event"] == "auth" && e["reason"] == "app_password_revoked" && e["credential_id"] == phoneID {
-			revoked++
+	count := func() bool { // the audit writer is asynchronous
+		revoked, cut = 0, 0
+		for _, e := range g.events(t) {
+			if e["event"] == "auth" && e["reason"] == "app_password_revoked" && e["credential_id"] == phoneID {
+				revoked++
+			}
+			if e["event"] == "session_end" && e["reason"] == "credential_revoked" {
+				cut++
+			}
 		}
-		if e["event"] == "session_end" && e["reason"] == "credential_revoked" {
-			cut++
-		}
+		return revoked >= 1 && cut >= 1
 	}
-	if revoked != 1 || cut != 1 {
+	waitFor(t, count)
+	if count(); revoked != 1 || cut != 1 {
 		t.Errorf("audit: %d app_password_revoked, %d session_end credential_revoked; want 1 and 1", revoked, cut)
 	}
 }
