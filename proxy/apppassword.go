@@ -50,13 +50,16 @@ func (s *session) judgePassword(who auth.Result) verdict {
 	return verdict{storeErr: err}
 }
 
-// upstreamLogin logs in to the upstream for who: as the master user for
-// the mailbox of an app password, else with who's own password.
-func (s *session) upstreamLogin(v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
-	if v.app != nil {
-		return s.cfg.Upstream.LoginAs(s.ctx, v.app.User, ci)
-	}
-	return s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+// upstreamLogin logs in to the upstream up routed to for who: as the
+// master user for the mailbox of an app password, else with who's own
+// password.
+func (s *session) upstreamLogin(up *UpstreamGroup, ev *Event, v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
+	return upstreamLoginVia(up, ev, func(u *Upstream) (*UpstreamConn, error) {
+		if v.app != nil {
+			return u.LoginAs(s.ctx, v.app.User, ci)
+		}
+		return u.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+	})
 }
 
 // note writes what the verdict knows of the credential into ev.

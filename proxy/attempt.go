@@ -47,6 +47,10 @@ func (s *session) attempt(tag string, who auth.Result) next {
 		s.givenBack(a, decision)
 		return s.unavailable(tag, ev, ReasonCredentialStoreError, "app password store failed", v.storeErr)
 	}
+	up, n, routed := s.routeAttempt(tag, ev, v, who, a, decision, start)
+	if !routed {
+		return n
+	}
 	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
 	if release == nil {
 		s.givenBack(a, decision)
@@ -55,7 +59,7 @@ func (s *session) attempt(tag string, who auth.Result) next {
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	uc, err := s.upstreamLogin(v, who, ci)
+	uc, err := s.upstreamLogin(up, ev, v, who, ci)
 	release()
 	switch {
 	case err != nil && v.app != nil:
