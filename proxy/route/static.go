@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -54,6 +55,23 @@ func (s *Static) Lookup(_ context.Context, q Query) (Answer, error) {
 		}
 	}
 	return Answer{}, ErrNotFound
+}
+
+// Upstreams returns the upstream names the entries use, sorted.
+func (s *Static) Upstreams() []string {
+	if s == nil {
+		return nil
+	}
+	var names []string
+	for _, m := range []map[string]string{s.users, s.domains} {
+		for _, up := range m {
+			if !slices.Contains(names, up) {
+				names = append(names, up)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Len returns the number of entries.
