@@ -210,7 +210,7 @@ func TestHTTPLookupSpeaksNginxAuthHTTP(t *testing.T) {
 		h    *HTTP
 	}{
 		{"dave@example.org", h},
-		{"eve@example.org", h}, // no Auth-Status at all
+		{"eve@example.org", h},                           // no Auth-Status at all
 		{"alice smith@example.org", &HTTP{URL: srv.URL}}, // 403 without the secret
 	} {
 		_, err := tt.h.Lookup(context.Background(), Query{User: tt.user})
