@@ -90,7 +90,7 @@ func (l *LDAP) Lookup(ctx context.Context, q Query) (Answer, error) {
 	res, err := conn.Search(req)
 	switch {
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
-		return Answer{}, fmt.Errorf("ldap: more than one entry matches %s", filter)
+		return Answer{}, fmt.Errorf("ldap: more than 2 entries match %s", filter)
 	case err != nil:
 		if ctx.Err() != nil {
 			err = errors.Join(ctx.Err(), err)
