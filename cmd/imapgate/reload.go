@@ -39,7 +39,11 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	if g.store != nil {
 		rc.proxy.AppPasswords = g.store
 	}
-	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
+	for _, ug := range rc.proxy.Router.Upstreams {
+		for _, m := range ug.Members {
+			m.ObserveLogin = g.metrics.observeLogin
+		}
+	}
 	g.audit.SetUserKey(rc.userKey)
 	g.metrics.rc.Store(rc)
 	if g.stopWatch != nil {
@@ -54,6 +58,7 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 		g.srv.SetConfig(rc.proxy)
 	}
 	g.rc = rc
+	g.metrics.watchUpstreams(wctx, rc.proxy.Router.Upstreams, g.log)
 }
 
 // reload re-reads the whole config on SIGHUP and applies it: listeners
@@ -131,7 +136,7 @@ func (g *gateway) reload(ctx context.Context) {
 	// failure counters and login slots take the new limits.
 	next.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
 	reloadPolicy(g.rc.proxy, next.proxy, &cfg.Policy)
-	next.proxy.Upstream.KeepAnswerTimes(g.rc.proxy.Upstream)
+	keepAnswerTimes(next.proxy.Router, g.rc.proxy.Router)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}
