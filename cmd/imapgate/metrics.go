@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -198,16 +199,18 @@ func (h *health) readiness() []string {
 // ends it and starts the new config's), for logins, /readyz and
 // imapgate_upstream_up. The gauge is reset first: addresses a reload
 // removed leave no series behind.
-func (m *gateMetrics) watchUpstreams(ctx context.Context, groups []*proxy.UpstreamGroup, log *slog.Logger) {
+func (m *gateMetrics) watchUpstreams(ctx context.Context, wg *sync.WaitGroup, groups []*proxy.UpstreamGroup, log *slog.Logger) {
 	m.upstreamUp.Reset()
 	for _, g := range groups {
-		go watchUpstream(ctx, g, m, log)
+		wg.Add(1)
+		go watchUpstream(ctx, wg, g, m, log)
 	}
 }
 
 // watchUpstream runs g.Watch and reports each probe; a named function so
 // goroutine dumps say what it is.
-func watchUpstream(ctx context.Context, g *proxy.UpstreamGroup, m *gateMetrics, log *slog.Logger) {
+func watchUpstream(ctx context.Context, wg *sync.WaitGroup, g *proxy.UpstreamGroup, m *gateMetrics, log *slog.Logger) {
+	defer wg.Done()
 	g.Watch(ctx, func(r proxy.ProbeResult) {
 		up := 1.0
 		if r.Err != nil {

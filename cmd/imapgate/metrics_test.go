@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,7 +61,9 @@ func TestReadyzFollowsTheUpstreamProbes(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m.watchUpstreams(ctx, groups, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	var probes sync.WaitGroup
+	defer func() { cancel(); probes.Wait() }()
+	m.watchUpstreams(ctx, &probes, groups, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
 	waitFor(t, func() bool { code, _ := get("/readyz"); return code == 200 })
 	waitFor(t, func() bool {
 		_, body := get("/metrics")

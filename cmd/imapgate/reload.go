@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy"
@@ -28,7 +29,21 @@ type gateway struct {
 	storePath string
 
 	rc        *runConfig         // the config in force
-	stopWatch context.CancelFunc // ends rc's certificate file watcher
+	stopWatch context.CancelFunc // ends rc's certificate file watcher and its probes
+	watchCtx  context.Context    // what stopWatch ends
+
+	// probing is set once serve has started the upstream probes
+	// (startProbes); install then starts the new config's. probes
+	// counts the probe goroutines, for serve's exit.
+	probing bool
+	probes  sync.WaitGroup
+}
+
+// startProbes starts probing every upstream address of the config in
+// force, and of each config a reload installs from now on.
+func (g *gateway) startProbes() {
+	g.probing = true
+	g.metrics.watchUpstreams(g.watchCtx, &g.probes, g.rc.proxy.Router.Upstreams, g.log)
 }
 
 // install puts rc's settings in force for new sessions: metrics hooks,
@@ -57,8 +72,10 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	if g.srv != nil {
 		g.srv.SetConfig(rc.proxy)
 	}
-	g.rc = rc
-	g.metrics.watchUpstreams(wctx, rc.proxy.Router.Upstreams, g.log)
+	g.rc, g.watchCtx = rc, wctx
+	if g.probing {
+		g.startProbes()
+	}
 }
 
 // reload re-reads the whole config on SIGHUP and applies it: listeners

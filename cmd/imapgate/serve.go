@@ -121,6 +121,12 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		log.Info("admin socket", "path", cfg.Admin.Socket)
 	}
 
+	// Only now that nothing can fail the start: probes log and outlive
+	// nothing but serve itself.
+	g.startProbes()
+	defer g.probes.Wait()
+	defer stopWatch()
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
