@@ -55,14 +55,16 @@ func (s *session) judge(who auth.Result) verdict {
 	return verdict{storeErr: err}
 }
 
-// upstreamLogin logs in to the upstream for who: as the master user for
-// the mailbox of a credential the client proved, else with who's own
-// password.
-func (s *session) upstreamLogin(v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
-	if v.viaMaster {
-		return s.cfg.Upstream.LoginAs(s.ctx, v.user, ci)
-	}
-	return s.cfg.Upstream.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+// upstreamLogin logs in to the upstream up routed to for who: as the
+// master user for the mailbox of a credential the client proved, else
+// with who's own password.
+func (s *session) upstreamLogin(up *UpstreamGroup, ev *Event, v verdict, who auth.Result, ci ClientInfo) (*UpstreamConn, error) {
+	return upstreamLoginVia(up, ev, func(u *Upstream) (*UpstreamConn, error) {
+		if v.viaMaster {
+			return u.LoginAs(s.ctx, v.user, ci)
+		}
+		return u.Login(s.ctx, who.User, who.Password.Reveal(), ci)
+	})
 }
 
 // note writes what the verdict knows of the credential into ev.

@@ -124,6 +124,10 @@ func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
 		s.giveBack(at)
 		return s.unavailable(at.tag, ev, ReasonCredentialStoreError, "app password store failed", v.storeErr)
 	}
+	up, n, routed := s.routeAttempt(at, v, who)
+	if !routed {
+		return n
+	}
 	release := s.cfg.UpstreamLogins.Acquire(s.ctx)
 	if release == nil {
 		s.giveBack(at)
@@ -132,7 +136,7 @@ func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
 	ci := ClientInfo{Session: s.id}
 	ci.Addr, _ = s.raw.RemoteAddr().(*net.TCPAddr)
 	ci.Local, _ = s.raw.LocalAddr().(*net.TCPAddr)
-	uc, err := s.upstreamLogin(v, who, ci)
+	uc, err := s.upstreamLogin(up, ev, v, who, ci)
 	release()
 	tag := at.tag
 	switch {

@@ -186,6 +186,14 @@ type Event struct {
 	DurationMS      *int64            `json:"duration_ms,omitempty"`
 	BytesIn         *int64            `json:"bytes_in,omitempty"`
 	BytesOut        *int64            `json:"bytes_out,omitempty"`
+
+	// UpstreamName is the [[upstream]] name the login was routed to, and
+	// Route the lookup that chose it ("static", "map_file", "ldap",
+	// "auth_http", or "default" when none knew the user; empty without
+	// lookups). UpstreamName is empty for a single unnamed [upstream]
+	// (README "Routing").
+	UpstreamName string `json:"upstream_name,omitempty"`
+	Route        string `json:"route,omitempty"`
 }
 
 // Auditor writes audit events as JSON lines. The zero value discards events.

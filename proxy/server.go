@@ -43,8 +43,13 @@ type Listener struct {
 // Config is everything a session needs. Defaults apply to zero fields.
 // A Config must not be changed once given to a Server; use SetConfig.
 type Config struct {
-	// Upstream is the server behind the proxy. Required.
+	// Upstream is the server behind the proxy. Required: with a Router
+	// it is the default upstream's first address, whose answer times
+	// pace refusals (see Upstream.KeepAnswerTimes).
 	Upstream *Upstream
+	// Router picks the upstream of each login among several (README
+	// "Routing"). Nil: every login goes to Upstream.
+	Router *Router
 	// Mechanisms are the SASL mechanisms offered after TLS, those
 	// auth.Offered keeps. Empty means auth.Default (PLAIN).
 	Mechanisms []string

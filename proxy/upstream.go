@@ -331,7 +331,7 @@ func (u *Upstream) login(ctx context.Context, start time.Time, client ClientInfo
 	}
 	c, err := u.connect(ctx, client)
 	if err != nil {
-		return nil, err
+		return nil, connectFailed(err) // an UpstreamGroup may try its next address
 	}
 	defer func() { c.release(err == nil) }()
 	// The connect deadline bounds the exchange up to the credential, the

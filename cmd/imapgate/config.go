@@ -43,9 +43,26 @@ type Config struct {
 	// Default: no certificate; one source is required.
 	TLS TLSConfig `toml:"tls"`
 
-	// Upstream is the IMAP server imapgate logs users in to.
+	// Upstream is the IMAP server imapgate logs users in to: the single
+	// [upstream] table, or the default one of the [[upstream]] tables
+	// (the one named "default", else the first).
 	// Default: no address; it is required.
 	Upstream UpstreamConfig `toml:"upstream"`
+
+	// Upstreams are every upstream, the default one included, in the
+	// order written: the one [upstream] table, or each [[upstream]].
+	Upstreams []UpstreamConfig `toml:"-"`
+
+	// Routes are the [[route]] tables: users and domains with the
+	// upstream their mailboxes live on (README "Routing").
+	// Default: none.
+	Routes []RouteConfig `toml:"route"`
+
+	// Routing is the [routing] table: the map file and the LDAP and
+	// auth_http lookups.
+	// Default: no lookups; every login goes to the default upstream
+	// unless a [[route]] names another.
+	Routing RoutingConfig `toml:"routing"`
 
 	// Auth says which ways of logging in clients may use.
 	// Default: AUTHENTICATE PLAIN only.
@@ -122,7 +139,10 @@ func DefaultConfig() *Config {
 			ForwardClientIP: string(proxy.ForwardNone),
 			ConnectTimeout:  Duration{10 * time.Second},
 			LoginTimeout:    Duration{30 * time.Second},
+			Balance:         string(proxy.BalanceRoundRobin),
+			ProbeInterval:   Duration{proxy.DefaultProbeInterval},
 		},
+		Routing: defaultRouting(),
 		Auth: AuthConfig{
 			Mechanisms:   auth.Default(),
 			LoginCommand: loginCommandRefuse,

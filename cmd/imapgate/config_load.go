@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/imapgate/imapgate/tlsconf"
@@ -39,6 +40,10 @@ func parseConfig(path string, data []byte, checkFiles bool) (*Config, error) {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			p.Line, p.Msg = pe.Position.Line, pe.Message
+		}
+		if strings.Contains(p.Msg, "'upstream' was already created") {
+			// [upstream] and [[upstream]] in one file (README "Routing").
+			p.Key, p.Msg = "upstream", "write one [upstream] table, or [[upstream]] tables (each with a name) for several, not both"
 		}
 		return nil, &ConfigError{Path: path, Problems: []Problem{p}}
 	}
@@ -84,7 +89,9 @@ func (d *decoder) config(t *table, c *Config) {
 		return st
 	}
 	acmeTable := d.tls(section("tls"), &c.TLS)
-	d.upstream(section("upstream"), &c.Upstream)
+	upstreamTables := d.upstreams(t, c)
+	d.routes(t, c, upstreamTables)
+	d.routing(section("routing"), c)
 	authTable := section("auth")
 	d.auth(authTable, &c.Auth)
 	ruleTables := d.policy(section("policy"), &c.Policy)

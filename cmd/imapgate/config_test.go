@@ -166,8 +166,11 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 			ForwardClientIP: "none",
 			ConnectTimeout:  Duration{10 * time.Second},
 			LoginTimeout:    Duration{30 * time.Second},
+			Balance:         "round-robin",
+			ProbeInterval:   Duration{10 * time.Second},
 		},
-		Auth: AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "refuse", Passthrough: true},
+		Routing: RoutingConfig{MapCheckInterval: Duration{30 * time.Second}, Timeout: Duration{10 * time.Second}},
+		Auth:    AuthConfig{Mechanisms: []string{"PLAIN"}, LoginCommand: "refuse", Passthrough: true},
 		Policy: PolicyConfig{
 			MaxConnections:      20000,
 			MaxConnectionsPerIP: 50,
@@ -189,6 +192,7 @@ func TestMinimalConfigGetsEveryDefault(t *testing.T) {
 		Audit: AuditConfig{Output: "stdout"},
 		path:  "imapgate.toml",
 	}
+	want.Upstreams = []UpstreamConfig{want.Upstream}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", c, want)
 	}
@@ -284,6 +288,10 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 		Admin:   AdminConfig{Socket: "/run/imapgate/admin.sock"},
 		path:    "imapgate.toml",
 	}
+	// The routing keys have their own file (good-upstreams.toml).
+	want.Upstream.Balance, want.Upstream.ProbeInterval = "round-robin", Duration{10 * time.Second}
+	want.Upstreams = []UpstreamConfig{want.Upstream}
+	want.Routing = defaultRouting()
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", c, want)
 	}
@@ -331,6 +339,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	want.TLS.KeyFile = "/etc/imapgate/privkey.pem"
 	want.Upstream.Address = "mail.internal:143"
 	want.Upstream.ServerName = "mail.internal"
+	want.Upstreams = []UpstreamConfig{want.Upstream}
 	want.Policy.TrustedProxies, want.Policy.Allow, want.Policy.Deny = []string{}, []string{}, []string{}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("example config\n got %+v\nwant %+v", c, want)
@@ -412,6 +421,7 @@ func TestStructTagsMatchTheLoader(t *testing.T) {
 	}
 	decoded.path = loaded.path
 	decoded.Upstream.ServerName = loaded.Upstream.ServerName // filled in by the loader
+	decoded.Upstreams = loaded.Upstreams                     // toml:"-": the loader's list of [upstream] or [[upstream]]
 	if !reflect.DeepEqual(decoded, loaded) {
 		t.Fatalf("toml.Decode gives\n%+v\nLoadConfig gives\n%+v", decoded, loaded)
 	}
@@ -670,7 +680,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := parseConfig("f.toml", data, false)
 		if err == nil {
-			if len(c.Listen) == 0 || c.Upstream.Address == "" {
+			if len(c.Listen) == 0 || len(c.Upstream.AddressList()) == 0 {
 				t.Fatalf("loaded without a listener or upstream: %+v", c)
 			}
 			return

@@ -6,15 +6,40 @@ import (
 	"encoding/base64"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/imapgate/imapgate/proxy"
 )
 
-// UpstreamConfig is the [upstream] table: the real IMAP server.
+// UpstreamConfig is the [upstream] table, or one [[upstream]] table: a
+// real IMAP server, at one or more addresses.
 type UpstreamConfig struct {
+	// Name names the upstream for [[route]], lookups, metrics and audit
+	// events. Required in [[upstream]] tables, unique, letters, digits
+	// and "._-".
+	// Default: "" in a single [upstream] table.
+	Name string `toml:"name"`
+
 	// Address is the "host:port" of the upstream.
-	// Default: none, required.
+	// Default: none; Address or Addresses is required.
 	Address string `toml:"address"`
+
+	// Addresses are the "host:port"s of one server group (a primary and
+	// its standbys, or equal peers): a login goes to a healthy one, and
+	// on to the next when one cannot be connected to.
+	// Default: none; Address or Addresses is required, not both.
+	Addresses []string `toml:"addresses"`
+
+	// Balance is "round-robin" (healthy addresses in turn) or "failover"
+	// (the first healthy one, in the order written).
+	// Default: "round-robin".
+	Balance string `toml:"balance"`
+
+	// ProbeInterval is how often each address is probed (connect, TLS,
+	// greeting, CAPABILITY, LOGOUT; never a login). It must be more
+	// than 0.
+	// Default: 10s.
+	ProbeInterval Duration `toml:"probe_interval"`
 
 	// TLS is "none", "starttls" or "implicit" (proxy.UpstreamTLS). "none"
 	// sends passwords in clear text: only for a trusted network.
@@ -76,8 +101,20 @@ type UpstreamConfig struct {
 	Master *MasterConfig `toml:"master"`
 }
 
+// AddressList returns Address, or Addresses.
+func (u *UpstreamConfig) AddressList() []string {
+	if u.Address != "" {
+		return []string{u.Address}
+	}
+	return u.Addresses
+}
+
 func (d *decoder) upstream(t *table, u *UpstreamConfig) {
+	t.str("name", &u.Name)
 	t.str("address", &u.Address)
+	t.strings("addresses", &u.Addresses)
+	t.str("balance", &u.Balance)
+	t.duration("probe_interval", &u.ProbeInterval)
 	t.str("tls", &u.TLS)
 	t.str("server_name", &u.ServerName)
 	t.str("ca_file", &u.CAFile)
@@ -95,14 +132,38 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 	d.master(mt, u)
 	t.done()
 
-	var host string
-	if u.Address == "" {
+	var hosts []string
+	switch {
+	case u.Address != "" && len(u.Addresses) > 0:
+		t.problem("addresses", "is set, and so is address: write one address as address = \"host:port\", or several as addresses = [...], not both")
+	case u.Address == "" && len(u.Addresses) == 0 && t.ok("addresses"):
 		t.missing("address", "is required: the IMAP server to log users in to, e.g. \"mail.internal:143\"")
-	} else if err := checkHostPort(u.Address, "mail.internal:143", false); err != nil {
-		t.problem("address", "%s", err)
-	} else {
-		host, _, _ = net.SplitHostPort(u.Address)
+	case u.Address != "":
+		if err := checkHostPort(u.Address, "mail.internal:143", false); err != nil {
+			t.problem("address", "%s", err)
+		} else {
+			host, _, _ := net.SplitHostPort(u.Address)
+			hosts = append(hosts, host)
+		}
+	default:
+		seen := map[string]int{}
+		for i, a := range u.Addresses {
+			key := elemKey(t.keyOf("addresses"), i)
+			if err := checkHostPort(a, "mail.internal:143", false); err != nil {
+				t.problemKey(key, "%s", err)
+				continue
+			}
+			if j, dup := seen[strings.ToLower(a)]; dup {
+				t.problemKey(key, "%q is already addresses[%d]", a, j)
+				continue
+			}
+			seen[strings.ToLower(a)] = i
+			host, _, _ := net.SplitHostPort(a)
+			hosts = append(hosts, host)
+		}
 	}
+	oneOf(t, "balance", u.Balance, proxy.BalanceRoundRobin, proxy.BalanceFailover)
+	t.positive("probe_interval", u.ProbeInterval)
 	oneOf(t, "tls", u.TLS, proxy.UpstreamPlaintext, proxy.UpstreamSTARTTLS, proxy.UpstreamImplicit)
 	oneOf(t, "login", u.Login, proxy.LoginAuto, proxy.LoginPlain, proxy.LoginLogin)
 	oneOf(t, "forward_client_ip", u.ForwardClientIP, proxy.ForwardNone, proxy.ForwardID, proxy.ForwardProxyV2)
@@ -125,13 +186,16 @@ func (d *decoder) upstream(t *table, u *UpstreamConfig) {
 				t.problem(name, "is set, but upstream.tls is %q: nothing would be verified", proxy.UpstreamPlaintext)
 			}
 		}
-		if host != "" && !isLoopback(host) {
-			t.warn("tls", "is %q: passwords go to %s in clear text; use this only on a trusted network", proxy.UpstreamPlaintext, u.Address)
+		for i, host := range hosts {
+			if !isLoopback(host) {
+				t.warn("tls", "is %q: passwords go to %s in clear text; use this only on a trusted network", proxy.UpstreamPlaintext, u.AddressList()[i])
+				break
+			}
 		}
 	} else {
 		t.file("ca_file", u.CAFile)
-		if u.ServerName == "" {
-			u.ServerName = host
+		if u.ServerName == "" && len(hosts) == 1 {
+			u.ServerName = hosts[0] // several addresses: each is verified against its own host
 		}
 	}
 	for i, s := range u.SourceAddresses {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +34,7 @@ type gateMetrics struct {
 	authTotal     *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
 	upstreamLogin *prometheus.HistogramVec
-	upstreamUp    prometheus.Gauge
+	upstreamUp    *prometheus.GaugeVec
 	reloads       *prometheus.CounterVec
 
 	rc  atomic.Pointer[runConfig]    // the runConfig in force: its certificates, for expiry
@@ -64,9 +65,9 @@ func newMetrics(dropped func() uint64) *gateMetrics {
 		Help:    "Time to log in to the upstream (dial, TLS, login), by result (ok, failure, error).",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"result"})
-	m.upstreamUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "imapgate_upstream_up", Help: "1 if the last upstream probe (connect, TLS, greeting) succeeded.",
-	})
+	m.upstreamUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "imapgate_upstream_up", Help: "1 if the last probe of the upstream address (connect, TLS, greeting, CAPABILITY, LOGOUT) succeeded, 0 if it failed; by upstream name (or address, for an unnamed [upstream]) and address.",
+	}, []string{"upstream", "address"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "imapgate_config_reloads_total", Help: "SIGHUP reloads, by result (ok, rejected).",
 	}, []string{"result"})
@@ -162,10 +163,10 @@ func (b *bytesRelayed) Collect(ch chan<- prometheus.Metric) {
 
 // health answers /healthz and /readyz.
 type health struct {
-	bound      atomic.Bool  // every listener is bound
-	lastProbe  atomic.Int64 // unix nanos of the last upstream probe that succeeded
-	probeEvery time.Duration
-	certs      func() []*x509.Certificate // the certificates served now
+	bound  atomic.Bool                   // every listener is bound
+	groups func() []*proxy.UpstreamGroup // the upstreams in force
+	certs  func() []*x509.Certificate    // the certificates served now
+	now    func() time.Time              // nil: time.Now
 }
 
 // readiness lists what is not ready; empty means ready.
@@ -177,44 +178,53 @@ func (h *health) readiness() []string {
 	if len(h.certs()) == 0 {
 		not = append(not, "no certificate loaded")
 	}
-	if last := h.lastProbe.Load(); last == 0 {
-		not = append(not, "upstream not probed successfully yet")
-	} else if age := time.Since(time.Unix(0, last)); age > 3*h.probeEvery {
-		not = append(not, fmt.Sprintf("upstream last answered a probe %s ago", age.Round(time.Second)))
+	now := time.Now()
+	if h.now != nil {
+		now = h.now()
+	}
+	for _, g := range h.groups() {
+		if g.Ready(now) {
+			continue
+		}
+		if last := g.LastAnswer(); last.IsZero() {
+			not = append(not, fmt.Sprintf("upstream %s not probed successfully yet", g.Label()))
+		} else {
+			not = append(not, fmt.Sprintf("upstream %s last answered a probe %s ago", g.Label(), now.Sub(last).Round(time.Second)))
+		}
 	}
 	return not
 }
 
-// probeUpstream probes the current upstream every h.probeEvery until ctx
-// ends, and records the result for /readyz and imapgate_upstream_up.
-func probeUpstream(ctx context.Context, h *health, upstream func() *proxy.Upstream, m *gateMetrics, log *slog.Logger) {
-	t := time.NewTicker(h.probeEvery)
-	defer t.Stop()
-	wasUp := true
-	for {
-		err := upstream().Probe(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			h.lastProbe.Store(time.Now().UnixNano())
-			m.upstreamUp.Set(1)
-			if !wasUp {
-				log.Info("upstream probe: answering again")
-			}
-		} else {
-			m.upstreamUp.Set(0)
-			if wasUp {
-				log.Warn("upstream probe failed", "err", err)
-			}
-		}
-		wasUp = err == nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// watchUpstreams probes every address of groups until ctx ends (a reload
+// ends it and starts the new config's), for logins, /readyz and
+// imapgate_upstream_up. The gauge is reset first: addresses a reload
+// removed leave no series behind.
+func (m *gateMetrics) watchUpstreams(ctx context.Context, wg *sync.WaitGroup, groups []*proxy.UpstreamGroup, log *slog.Logger) {
+	m.upstreamUp.Reset()
+	for _, g := range groups {
+		wg.Add(1)
+		go watchUpstream(ctx, wg, g, m, log)
 	}
+}
+
+// watchUpstream runs g.Watch and reports each probe; a named function so
+// goroutine dumps say what it is.
+func watchUpstream(ctx context.Context, wg *sync.WaitGroup, g *proxy.UpstreamGroup, m *gateMetrics, log *slog.Logger) {
+	defer wg.Done()
+	g.Watch(ctx, func(r proxy.ProbeResult) {
+		up := 1.0
+		if r.Err != nil {
+			up = 0
+		}
+		m.upstreamUp.WithLabelValues(r.Upstream, r.Address).Set(up)
+		switch {
+		case !r.Changed:
+		case r.Err != nil:
+			log.Warn("upstream probe failed", "upstream", r.Upstream, "address", r.Address, "err", r.Err)
+		default:
+			log.Info("upstream probe: answering again", "upstream", r.Upstream, "address", r.Address)
+		}
+	})
 }
 
 // metricsHandler serves /metrics, /healthz and /readyz.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,66 +18,77 @@ import (
 	"github.com/imapgate/imapgate/tlsconf"
 )
 
-// TestReadyzFollowsTheUpstreamProbe: /readyz turns ready once the upstream
-// answers a probe and unready, with the reason, when it stops answering;
-// /healthz stays ok throughout.
-func TestReadyzFollowsTheUpstreamProbe(t *testing.T) {
-	up, err := memupstream.Start(map[string]string{"u": "p"})
+// TestReadyzFollowsTheUpstreamProbes: two named upstreams, "mail" at one
+// address and "pair" at two, one of which never answers. /readyz turns
+// ready once every upstream has an address answering its probes (the
+// dead half of "pair" does not hold it back), and unready, naming the
+// upstream, when "mail" stops answering; imapgate_upstream_up has one
+// series per address; /healthz stays ok throughout.
+func TestReadyzFollowsTheUpstreamProbes(t *testing.T) {
+	mail, err := memupstream.Start(map[string]string{"u": "p"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer up.Close()
+	defer mail.Close()
+	peer, err := memupstream.Start(map[string]string{"u": "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	dead := proxytest.FreePort(t)
 	cert, _, _ := tlsconf.SelfSigned(time.Hour, "localhost")
 	certs, _ := tlsconf.LoadCertStore()
 	certs.Add(cert)
+	group := func(name string, addrs ...string) *proxy.UpstreamGroup {
+		g := &proxy.UpstreamGroup{Name: name, ProbeInterval: 20 * time.Millisecond}
+		for _, a := range addrs {
+			g.Members = append(g.Members, &proxy.Upstream{Address: a, TLS: proxy.UpstreamPlaintext, ConnectTimeout: time.Second})
+		}
+		return g
+	}
+	groups := []*proxy.UpstreamGroup{group("mail", mail.Addr), group("pair", dead, peer.Addr)}
 	m := newMetrics(nil)
-	h := &health{probeEvery: 20 * time.Millisecond, certs: certs.Leaves}
+	h := &health{certs: certs.Leaves, groups: func() []*proxy.UpstreamGroup { return groups }}
 	h.bound.Store(true)
 	hd := metricsHandler(m, h)
-	readyz := func() (int, string) {
+	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
-		hd.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		hd.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		return rec.Code, rec.Body.String()
 	}
-	if code, body := readyz(); code != 503 || !strings.Contains(body, "not probed") {
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "upstream mail not probed") {
 		t.Fatalf("before any probe: %d %q", code, body)
 	}
-	addr := up.Addr
-	u := &proxy.Upstream{Address: addr, TLS: proxy.UpstreamPlaintext, ConnectTimeout: time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go probeUpstream(ctx, h, func() *proxy.Upstream { return u }, m, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
-	waitFor(t, func() bool { code, _ := readyz(); return code == 200 })
-
-	up.Close()
+	var probes sync.WaitGroup
+	defer func() { cancel(); probes.Wait() }()
+	m.watchUpstreams(ctx, &probes, groups, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	waitFor(t, func() bool { code, _ := get("/readyz"); return code == 200 })
 	waitFor(t, func() bool {
-		code, body := readyz()
-		return code == 503 && strings.Contains(body, "upstream last answered a probe")
+		_, body := get("/metrics")
+		return strings.Contains(body, `imapgate_upstream_up{address="`+dead+`",upstream="pair"} 0`) &&
+			strings.Contains(body, `imapgate_upstream_up{address="`+peer.Addr+`",upstream="pair"} 1`) &&
+			strings.Contains(body, `imapgate_upstream_up{address="`+mail.Addr+`",upstream="mail"} 1`)
 	})
-	rec := httptest.NewRecorder()
-	hd.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-	if rec.Code != 200 {
-		t.Errorf("/healthz: %d", rec.Code)
-	}
-	// /readyz turns 503 once the last good probe is too old, which can be
-	// while a probe is still failing; the gauge moves when it has failed.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		rec = httptest.NewRecorder()
-		hd.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-		if strings.Contains(rec.Body.String(), "imapgate_upstream_up 0") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("imapgate_upstream_up is not 0 with the upstream gone")
-		}
-		time.Sleep(20 * time.Millisecond)
+
+	mail.Close()
+	waitFor(t, func() bool {
+		code, body := get("/readyz")
+		return code == 503 && strings.Contains(body, "upstream mail last answered a probe") && !strings.Contains(body, "pair")
+	})
+	waitFor(t, func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, `imapgate_upstream_up{address="`+mail.Addr+`",upstream="mail"} 0`)
+	})
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
 	}
 
 	// No certificate: not ready either.
 	empty, _ := tlsconf.LoadCertStore()
 	h.certs = empty.Leaves
-	if _, body := readyz(); !strings.Contains(body, "no certificate") {
+	if _, body := get("/readyz"); !strings.Contains(body, "no certificate") {
 		t.Errorf("without certificates: %q", body)
 	}
 }

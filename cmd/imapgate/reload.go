@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
@@ -33,11 +34,25 @@ type gateway struct {
 	scram *auth.SCRAMVerifier
 
 	rc        *runConfig         // the config in force
-	stopWatch context.CancelFunc // ends rc's certificate file watcher
+	stopWatch context.CancelFunc // ends rc's certificate file watcher and its probes
+	watchCtx  context.Context    // what stopWatch ends
 
 	// tokens validates OAuth tokens for rc.tokens (nil: none); a reload
 	// keeps it while [auth.oauth] is unchanged (useTokens).
 	tokens *oauth.Validator
+
+	// probing is set once serve has started the upstream probes
+	// (startProbes); install then starts the new config's. probes
+	// counts the probe goroutines, for serve's exit.
+	probing bool
+	probes  sync.WaitGroup
+}
+
+// startProbes starts probing every upstream address of the config in
+// force, and of each config a reload installs from now on.
+func (g *gateway) startProbes() {
+	g.probing = true
+	g.metrics.watchUpstreams(g.watchCtx, &g.probes, g.rc.proxy.Router.Upstreams, g.log)
 }
 
 // install puts rc's settings in force for new sessions: metrics hooks,
@@ -56,7 +71,11 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 		}
 		rc.proxy.Verifiers.SCRAM = g.scram
 	}
-	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
+	for _, ug := range rc.proxy.Router.Upstreams {
+		for _, m := range ug.Members {
+			m.ObserveLogin = g.metrics.observeLogin
+		}
+	}
 	if g.tokens != nil {
 		if rc.proxy.Verifiers == nil {
 			rc.proxy.Verifiers = &auth.Verifiers{}
@@ -76,7 +95,10 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	if g.srv != nil {
 		g.srv.SetConfig(rc.proxy)
 	}
-	g.rc = rc
+	g.rc, g.watchCtx = rc, wctx
+	if g.probing {
+		g.startProbes()
+	}
 }
 
 // reload re-reads the whole config on SIGHUP and applies it: listeners
@@ -154,7 +176,7 @@ func (g *gateway) reload(ctx context.Context) {
 	// failure counters and login slots take the new limits.
 	next.proxy.Conns.SetLimits(cfg.Policy.MaxConnections, cfg.Policy.MaxConnectionsPerIP, cfg.Policy.MaxConnectionsPerNetwork)
 	reloadPolicy(g.rc.proxy, next.proxy, &cfg.Policy)
-	next.proxy.Upstream.KeepAnswerTimes(g.rc.proxy.Upstream)
+	keepAnswerTimes(next.proxy.Router, g.rc.proxy.Router)
 	if err := g.queue.Reopen(cfg.Audit.Output); err != nil {
 		g.log.Error("reload: audit output not reopened", "err", err)
 	}

@@ -59,7 +59,7 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 	if err := rc.setServerTLS(); err != nil {
 		return nil, err
 	}
-	up, err := newUpstream(&cfg.Upstream)
+	router, err := newRouter(cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,8 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	rc.proxy = &proxy.Config{
-		Upstream:          up,
+		Upstream:          router.Default.Members[0],
+		Router:            router,
 		Mechanisms:        cfg.Auth.Mechanisms,
 		AllowLoginOverTLS: cfg.Auth.LoginCommand == loginCommandAllowOverTLS,
 		// AppPasswords is the store serve holds open (gateway.install).
@@ -119,10 +120,11 @@ func (rc *runConfig) leaves() []*x509.Certificate {
 	return rc.certs.Leaves()
 }
 
-// newUpstream builds the upstream login settings.
-func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
+// newUpstreamAt builds the upstream login settings of c for one of its
+// addresses.
+func newUpstreamAt(c *UpstreamConfig, address string) (*proxy.Upstream, error) {
 	up := &proxy.Upstream{
-		Address:        c.Address,
+		Address:        address,
 		TLS:            proxy.UpstreamTLS(c.TLS),
 		Method:         proxy.LoginMethod(c.Login),
 		UserTemplate:   c.UserTemplate,
@@ -133,7 +135,7 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 	if up.TLS != proxy.UpstreamPlaintext {
 		name := c.ServerName
 		if name == "" {
-			name, _, _ = net.SplitHostPort(c.Address)
+			name, _, _ = net.SplitHostPort(address)
 		}
 		tc, err := tlsconf.UpstreamConfig(tlsconf.UpstreamOptions{ServerName: name, CAFile: c.CAFile, PinSHA256: c.PinSHA256})
 		if err != nil {
@@ -159,4 +161,9 @@ func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
 		up.SourceAddrs = append(up.SourceAddrs, ip)
 	}
 	return up, nil
+}
+
+// newUpstream builds the settings of c's first address.
+func newUpstream(c *UpstreamConfig) (*proxy.Upstream, error) {
+	return newUpstreamAt(c, c.AddressList()[0])
 }

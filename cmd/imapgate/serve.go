@@ -110,9 +110,8 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 			fmt.Fprintf(stderr, "metrics.listen: cannot bind %s: %v\n", cfg.Metrics.Listen, err)
 			return 1
 		}
-		h := &health{probeEvery: upstreamProbeEvery, certs: m.leaves}
+		h := &health{certs: m.leaves, groups: func() []*proxy.UpstreamGroup { return srv.Config().Router.Upstreams }}
 		h.bound.Store(true)
-		go probeUpstream(watchCtx, h, func() *proxy.Upstream { return srv.Config().Upstream }, m, log)
 		go serveMetrics(watchCtx, mln, metricsHandler(m, h), log)
 		log.Info("serving metrics", "address", mln.Addr().String())
 	}
@@ -133,6 +132,12 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		go serveAdmin(watchCtx, aln, admin, log)
 		log.Info("admin socket", "path", cfg.Admin.Socket)
 	}
+
+	// Only now that nothing can fail the start: probes log and outlive
+	// nothing but serve itself.
+	g.startProbes()
+	defer g.probes.Wait()
+	defer stopWatch()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -158,9 +163,6 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 	g.lns.wg.Wait()
 	return 0
 }
-
-// upstreamProbeEvery is how often /readyz's upstream probe runs.
-const upstreamProbeEvery = 10 * time.Second
 
 // openAppPasswords opens the app password store at path, once for the
 // life of serve; "" means none (nil, nil). The store's lock keeps every
