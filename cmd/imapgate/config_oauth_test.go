@@ -152,8 +152,8 @@ func TestExampleOAuthBlockLoads(t *testing.T) {
 		switch {
 		case line == "# [upstream.master]" || line == "# [auth.oauth]":
 			in = true
-		case strings.HasPrefix(line, "["):
-			in = false
+		case strings.HasPrefix(line, "["), line == "":
+			in = false // a table, or the blank line that ends the commented block
 		}
 		if in && commentedKey.MatchString(line) {
 			line = strings.TrimPrefix(line, "# ")
