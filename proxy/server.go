@@ -42,7 +42,8 @@ type Config struct {
 	// Upstream is the server behind the proxy. Required.
 	Upstream *Upstream
 	// Mechanisms are the SASL mechanisms offered after TLS, those
-	// auth.Offered keeps. Empty means auth.Default (PLAIN).
+	// auth.Offered keeps, on listeners whose Listeners entry names none.
+	// Empty means auth.Default (PLAIN).
 	Mechanisms []string
 	// Verifiers check the credentials imapgate judges itself (tokens,
 	// SCRAM keys, client certificates), for the mechanisms that need
@@ -70,6 +71,18 @@ type Config struct {
 	// upstream. False: it is passed through to the upstream, which judges
 	// it.
 	RefusePassThrough bool
+	// Listeners are settings of single listeners, by Listener.Name, that
+	// replace Mechanisms and RefusePassThrough for the clients of that
+	// listener (README "[[listen]] mechanisms and passthrough"). A
+	// listener not in the map uses Config's. They live here rather than in
+	// Listener so that a reload (SetConfig) reaches listeners that stay
+	// bound.
+	Listeners map[string]ListenerAuth
+	// PassThroughRules decide pass-through for some clients by address and
+	// listener ([[policy.rule]] passthrough): the first rule that matches
+	// a client applies; one that leaves PassThrough nil, and a client no
+	// rule matches, get the listener's. Empty: the listener's for everyone.
+	PassThroughRules []PassThroughRule
 	// PreauthTimeout bounds the time from accept to a completed login.
 	// Zero means 60s.
 	PreauthTimeout time.Duration

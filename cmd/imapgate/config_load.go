@@ -106,6 +106,8 @@ func (d *decoder) config(t *table, c *Config) {
 	checkBindsDistinct(binds)
 	checkRuleListeners(ruleTables, c)
 	checkAppPasswords(authTable, c)
+	checkListenAuth(listens, c)
+	checkRulePassthrough(ruleTables, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {
