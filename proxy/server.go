@@ -317,27 +317,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // EndCredential ends every open session that logged in with the app
-// password or client certificate id (session_end reason credential_revoked) and returns how many
-// it ended. Revocation calls it: the device is cut off now, not at its
-// next login.
+// password or client certificate id (session_end reason
+// credential_revoked) and returns how many it ended. Revocation calls it:
+// the device is cut off now, not at its next login.
 func (s *Server) EndCredential(id string) int {
 	if id == "" {
 		return 0
 	}
-	s.mu.Lock()
-	var ending []*session
-	for sess := range s.sessions {
-		if sess.credential.ID == id && sess.credential.Kind != auth.CredentialToken {
-			ending = append(ending, sess)
-		}
-	}
-	s.mu.Unlock()
-	// Outside the lock, as in Shutdown: ending a parked session finishes
-	// it right here, and finishing takes the lock.
-	for _, sess := range ending {
-		sess.abort(endCredentialRevoked)
-	}
-	return len(ending)
+	return s.endWhere(endCredentialRevoked, func(sess *session) bool {
+		return sess.credential.ID == id && sess.credential.Kind != auth.CredentialToken
+	})
 }
 
 // Bytes returns the bytes relayed so far, client to upstream (in) and
