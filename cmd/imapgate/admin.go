@@ -2,7 +2,9 @@ package main
 
 // The admin socket: a unix socket serve listens on, through which
 // `imapgate app-password` changes the store serve holds open (README "App
-// passwords"). One JSON request per connection, one JSON answer.
+// passwords") and `imapgate sessions` and `kick` reach the running server
+// (README "Sessions and kick"). One JSON request per connection, one JSON
+// answer.
 
 import (
 	"context"

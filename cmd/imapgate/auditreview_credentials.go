@@ -3,7 +3,7 @@ package main
 // `imapgate audit` by credential: the app passwords, tokens and
 // certificates imapgate judged itself (the auth event's credential,
 // credential_id and credential_label), which of them failed, from where,
-// and when each last logged in (README "Reviewing the audit log").
+// and when each last logged in (README "imapgate audit").
 
 import (
 	"container/list"
