@@ -32,7 +32,7 @@ func (s *session) judge(who auth.Result) verdict {
 	if who.Verified {
 		return verdict{viaMaster: true, user: who.User, cred: who.Credential}
 	}
-	passThrough := !s.cfg.RefusePassThrough && !(who.Mechanism == mechanismLogin && s.cfg.LoginAppPasswordsOnly)
+	passThrough := s.passThrough() && !(who.Mechanism == mechanismLogin && s.cfg.LoginAppPasswordsOnly)
 	unknown := verdict{}
 	if !passThrough {
 		unknown = verdict{reason: ReasonPassthroughDisabled}

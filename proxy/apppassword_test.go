@@ -294,6 +294,8 @@ func TestEndCredentialCutsOffTheRevokedDeviceOnly(t *testing.T) {
 	}
 	tablet.send("DONE")
 	tablet.expect("c OK")
+	// The phone saw its connection close before session_end was written.
+	waitFor(t, func() bool { return tp.srv.Sessions() == 1 })
 	ended := 0
 	for _, e := range tp.audit.events(t) {
 		if e.Event == EventSessionEnd && e.Reason == endCredentialRevoked {

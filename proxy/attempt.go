@@ -150,10 +150,9 @@ func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
 		s.succeed(at, v.user)
 		ev.Result = ResultSuccess
 		s.cfg.Audit.Log(ev)
-		s.user = ev.User
 		s.upstream = uc
 		s.srv.mu.Lock()
-		s.mechanism, s.credential = who.Mechanism, v.cred
+		s.user, s.mechanism, s.credential, s.loggedIn = ev.User, who.Mechanism, v.cred, time.Now()
 		s.srv.mu.Unlock()
 		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
 		return relayNow

@@ -154,6 +154,9 @@ const (
 	// endCredentialRevoked: the app password the session logged in with
 	// was revoked (Server.EndCredential).
 	endCredentialRevoked = "credential_revoked"
+	// endKicked: an admin ended the session (imapgate kick; Server.Kick,
+	// Server.KickCredential).
+	endKicked = "kicked"
 )
 
 // Event is one audit record. Fields that do not apply to an event are left

@@ -32,7 +32,7 @@ func (s *session) handleAuthenticate(cmd *command) next {
 	}
 	env := s.authEnv()
 	env.Admit = func(_ context.Context, user string) error { return s.admitAttempt(at, user) }
-	x, err := auth.Start(s.ctx, mech, s.cfg.Mechanisms, env)
+	x, err := auth.Start(s.ctx, mech, s.mechanisms(), env)
 	if err != nil {
 		ev.Result, ev.Reason = ResultRefused, ReasonMechanismNotAllowed
 		s.cfg.Audit.Log(ev)

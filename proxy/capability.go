@@ -30,7 +30,7 @@ func (s *session) capabilities() string {
 		return strings.Join(caps, " ")
 	}
 	caps = append(caps, "SASL-IR")
-	for _, m := range auth.Offered(s.ctx, s.cfg.Mechanisms, s.authEnv()) {
+	for _, m := range auth.Offered(s.ctx, s.mechanisms(), s.authEnv()) {
 		caps = append(caps, "AUTH="+m)
 	}
 	if !s.cfg.loginOverTLS() {

@@ -51,7 +51,8 @@ type Config struct {
 	// "Routing"). Nil: every login goes to Upstream.
 	Router *Router
 	// Mechanisms are the SASL mechanisms offered after TLS, those
-	// auth.Offered keeps. Empty means auth.Default (PLAIN).
+	// auth.Offered keeps, on listeners whose Listeners entry names none.
+	// Empty means auth.Default (PLAIN).
 	Mechanisms []string
 	// Verifiers check the credentials imapgate judges itself (tokens,
 	// SCRAM keys, client certificates), for the mechanisms that need
@@ -79,6 +80,18 @@ type Config struct {
 	// upstream. False: it is passed through to the upstream, which judges
 	// it.
 	RefusePassThrough bool
+	// Listeners are settings of single listeners, by Listener.Name, that
+	// replace Mechanisms and RefusePassThrough for the clients of that
+	// listener (README "[[listen]] mechanisms and passthrough"). A
+	// listener not in the map uses Config's. They live here rather than in
+	// Listener so that a reload (SetConfig) reaches listeners that stay
+	// bound.
+	Listeners map[string]ListenerAuth
+	// PassThroughRules decide pass-through for some clients by address and
+	// listener ([[policy.rule]] passthrough): the first rule that matches
+	// a client applies; one that leaves PassThrough nil, and a client no
+	// rule matches, get the listener's. Empty: the listener's for everyone.
+	PassThroughRules []PassThroughRule
 	// PreauthTimeout bounds the time from accept to a completed login.
 	// Zero means 60s.
 	PreauthTimeout time.Duration
@@ -314,27 +327,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // EndCredential ends every open session that logged in with the app
-// password or client certificate id (session_end reason credential_revoked) and returns how many
-// it ended. Revocation calls it: the device is cut off now, not at its
-// next login.
+// password or client certificate id (session_end reason
+// credential_revoked) and returns how many it ended. Revocation calls it:
+// the device is cut off now, not at its next login.
 func (s *Server) EndCredential(id string) int {
 	if id == "" {
 		return 0
 	}
-	s.mu.Lock()
-	var ending []*session
-	for sess := range s.sessions {
-		if sess.credential.ID == id && sess.credential.Kind != auth.CredentialToken {
-			ending = append(ending, sess)
-		}
-	}
-	s.mu.Unlock()
-	// Outside the lock, as in Shutdown: ending a parked session finishes
-	// it right here, and finishing takes the lock.
-	for _, sess := range ending {
-		sess.abort(endCredentialRevoked)
-	}
-	return len(ending)
+	return s.endWhere(endCredentialRevoked, func(sess *session) bool {
+		return sess.credential.ID == id && sess.credential.Kind != auth.CredentialToken
+	})
 }
 
 // Bytes returns the bytes relayed so far, client to upstream (in) and

@@ -42,13 +42,15 @@ type session struct {
 	badCommands  int
 	authFailures int
 	clientID     map[string]string
-	user         string // the authenticated user
-	// mechanism and credential are how the session logged in: the
+	// user, mechanism and credential are who logged in and how: the
 	// mechanism, and the credential when imapgate judged it (an app
-	// password, a token, a certificate). Written once at login and read
-	// under srv.mu (EndCredential, Sessions).
+	// password, a token, a certificate); loggedIn is when. Written once
+	// at login under srv.mu and read under it by ListSessions, Kick and
+	// EndCredential.
+	user       string
 	mechanism  string
 	credential auth.Credential
+	loggedIn   time.Time
 	upstream   *UpstreamConn
 	// servedLeaf is the certificate this connection's handshake served,
 	// for tls-server-end-point; nil before TLS, after a resumed
@@ -65,6 +67,9 @@ type session struct {
 
 	mu    sync.Mutex
 	relay *relay // set while relaying, for abort
+	// abortedFor is why abort ended the session before the relay took
+	// it (the session_end reason); "" when it did not.
+	abortedFor string
 }
 
 // next is what the command loop does once a command has been answered.
@@ -99,10 +104,14 @@ func (s *session) event(name string) *Event {
 	}
 }
 
-// abort ends the session from outside (shutdown deadline).
+// abort ends the session from outside (shutdown deadline, revocation,
+// kick); why is the session_end reason.
 func (s *session) abort(why string) {
 	s.mu.Lock()
 	r := s.relay
+	if r == nil {
+		s.abortedFor = why
+	}
 	s.mu.Unlock()
 	if r != nil {
 		r.abort(why)
@@ -344,6 +353,11 @@ func (s *session) logEnd() {
 	ev.DurationMS = &d
 	ev.BytesIn, ev.BytesOut = &s.bytesIn, &s.bytesOut
 	ev.Reason = s.endReason
+	s.mu.Lock()
+	if s.abortedFor != "" {
+		ev.Reason = s.abortedFor
+	}
+	s.mu.Unlock()
 	if ev.Reason == "" {
 		ev.Reason = endClientClosed
 	}

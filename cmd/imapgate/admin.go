@@ -2,7 +2,9 @@ package main
 
 // The admin socket: a unix socket serve listens on, through which
 // `imapgate app-password` changes the store serve holds open (README "App
-// passwords"). One JSON request per connection, one JSON answer.
+// passwords") and `imapgate sessions` and `kick` reach the running server
+// (README "Sessions and kick"). One JSON request per connection, one JSON
+// answer.
 
 import (
 	"context"
@@ -12,14 +14,17 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/imapgate/imapgate/auth/credstore"
+	"github.com/imapgate/imapgate/proxy"
 )
 
 // adminRequest is one command sent to the admin socket.
 type adminRequest struct {
-	Op      string    `json:"op"` // "add", "list", "revoke"
+	Op      string    `json:"op"` // "add", "list", "revoke"; "sessions", "kick" (sessions.go)
 	User    string    `json:"user,omitempty"`
 	Label   string    `json:"label,omitempty"`
 	ID      string    `json:"id,omitempty"`
@@ -34,37 +39,68 @@ type adminAnswer struct {
 	Added    *credstore.AppPassword  `json:"added,omitempty"`
 	List     []credstore.AppPassword `json:"list,omitempty"`
 	Revoked  *credstore.Revoked      `json:"revoked,omitempty"`
+	Sessions []proxy.SessionInfo     `json:"sessions,omitempty"`
+	Kicked   *int                    `json:"kicked,omitempty"`
 }
 
 // adminTimeout bounds one admin connection.
 const adminTimeout = 10 * time.Second
 
-// listenAdmin binds the admin socket at path, 0600. A socket file left
-// by a serve that died is replaced; one a running serve answers on is
-// not.
-func listenAdmin(path string) (*net.UnixListener, error) {
+// adminListener is the bound admin socket. Close removes its file.
+type adminListener struct {
+	*net.UnixListener
+	path string
+}
+
+func (l *adminListener) Close() error {
+	err := l.UnixListener.Close()
+	os.Remove(l.path)
+	return err
+}
+
+// listenAdmin binds the admin socket at path, 0600. It is bound inside a
+// fresh 0700 directory beside path and renamed into place once it is
+// 0600, so that no one can connect in the moment between bind and chmod
+// (the socket's permissions are checked at connect, not afterwards). A
+// socket file left by a serve that died is replaced; one a running serve
+// answers on is not.
+func listenAdmin(path string) (*adminListener, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("admin.socket: %s is in use by another process (is imapgate serve already running?)", path)
 	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
-		os.Remove(path)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("admin.socket: %s exists and is not a socket", path)
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	private, err := os.MkdirTemp(filepath.Dir(path), ".admin-")
 	if err != nil {
 		return nil, fmt.Errorf("admin.socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(private)
+	bound := filepath.Join(private, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("admin.socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // its name moves to path, which Close removes
+	if err := os.Chmod(bound, 0o600); err == nil {
+		err = os.Rename(bound, path) // replaces a stale socket atomically
+	}
+	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin.socket: %w", err)
 	}
-	return ln, nil
+	return &adminListener{UnixListener: ln, path: path}, nil
 }
 
-// serveAdmin answers admin requests on ln with store until ctx ends.
-func serveAdmin(ctx context.Context, ln *net.UnixListener, store appPasswords, log *slog.Logger) {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+// serveAdmin answers admin requests on ln with store and srv until ctx
+// ends, and returns once every request it took is answered, so that the
+// store outlives them.
+func serveAdmin(ctx context.Context, ln *adminListener, store appPasswords, srv sessionControl, log *slog.Logger) {
+	stop := context.AfterFunc(ctx, func() { ln.UnixListener.Close() })
 	defer stop()
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -73,12 +109,12 @@ func serveAdmin(ctx context.Context, ln *net.UnixListener, store appPasswords, l
 			}
 			return
 		}
-		go answerAdmin(ctx, c, store, log)
+		handlers.Go(func() { answerAdmin(ctx, c, store, srv, log) })
 	}
 }
 
 // answerAdmin reads one request from c and answers it.
-func answerAdmin(ctx context.Context, c *net.UnixConn, store appPasswords, log *slog.Logger) {
+func answerAdmin(ctx context.Context, c *net.UnixConn, store appPasswords, srv sessionControl, log *slog.Logger) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(adminTimeout))
 	var req adminRequest
@@ -86,16 +122,18 @@ func answerAdmin(ctx context.Context, c *net.UnixConn, store appPasswords, log *
 		json.NewEncoder(c).Encode(adminAnswer{Error: "malformed request"})
 		return
 	}
-	ans := runAdmin(ctx, store, req)
+	ans := runAdmin(ctx, store, srv, req)
 	log.Info("admin request", "op", req.Op, "user", req.User, "label", req.Label, "id", req.ID, "error", ans.Error)
 	json.NewEncoder(c).Encode(ans)
 }
 
-// runAdmin carries out req on store.
-func runAdmin(ctx context.Context, store appPasswords, req adminRequest) adminAnswer {
+// runAdmin carries out req on store, or on srv.
+func runAdmin(ctx context.Context, store appPasswords, srv sessionControl, req adminRequest) adminAnswer {
 	var ans adminAnswer
 	var err error
 	switch req.Op {
+	case "sessions", "kick":
+		return runSessionOp(srv, req)
 	case "add":
 		var p credstore.AppPassword
 		p, ans.Password, err = store.add(ctx, credstore.NewAppPassword{User: req.User, Label: req.Label, Expires: req.Expires, Scope: req.Scope})

@@ -36,6 +36,10 @@ import (
 //     first-seen rather than new.
 //   - At most reviewListMax new-network findings are listed; all are
 //     counted.
+//   - Failures by credential (app password, token, certificate) are a
+//     Space-Saving table like the others, and the last success of the
+//     reviewHistoryUsers most recently successful credentials is kept
+//     (LRU; credential_history_evicted counts those pushed out).
 const (
 	reviewTableSize    = 4096
 	sprayNetCap        = 64
@@ -62,6 +66,10 @@ type auditLine struct {
 	Reason   string    `json:"reason"`
 	User     string    `json:"user"`
 	UserHash string    `json:"user_hash"`
+
+	Credential      string `json:"credential"`
+	CredentialID    string `json:"credential_id"`
+	CredentialLabel string `json:"credential_label"`
 }
 
 // review is the running state of one `imapgate audit` run.
@@ -82,6 +90,8 @@ type review struct {
 	byAddr       *topK
 	byNet        *topK
 	byUser       *topK
+	byCred       *topK
+	credOK       *credHistory
 	history      *userHistory
 	NewNets      []newNetwork `json:"new_networks"`
 	NewNetsTotal uint64       `json:"new_networks_total"`
@@ -107,6 +117,8 @@ func newReview(opt reviewOptions) *review {
 		byAddr:      newTopK(reviewTableSize),
 		byNet:       newTopK(reviewTableSize),
 		byUser:      newTopK(reviewTableSize),
+		byCred:      newTopK(reviewTableSize),
+		credOK:      newCredHistory(reviewHistoryUsers),
 		history:     newUserHistory(reviewHistoryUsers),
 	}
 }
@@ -200,7 +212,10 @@ func (rv *review) auth(ev *auditLine) {
 	ip, ipErr := netip.ParseAddr(ev.ClientIP)
 	var nw netip.Prefix
 	if ipErr == nil {
-		nw = policy.DeviceNet(ip) // /24 or /64, as the known-device rule counts networks
+		nw = policyNet(ip)
+	}
+	if ev.Credential != "" {
+		rv.credential(ev, user, ip, ipErr)
 	}
 	switch {
 	case isFailure(ev.Result):
@@ -231,6 +246,10 @@ func (rv *review) auth(ev *auditLine) {
 	}
 }
 
+// policyNet is the network of a client address the review counts: /24
+// or /64, as the known-device rule counts networks.
+func policyNet(ip netip.Addr) netip.Prefix { return policy.DeviceNet(ip) }
+
 // counted is one row of a failures table in the report.
 type counted struct {
 	Key          string `json:"key"`
@@ -249,12 +268,16 @@ type sprayed struct {
 // reviewReport is what `imapgate audit --json` prints.
 type reviewReport struct {
 	*review
-	HistoryEvicted   uint64    `json:"history_evicted"`
-	TopAddresses     []counted `json:"failures_by_address"`
-	TopNetworks      []counted `json:"failures_by_network"`
-	TopUsers         []counted `json:"failures_by_user"`
-	Spraying         []sprayed `json:"spraying"`
-	SprayMinNetworks int       `json:"spraying_min_networks"`
+	HistoryEvicted uint64    `json:"history_evicted"`
+	TopAddresses   []counted `json:"failures_by_address"`
+	TopNetworks    []counted `json:"failures_by_network"`
+	TopUsers       []counted `json:"failures_by_user"`
+	// TopCredentials are the credentials imapgate judged itself (app
+	// passwords, tokens, certificates) with the most failures.
+	TopCredentials   []credentialRow `json:"failures_by_credential"`
+	CredEvicted      uint64          `json:"credential_history_evicted"`
+	Spraying         []sprayed       `json:"spraying"`
+	SprayMinNetworks int             `json:"spraying_min_networks"`
 }
 
 func rows(t *topK, n int, withNets bool) []counted {
@@ -279,6 +302,8 @@ func (rv *review) report() *reviewReport {
 		TopAddresses:     rows(rv.byAddr, rv.opt.top, false),
 		TopNetworks:      rows(rv.byNet, rv.opt.top, false),
 		TopUsers:         rows(rv.byUser, rv.opt.top, true),
+		TopCredentials:   rv.credentialRows(rv.opt.top),
+		CredEvicted:      rv.credOK.Evicted,
 		SprayMinNetworks: rv.opt.sprayNetworks,
 	}
 	for _, e := range rv.byUser.sorted() {
@@ -343,6 +368,7 @@ func (rep *reviewReport) writeText(w io.Writer) {
 	table("Failures by address", "ADDRESS", rep.TopAddresses, false)
 	table("Failures by network (/24, /64)", "NETWORK", rep.TopNetworks, false)
 	table("Failures by user", "USER", rep.TopUsers, true)
+	rep.writeCredentials(tw)
 	fmt.Fprintf(tw, "\nSpraying: users with failures from %d or more networks\n", rep.SprayMinNetworks)
 	if len(rep.Spraying) == 0 {
 		fmt.Fprintln(tw, "  (none)")

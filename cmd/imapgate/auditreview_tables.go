@@ -28,6 +28,7 @@ type topEntry struct {
 	idx   int
 	nets  []netip.Prefix // distinct failure networks (by-user table), capped
 	many  bool           // more than sprayNetCap networks
+	cred  *credDetail    // the by-credential table's detail
 }
 
 func newTopK(size int) *topK { return &topK{size: size, m: make(map[string]*topEntry, size)} }
@@ -47,7 +48,7 @@ func (t *topK) add(key string) *topEntry {
 	e := t.h[0]
 	delete(t.m, e.key)
 	e.key, e.over, e.count = key, e.count, e.count+1
-	e.nets, e.many = e.nets[:0], false
+	e.nets, e.many, e.cred = e.nets[:0], false, nil
 	t.m[key] = e
 	heap.Fix(&t.h, 0)
 	return e

@@ -61,11 +61,21 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 	t.done()
 
 	oneOf(t, "login_command", a.LoginCommand, loginCommandRefuse, loginCommandAllowOverTLS, loginCommandAppPasswords)
+	t.mechanisms("mechanisms", a.Mechanisms)
+	if len(a.Mechanisms) == 0 && a.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
+		t.problem("mechanisms", "is empty and login_command is %q: no client could log in", loginCommandRefuse)
+	}
+}
+
+// mechanisms checks a list of SASL mechanism names (t's key name) and
+// writes them upper case: each must be one auth.Known recognises and this
+// build implements (auth.Supported), and listed once.
+func (t *table) mechanisms(name string, list []string) {
 	seen := map[string]bool{}
-	for i, m := range a.Mechanisms {
-		key := elemKey(t.keyOf("mechanisms"), i)
+	for i, m := range list {
+		key := elemKey(t.keyOf(name), i)
 		upper := strings.ToUpper(m)
-		a.Mechanisms[i] = upper
+		list[i] = upper
 		switch {
 		case !slices.Contains(auth.Known(), upper):
 			t.problemKey(key, "%q is not one of %s", m, strings.Join(auth.Known(), ", "))
@@ -76,14 +86,19 @@ func (d *decoder) auth(t *table, a *AuthConfig) {
 		}
 		seen[upper] = true
 	}
-	if len(a.Mechanisms) == 0 && a.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
-		t.problem("mechanisms", "is empty and login_command is %q: no client could log in", loginCommandRefuse)
-	}
+}
+
+// judgesItself reports whether one of mechs proves the client without
+// its own password (every mechanism but PLAIN: a token, a SCRAM key, a
+// certificate), so that it works where pass-through is off.
+func judgesItself(mechs []string) bool {
+	return slices.ContainsFunc(mechs, func(m string) bool { return m != auth.Plain && auth.Supported(m) })
 }
 
 // checkAppPasswords checks the [auth] keys that need others: app
 // passwords need a master login, and app-passwords LOGIN and passthrough
-// = false need app passwords, or no client could log in.
+// = false need app passwords (or, for passthrough, a mechanism that
+// judges the client itself), or no client could log in.
 func checkAppPasswords(t *table, c *Config) {
 	a := &c.Auth
 	if a.AppPasswords != "" && c.Upstream.Master == nil && t.ok("app_passwords") {
@@ -93,7 +108,7 @@ func checkAppPasswords(t *table, c *Config) {
 		if a.LoginCommand == loginCommandAppPasswords {
 			t.problem("login_command", "is %q but app_passwords is not set: no LOGIN could succeed", loginCommandAppPasswords)
 		}
-		if !a.Passthrough && a.OAuth == nil && t.ok("passthrough") {
+		if !a.Passthrough && !judgesItself(a.Mechanisms) && t.ok("passthrough") {
 			t.problem("passthrough", "is false but app_passwords is not set: no client could log in")
 		}
 		for i, m := range a.Mechanisms {

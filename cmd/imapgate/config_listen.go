@@ -38,6 +38,36 @@ type ListenConfig struct {
 	// for old clients on a port of their own.
 	// Default: "", meaning tls.min_version.
 	MinVersion string `toml:"min_version"`
+
+	// Mechanisms are the SASL mechanisms this listener offers, as [auth]
+	// mechanisms (README "[[listen]] mechanisms and passthrough").
+	// Default: none, meaning [auth] mechanisms.
+	Mechanisms []string `toml:"mechanisms"`
+
+	// Passthrough is [auth] passthrough for this listener's clients:
+	// false refuses the user's own password here (passthrough_disabled);
+	// only app passwords, tokens and certificates work. A [[policy.rule]]
+	// that matches a client and sets passthrough decides instead.
+	// Default: unset, meaning [auth] passthrough.
+	Passthrough *bool `toml:"passthrough"`
+}
+
+// EffectiveMechanisms returns the mechanisms this listener offers: its
+// own if set, else [auth] mechanisms.
+func (l ListenConfig) EffectiveMechanisms(c *Config) []string {
+	if len(l.Mechanisms) > 0 {
+		return l.Mechanisms
+	}
+	return c.Auth.Mechanisms
+}
+
+// EffectivePassthrough returns whether this listener passes the user's
+// own password through: its own passthrough if set, else [auth]'s.
+func (l ListenConfig) EffectivePassthrough(c *Config) bool {
+	if l.Passthrough != nil {
+		return *l.Passthrough
+	}
+	return c.Auth.Passthrough
 }
 
 // EffectiveMinVersion returns the lowest TLS version this listener accepts:
@@ -57,7 +87,11 @@ func (d *decoder) listen(t *table) ListenConfig {
 	t.str("tls", &l.TLS)
 	t.boolean("proxy_protocol", &l.ProxyProtocol)
 	t.str("min_version", &l.MinVersion)
+	t.strings("mechanisms", &l.Mechanisms)
+	t.optBool("passthrough", &l.Passthrough)
 	t.done()
+
+	t.mechanisms("mechanisms", l.Mechanisms)
 
 	if l.Address == "" {
 		t.missing("address", "is required, e.g. \"0.0.0.0:993\"")
@@ -75,6 +109,27 @@ func (d *decoder) listen(t *table) ListenConfig {
 		t.problem("min_version", "%q is not one of 1.2, 1.3 (or, for old clients, 1.0, 1.1)", v)
 	}
 	return l
+}
+
+// optBool reads a boolean that may be left out (dst stays nil).
+func (t *table) optBool(name string, dst **bool) {
+	if b, ok := typed[bool](t, name, "true or false"); ok {
+		*dst = &b
+	}
+}
+
+// checkListenAuth checks the [[listen]] mechanisms and passthrough
+// against [auth]: a listener on which no client could log in is an error.
+func checkListenAuth(listens []*table, c *Config) {
+	for i, l := range c.Listen {
+		t := listens[i]
+		if _, set := t.m["mechanisms"]; set && len(l.Mechanisms) == 0 && c.Auth.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
+			t.problem("mechanisms", "is empty and auth.login_command is %q: no client could log in on this listener (leave it out for [auth] mechanisms)", loginCommandRefuse)
+		}
+		if l.Passthrough != nil && !*l.Passthrough && c.Auth.AppPasswords == "" && !judgesItself(l.EffectiveMechanisms(c)) && t.ok("passthrough") {
+			t.problem("passthrough", "is false but auth.app_passwords is not set and every mechanism here passes the password through: no client could log in on this listener")
+		}
+	}
 }
 
 // isTLSVersion reports whether v is a min_version tlsconf.ParseVersion, the

@@ -114,6 +114,8 @@ func (d *decoder) config(t *table, c *Config) {
 	checkRuleListeners(ruleTables, c)
 	checkAppPasswords(authTable, c)
 	checkOAuth(authTable, c)
+	checkListenAuth(listens, c)
+	checkRulePassthrough(ruleTables, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

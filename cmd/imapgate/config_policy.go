@@ -151,6 +151,12 @@ type PolicyRule struct {
 	AuthFailuresPerDevice  *int      `toml:"auth_failures_per_device"`
 	FailureWindow          *Duration `toml:"failure_window"`
 	FailureDelay           *Duration `toml:"failure_delay"`
+
+	// Passthrough is [auth] passthrough for the clients the rule matches
+	// (README "[[listen]] mechanisms and passthrough"): false refuses the
+	// user's own password from these networks (passthrough_disabled).
+	// Default: nil, the listener's passthrough.
+	Passthrough *bool `toml:"passthrough"`
 }
 
 // idleTimeoutFloor is how often RFC 2177 clients re-issue IDLE.
@@ -213,6 +219,7 @@ func (d *decoder) policyRule(t *table) PolicyRule {
 	t.optCount("auth_failures_per_device", &r.AuthFailuresPerDevice)
 	t.optDuration("failure_window", &r.FailureWindow)
 	t.optDuration("failure_delay", &r.FailureDelay)
+	t.optBool("passthrough", &r.Passthrough)
 	t.done()
 	if t.quiet {
 		return r
@@ -223,12 +230,12 @@ func (d *decoder) policyRule(t *table) PolicyRule {
 		t.problemKey(t.key, "matches every client: set networks, listeners or both (the budgets for everyone are the [policy] keys themselves)")
 	}
 	set := false
-	for _, k := range ruleBudgetKeys {
+	for _, k := range append(ruleBudgetKeys, "passthrough") {
 		_, ok := t.m[k]
 		set = set || ok
 	}
 	if !set {
-		t.problemKey(t.key, "changes nothing: set at least one of %s", strings.Join(ruleBudgetKeys, ", "))
+		t.problemKey(t.key, "changes nothing: set at least one of %s, passthrough", strings.Join(ruleBudgetKeys, ", "))
 	}
 	if r.FailureWindow != nil {
 		t.positive("failure_window", *r.FailureWindow)
@@ -273,6 +280,28 @@ func checkRuleListeners(ruleTables []*table, c *Config) {
 			if !found {
 				ruleTable.problemKey(elemKey(ruleTable.keyOf("listeners"), j), "%q is not the address of a [[listen]] table (%s)", l, strings.Join(quoteAll(addrs), ", "))
 			}
+		}
+	}
+}
+
+// checkRulePassthrough reports a rule with passthrough = false where no
+// client it matches could log in: no app passwords, and no mechanism that
+// judges the client itself.
+func checkRulePassthrough(ruleTables []*table, c *Config) {
+	if c.Auth.AppPasswords != "" || judgesItself(c.Auth.Mechanisms) {
+		return
+	}
+	for _, l := range c.Listen {
+		if judgesItself(l.Mechanisms) {
+			return
+		}
+	}
+	for i, ruleTable := range ruleTables {
+		if ruleTable.quiet || i >= len(c.Policy.Rules) {
+			continue
+		}
+		if p := c.Policy.Rules[i].Passthrough; p != nil && !*p && ruleTable.ok("passthrough") {
+			ruleTable.problem("passthrough", "is false but auth.app_passwords is not set and every mechanism passes the password through: no client it matches could log in")
 		}
 	}
 }

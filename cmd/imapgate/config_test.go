@@ -232,7 +232,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 		ShutdownTimeout: Duration{45 * time.Second},
 		Listen: []ListenConfig{
 			{Address: "192.0.2.1:993", TLS: "implicit", ProxyProtocol: true, MinVersion: "1.3"},
-			{Address: "[2001:db8::1]:143", TLS: "starttls"},
+			{Address: "[2001:db8::1]:143", TLS: "starttls", Mechanisms: []string{"PLAIN"}, Passthrough: ptr(true)},
 		},
 		TLS: TLSConfig{
 			CertFile: cert, KeyFile: key, MinVersion: "1.3",
@@ -279,7 +279,7 @@ func TestEveryKeyReachesItsField(t *testing.T) {
 			MaxConnectionsPerNetwork: 100,
 			Rules: []PolicyRule{
 				{Networks: []string{"192.0.2.0/24"}, AuthFailuresPerIP: ptr(0), AuthFailuresPerNetwork: ptr(0),
-					AuthFailuresPerUser: ptr(0), AuthFailuresPerDevice: ptr(0), FailureWindow: &Duration{time.Minute}, FailureDelay: &Duration{0}},
+					AuthFailuresPerUser: ptr(0), AuthFailuresPerDevice: ptr(0), FailureWindow: &Duration{time.Minute}, FailureDelay: &Duration{0}, Passthrough: ptr(true)},
 				{Listeners: []string{"192.0.2.1:993"}, AuthFailuresPerIP: ptr(2)},
 			},
 		},

@@ -37,6 +37,8 @@ Usage:
   imapgate audit [--since T] [--until T] [--json] [FILE...]
                                           review audit logs (standard input when no FILE)
   imapgate app-password add|list|revoke   manage app passwords (imapgate app-password for help)
+  imapgate sessions [--json]              list who is logged in through the running serve
+  imapgate kick USER | --credential ID    end those sessions
 
 --config defaults to ` + defaultConfigPath + `.
 `
@@ -87,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return auditCommand(args, os.Stdin, stdout, stderr)
 	case "app-password":
 		return appPasswordCommand(args, stdout, stderr)
+	case "sessions", "kick":
+		return sessionsCommand(cmd, args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -91,7 +91,36 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 	if rc.tokens, err = newTokenSettings(cfg.Auth.OAuth); err != nil {
 		return nil, err
 	}
+	// [[listen]] mechanisms and passthrough, and [[policy.rule]]
+	// passthrough (README "[[listen]] mechanisms and passthrough").
+	rc.proxy.Listeners, rc.proxy.PassThroughRules = listenerAuth(cfg)
 	return rc, nil
+}
+
+// listenerAuth returns every listener's mechanisms and pass-through, by
+// its name (the address), and the [[policy.rule]] pass-through rules: all
+// of the rules when one sets passthrough, since the first rule that
+// matches a client applies, also when it leaves passthrough to the
+// listener; none otherwise.
+func listenerAuth(cfg *Config) (map[string]proxy.ListenerAuth, []proxy.PassThroughRule) {
+	byName := map[string]proxy.ListenerAuth{}
+	for _, l := range cfg.Listen {
+		byName[l.Address] = proxy.ListenerAuth{
+			Mechanisms:        l.EffectiveMechanisms(cfg),
+			RefusePassThrough: !l.EffectivePassthrough(cfg),
+		}
+	}
+	var rules []proxy.PassThroughRule
+	decides := false
+	for _, r := range cfg.Policy.Rules {
+		networks, _ := policy.ParsePrefixes(r.Networks) // validated with the config
+		rules = append(rules, proxy.PassThroughRule{Networks: networks, Listeners: r.Listeners, PassThrough: r.Passthrough})
+		decides = decides || r.Passthrough != nil
+	}
+	if !decides {
+		rules = nil
+	}
+	return byName, rules
 }
 
 // setServerTLS gives every listener its TLS config: the ACME manager's

@@ -129,7 +129,12 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		if store != nil {
 			admin = storeAppPasswords{store}
 		}
-		go serveAdmin(watchCtx, aln, admin, log)
+		adminCtx, stopAdmin := context.WithCancel(watchCtx)
+		adminDone := make(chan struct{})
+		go func() { serveAdmin(adminCtx, aln, admin, srv, log); close(adminDone) }()
+		// Before the deferred store.Close: requests in flight finish
+		// with the store still open.
+		defer func() { stopAdmin(); <-adminDone }()
 		log.Info("admin socket", "path", cfg.Admin.Socket)
 	}
 
