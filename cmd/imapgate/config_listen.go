@@ -38,6 +38,13 @@ type ListenConfig struct {
 	// for old clients on a port of their own.
 	// Default: "", meaning tls.min_version.
 	MinVersion string `toml:"min_version"`
+
+	// ClientCerts, ClientCAFile and ClientCertUser are the client
+	// certificates this listener asks for, for EXTERNAL (README "Client
+	// certificates"; config_clientcert.go).
+	ClientCerts    string `toml:"client_certs"`
+	ClientCAFile   string `toml:"client_ca_file"`
+	ClientCertUser string `toml:"client_cert_user"`
 }
 
 // EffectiveMinVersion returns the lowest TLS version this listener accepts:
@@ -49,7 +56,9 @@ func (l ListenConfig) EffectiveMinVersion(c *Config) string {
 	return c.TLS.MinVersion
 }
 
-func defaultListen() ListenConfig { return ListenConfig{TLS: string(proxy.TLSImplicit)} }
+func defaultListen() ListenConfig {
+	return ListenConfig{TLS: string(proxy.TLSImplicit), ClientCerts: string(tlsconf.ClientCertsOff)}
+}
 
 func (d *decoder) listen(t *table) ListenConfig {
 	l := defaultListen()
@@ -57,6 +66,7 @@ func (d *decoder) listen(t *table) ListenConfig {
 	t.str("tls", &l.TLS)
 	t.boolean("proxy_protocol", &l.ProxyProtocol)
 	t.str("min_version", &l.MinVersion)
+	d.listenClientCerts(t, &l)
 	t.done()
 
 	if l.Address == "" {

@@ -106,6 +106,7 @@ func (d *decoder) config(t *table, c *Config) {
 	checkBindsDistinct(binds)
 	checkRuleListeners(ruleTables, c)
 	checkAppPasswords(authTable, c)
+	checkClientCerts(listens, authTable, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

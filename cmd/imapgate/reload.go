@@ -38,6 +38,9 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	rc.proxy.Log = g.log
 	if g.store != nil {
 		rc.proxy.AppPasswords = g.store
+		if rc.certMapper != nil {
+			rc.certMapper.store = g.store // registered client certificates
+		}
 	}
 	rc.proxy.Upstream.ObserveLogin = g.metrics.observeLogin
 	g.audit.SetUserKey(rc.userKey)
