@@ -1,8 +1,8 @@
 package main
 
 // The admin socket: a unix socket serve listens on, through which
-// `imapgate app-password` changes the store serve holds open (README "App
-// passwords"). One JSON request per connection, one JSON answer.
+// `imapgate app-password` and `imapgate client-cert` change the store serve
+// holds open (README "App passwords", "Client certificates"). One JSON request per connection, one JSON answer.
 
 import (
 	"context"
@@ -25,6 +25,8 @@ type adminRequest struct {
 	ID      string    `json:"id,omitempty"`
 	Expires time.Time `json:"expires,omitzero"`
 	Scope   []string  `json:"scope,omitempty"`
+	// Certificate is a client certificate to register (DER; cert-add).
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // adminAnswer is the answer to one adminRequest: Error, or the result.
@@ -34,6 +36,9 @@ type adminAnswer struct {
 	Added    *credstore.AppPassword  `json:"added,omitempty"`
 	List     []credstore.AppPassword `json:"list,omitempty"`
 	Revoked  *credstore.Revoked      `json:"revoked,omitempty"`
+	// The client certificate operations' results (clientcert.go).
+	CertAdded *credstore.ClientCert  `json:"cert_added,omitempty"`
+	Certs     []credstore.ClientCert `json:"certs,omitempty"`
 }
 
 // adminTimeout bounds one admin connection.
@@ -96,6 +101,8 @@ func runAdmin(ctx context.Context, store appPasswords, req adminRequest) adminAn
 	var ans adminAnswer
 	var err error
 	switch req.Op {
+	case opCertAdd, opCertList, opCertRevoke:
+		ans, err = runCertAdmin(ctx, store, req)
 	case "add":
 		var p credstore.AppPassword
 		p, ans.Password, err = store.add(ctx, credstore.NewAppPassword{User: req.User, Label: req.Label, Expires: req.Expires, Scope: req.Scope})

@@ -37,6 +37,7 @@ Usage:
   imapgate audit [--since T] [--until T] [--json] [FILE...]
                                           review audit logs (standard input when no FILE)
   imapgate app-password add|list|revoke   manage app passwords (imapgate app-password for help)
+  imapgate client-cert add|list|revoke    manage client certificates for EXTERNAL (imapgate client-cert for help)
 
 --config defaults to ` + defaultConfigPath + `.
 `
@@ -87,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return auditCommand(args, os.Stdin, stdout, stderr)
 	case "app-password":
 		return appPasswordCommand(args, stdout, stderr)
+	case "client-cert":
+		return clientCertCommand(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
