@@ -53,11 +53,10 @@ func listenerClientCerts(cfg *Config) ([]tlsconf.ClientCerts, *certMapper, error
 	ccs := make([]tlsconf.ClientCerts, len(cfg.Listen))
 	var m *certMapper
 	for i, l := range cfg.Listen {
-		mode := tlsconf.ClientCertMode(l.ClientCerts)
-		if mode == "" || mode == tlsconf.ClientCertsOff {
+		if !l.asksClientCerts() {
 			continue
 		}
-		ccs[i].Mode = mode
+		ccs[i].Mode = tlsconf.ClientCertMode(l.ClientCerts)
 		if m == nil {
 			m = &certMapper{listeners: map[string]certField{}}
 		}

@@ -20,8 +20,8 @@ const (
 // listenClientCerts decodes and checks the client certificate keys of one
 // [[listen]] table into l.
 //
-//   - client_certs is "off" (the default), "request" or "require"
-//     (tlsconf.ClientCertMode).
+//   - client_certs is "off", "request" or "require"
+//     (tlsconf.ClientCertMode). Default "" (not set): off.
 //   - client_ca_file is a PEM file of the CAs that issue the devices'
 //     certificates. Default "": any certificate; then only a key
 //     registered with `imapgate client-cert add` maps to a user.
@@ -33,15 +33,16 @@ func (d *decoder) listenClientCerts(t *table, l *ListenConfig) {
 	t.str("client_ca_file", &l.ClientCAFile)
 	t.str("client_cert_user", &l.ClientCertUser)
 
-	oneOf(t, "client_certs", l.ClientCerts, tlsconf.ClientCertsOff, tlsconf.ClientCertsRequest, tlsconf.ClientCertsRequire)
+	if _, set := t.m["client_certs"]; set {
+		oneOf(t, "client_certs", l.ClientCerts, tlsconf.ClientCertsOff, tlsconf.ClientCertsRequest, tlsconf.ClientCertsRequire)
+	}
 	if l.ClientCertUser != "" {
 		oneOf(t, "client_cert_user", l.ClientCertUser, certUserEmailSAN, certUserSubjectCN)
 	}
-	off := l.ClientCerts == string(tlsconf.ClientCertsOff)
-	if off {
+	if !l.asksClientCerts() {
 		for _, name := range []string{"client_ca_file", "client_cert_user"} {
 			if v, _ := t.m[name].(string); v != "" {
-				t.warn(name, "is ignored: client_certs is %q", tlsconf.ClientCertsOff)
+				t.warn(name, "is ignored: client_certs is off")
 			}
 		}
 		return
@@ -64,7 +65,7 @@ func checkClientCerts(listens []*table, authTable *table, c *Config) {
 	asking := false
 	for i, l := range c.Listen {
 		t := listens[i]
-		if l.ClientCerts == string(tlsconf.ClientCertsOff) || !t.ok("client_certs") {
+		if !l.asksClientCerts() || !t.ok("client_certs") {
 			continue
 		}
 		asking = true
@@ -80,4 +81,10 @@ func checkClientCerts(listens []*table, authTable *table, c *Config) {
 	if slices.Contains(c.Auth.Mechanisms, auth.External) && !asking {
 		authTable.warn("mechanisms", "%q is offered only to a client with a certificate, and no [[listen]] asks for one (client_certs)", auth.External)
 	}
+}
+
+// asksClientCerts reports whether the listener asks for client
+// certificates: client_certs is set and not "off".
+func (l ListenConfig) asksClientCerts() bool {
+	return l.ClientCerts != "" && l.ClientCerts != string(tlsconf.ClientCertsOff)
 }

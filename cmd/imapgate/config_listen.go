@@ -41,7 +41,7 @@ type ListenConfig struct {
 
 	// ClientCerts, ClientCAFile and ClientCertUser are the client
 	// certificates this listener asks for, for EXTERNAL (README "Client
-	// certificates"; config_clientcert.go).
+	// certificates"; config_clientcert.go). Default: "" (off), none.
 	ClientCerts    string `toml:"client_certs"`
 	ClientCAFile   string `toml:"client_ca_file"`
 	ClientCertUser string `toml:"client_cert_user"`
@@ -56,9 +56,7 @@ func (l ListenConfig) EffectiveMinVersion(c *Config) string {
 	return c.TLS.MinVersion
 }
 
-func defaultListen() ListenConfig {
-	return ListenConfig{TLS: string(proxy.TLSImplicit), ClientCerts: string(tlsconf.ClientCertsOff)}
-}
+func defaultListen() ListenConfig { return ListenConfig{TLS: string(proxy.TLSImplicit)} }
 
 func (d *decoder) listen(t *table) ListenConfig {
 	l := defaultListen()
