@@ -9,12 +9,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/policy"
 	"github.com/imapgate/imapgate/proxy/memupstream"
 	"github.com/imapgate/imapgate/proxy/proxytest"
 	"github.com/imapgate/imapgate/tlsconf"
@@ -55,6 +57,12 @@ func (m *keyMapper) revoke(c proxytest.ClientCert) {
 	m.mu.Unlock()
 }
 
+func (m *keyMapper) restore(c proxytest.ClientCert) {
+	m.mu.Lock()
+	delete(m.gone, string(c.Cert.RawSubjectPublicKeyInfo))
+	m.mu.Unlock()
+}
+
 // externalProxy is a proxy whose listeners ask for client certificates
 // (client_certs mode), in front of an in-memory upstream that takes the
 // master's Dovecot LOGIN form for testUser.
@@ -67,7 +75,7 @@ type externalProxy struct {
 	phone              proxytest.ClientCert // registered for testUser
 }
 
-func startExternalProxy(tb testing.TB, cc tlsconf.ClientCerts) *externalProxy {
+func startExternalProxy(tb testing.TB, cc tlsconf.ClientCerts, mod ...func(*Config)) *externalProxy {
 	tb.Helper()
 	up, err := memupstream.Start(map[string]string{testUser + "*" + testMasterUser: testMasterSecret})
 	if err != nil {
@@ -87,13 +95,17 @@ func startExternalProxy(tb testing.TB, cc tlsconf.ClientCerts) *externalProxy {
 			string(phone.Cert.RawSubjectPublicKeyInfo): {Kind: auth.CredentialClientCert, ID: "k3f9x2ab", Label: testUser},
 		}, gone: map[string]bool{}}}
 	ep.roots.AppendCertsFromPEM(certPEM)
-	ep.srv = NewServer(&Config{
+	cfg := &Config{
 		Upstream: &Upstream{Address: up.Addr, TLS: UpstreamPlaintext, ConnectTimeout: 3 * time.Second,
 			Master: &MasterLogin{User: testMasterUser, Secret: NewSecret(testMasterSecret), Form: MasterDovecotLogin}},
 		Mechanisms: []string{auth.Plain, auth.External},
 		Verifiers:  &auth.Verifiers{Certs: ep.certs},
 		Audit:      NewAuditor(ep.audit, nil),
-	})
+	}
+	for _, m := range mod {
+		m(cfg)
+	}
+	ep.srv = NewServer(cfg)
 	for _, mode := range []TLSMode{TLSImplicit, TLSStartTLS} {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -266,6 +278,39 @@ func TestExternalRevokedBetweenCapabilityAndLogin(t *testing.T) {
 	}
 	if revoked != 1 || ended != 1 {
 		t.Errorf("audit: %d cert_revoked failures for %s, %d sessions ended as credential_revoked; want 1 and 1", revoked, testUser, ended)
+	}
+}
+
+// TestExternalSpendsAndHonoursTheSameBudgets: an EXTERNAL refusal (a
+// certificate revoked between CAPABILITY and AUTHENTICATE) counts in the
+// user's budget like a wrong password, and once a wrong password has spent
+// the rest, a good certificate for that user is refused as locked too.
+func TestExternalSpendsAndHonoursTheSameBudgets(t *testing.T) {
+	ep := startExternalProxy(t, tlsconf.ClientCerts{Mode: tlsconf.ClientCertsRequest}, func(c *Config) {
+		c.MaxAuthFailures = 10
+		c.Policy = policy.NewGuard(nil, policy.Budgets{PerIP: 10, PerNetwork: 50, PerUser: 2, PerDevice: 2, Window: time.Hour, Delay: time.Millisecond}, nil)
+	})
+	c := ep.dial(t, false, &ep.phone)
+	c.send("c CAPABILITY")
+	c.expect("c OK")
+	ep.certs.revoke(ep.phone)
+	c.send("a AUTHENTICATE EXTERNAL =")
+	c.expect("a NO [AUTHENTICATIONFAILED]")
+	ep.certs.restore(ep.phone)
+	c.send("b AUTHENTICATE PLAIN " + plainIR(testUser, "a wrong guess"))
+	c.expect("b NO [AUTHENTICATIONFAILED]")
+	c = ep.dial(t, false, &ep.phone) // this connection keeps the refusal
+	c.send("d AUTHENTICATE EXTERNAL =")
+	c.expect("d NO")
+	var reasons []string
+	for _, ev := range ep.audit.events(t) {
+		if ev.Event == EventAuth {
+			reasons = append(reasons, ev.Result+"/"+ev.Reason)
+		}
+	}
+	want := []string{ResultFailure + "/cert_revoked", ResultFailure + "/" + ReasonBadCredentials, ResultLocked + "/" + ReasonUserLocked}
+	if !slices.Equal(reasons, want) {
+		t.Errorf("auth events %q, want %q", reasons, want)
 	}
 }
 
