@@ -252,3 +252,28 @@ func TestExternalAdmitErrorIsReturnedUnchanged(t *testing.T) {
 		t.Fatalf("err = %v, want ErrUnavailable wrapping the store's error", err)
 	}
 }
+
+// FuzzExternalMessage: whatever the client sends as its EXTERNAL message
+// (RFC 4422 appendix A: an optional authorization identity), the exchange
+// never panics, never logs in as anyone but the certificate's user, and
+// succeeds exactly for the empty message or that user in some ASCII case.
+func FuzzExternalMessage(f *testing.F) {
+	for _, seed := range []string{"", "alice@example.com", "ALICE@example.com", "bob", "alice@exampl\u212a.com", "\x00", "alice\r\n", "\xff\xfe"} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		env := certEnv(newFakeCerts(), aliceCert)
+		x, err := Start(context.Background(), External, []string{External}, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, done, err := x.Next(context.Background(), msg)
+		want := len(msg) == 0 || equalFoldASCII(string(msg), "alice@example.com")
+		if done != want || (err == nil) != want {
+			t.Fatalf("message %q: done %v, err %v; want success %v", msg, done, err, want)
+		}
+		if done && x.Result().User != "alice@example.com" {
+			t.Fatalf("message %q logged in as %q", msg, x.Result().User)
+		}
+	})
+}
