@@ -34,6 +34,11 @@ type ConnState struct {
 	// ClientAddr is the client's address (after a PROXY header), recorded
 	// as a credential's last use. The zero Addr when unknown.
 	ClientAddr netip.Addr
+	// CertCache is where EXTERNAL keeps what the connection's client
+	// certificate maps to, from the CAPABILITY that offered it to the
+	// AUTHENTICATE that uses it: one per connection. Nil: it maps the
+	// certificate anew each time it is asked.
+	CertCache *CertCache
 }
 
 // Env is what one connection gives the mechanisms: its facts, the

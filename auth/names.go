@@ -10,10 +10,10 @@ import (
 
 // known are the mechanism names the configuration recognises: those
 // implemented, and those planned, which a config may not name yet.
-var known = [...]string{Plain, OAuthBearer, XOAuth2, "EXTERNAL", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}
+var known = [...]string{Plain, OAuthBearer, XOAuth2, External, "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}
 
 // implemented are the mechanisms this build can offer, one file each.
-var implemented = [...]mechanism{plain, oauthBearer, xoauth2, scramSHA256, scramSHA256Plus}
+var implemented = [...]mechanism{plain, oauthBearer, xoauth2, scramSHA256, scramSHA256Plus, external}
 
 // Known returns every mechanism name the configuration recognises.
 func Known() []string { return slices.Clone(known[:]) }

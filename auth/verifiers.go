@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/x509"
 	"net/netip"
 
 	"github.com/imapgate/imapgate/auth/oauth"
@@ -43,10 +42,14 @@ type SCRAMKeys interface {
 // CertMapper maps client certificates to users (README "Client
 // certificates").
 type CertMapper interface {
-	// MapCert returns the user and credential of cert, which the TLS
-	// handshake proved the client holds the key of, and records the use
-	// from addr. An error wrapping a *Refusal means the certificate maps
-	// to no user (unknown, revoked, expired); any other error is the
-	// store's failure.
-	MapCert(ctx context.Context, cert *x509.Certificate, addr netip.Addr) (user string, c Credential, err error)
+	// MapCert returns the user and credential that the client
+	// certificate of connection cs maps to: cs.TLS.PeerCertificates[0],
+	// whose key the TLS handshake proved the client holds, on listener
+	// cs.Listener. It records nothing. An error wrapping a *Refusal means
+	// the certificate maps to no user (unknown, revoked, expired, or not
+	// of a CA that may name its user); any other error is the store's
+	// failure.
+	MapCert(ctx context.Context, cs ConnState) (user string, c Credential, err error)
+	// RecordUse notes a successful login with credential id from addr.
+	RecordUse(id string, addr netip.Addr)
 }

@@ -71,6 +71,14 @@ const (
 	ReasonNoSharedCipher  = "no_shared_cipher"
 	ReasonHandshakeError  = "handshake_error"
 	ReasonACMEChallenge   = "acme_challenge"
+
+	// A client certificate the listener refused (client_certs =
+	// "require"; README "Client certificates"): none sent, one its
+	// client_ca_file did not issue for client authentication, or one out
+	// of date.
+	ReasonClientCertRequired  = "client_cert_required"
+	ReasonClientCertUntrusted = "client_cert_untrusted"
+	ReasonClientCertExpired   = "client_cert_expired"
 )
 
 // Reasons of an auth event.

@@ -62,6 +62,10 @@ type session struct {
 	bytesIn     int64
 	bytesOut    int64
 
+	// certCache is what the client certificate maps to, kept between
+	// the CAPABILITY that offers EXTERNAL and the AUTHENTICATE that uses it.
+	certCache auth.CertCache
+
 	admitted bool   // passed admit: session_end is logged
 	release  func() // gives the connection slot back
 

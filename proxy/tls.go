@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/imapgate/imapgate/auth"
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // alpnACME is the ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
@@ -62,9 +64,18 @@ func (s *session) handshake() bool {
 func tlsFailureReason(err error) string {
 	var rerr tls.RecordHeaderError
 	var aerr tls.AlertError
+	var verr *tls.CertificateVerificationError
+	var invalid x509.CertificateInvalidError
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.Canceled):
 		return ReasonTLSTimeout
+	case errors.Is(err, tlsconf.ErrClientCertRequired):
+		return ReasonClientCertRequired
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return ReasonClientCertExpired
+	case errors.As(err, &verr):
+		// A server verifies only the client's certificate.
+		return ReasonClientCertUntrusted
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		return ReasonTLSClientClosed
 	case errors.As(err, &rerr):
@@ -80,9 +91,11 @@ func tlsFailureReason(err error) string {
 }
 
 // connState is what a SASL mechanism may know of the connection: its TLS
-// state and served certificate (nil before TLS) and the listener.
+// state and served certificate (nil before TLS), the listener, the
+// client's address, and where EXTERNAL keeps the client certificate's
+// mapping.
 func (s *session) connState() auth.ConnState {
-	cs := auth.ConnState{Listener: s.l.Name, ClientAddr: s.clientAddr.Addr()}
+	cs := auth.ConnState{Listener: s.l.Name, ClientAddr: s.clientAddr.Addr(), CertCache: &s.certCache}
 	if tc, ok := s.conn.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		cs.TLS = &st

@@ -41,6 +41,16 @@ func (b *Bolt) AddClientCert(ctx context.Context, req NewClientCert) (ClientCert
 
 // VerifyClientCert implements Store.
 func (b *Bolt) VerifyClientCert(ctx context.Context, fp Fingerprint, addr netip.Addr) (ClientCert, error) {
+	c, err := b.LookupClientCert(ctx, fp)
+	if err != nil {
+		return ClientCert{}, err
+	}
+	b.RecordUse(c.ID, addr)
+	return c, nil
+}
+
+// LookupClientCert implements Store.
+func (b *Bolt) LookupClientCert(ctx context.Context, fp Fingerprint) (ClientCert, error) {
 	if err := b.usable(ctx); err != nil {
 		return ClientCert{}, err
 	}
@@ -54,7 +64,6 @@ func (b *Bolt) VerifyClientCert(ctx context.Context, fp Fingerprint, addr netip.
 	if err := r.check(r.User, "", b.now()); err != nil {
 		return ClientCert{}, err
 	}
-	b.RecordUse(r.ID, addr)
 	return r.clientCert(), nil
 }
 

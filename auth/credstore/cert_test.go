@@ -166,3 +166,34 @@ func TestRevokedAndExpiredClientCertificatesFailWithTheirReasons(t *testing.T) {
 		t.Fatalf("the replaced tombstone: %v, want ErrNotFound", err)
 	}
 }
+
+// TestLookupClientCertRecordsNoUse: offering EXTERNAL looks the key up
+// without making it "last used"; the login (VerifyClientCert) does. Both
+// refuse a revoked key alike.
+func TestLookupClientCertRecordsNoUse(t *testing.T) {
+	s := openTestStore(t, nil)
+	cert, _ := newCert(t, "alice's phone", nil)
+	c, err := s.AddClientCert(context.Background(), NewClientCert{User: "alice", Label: "phone", Certificate: cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LookupClientCert(context.Background(), SPKIFingerprint(cert))
+	if err != nil || got.ID != c.ID || got.User != "alice" {
+		t.Fatalf("LookupClientCert = %+v, %v", got, err)
+	}
+	if l, _ := s.ListClientCerts(context.Background(), "alice"); len(l) != 1 || !l[0].LastUsed.IsZero() {
+		t.Fatalf("after a lookup: %+v, want never used", l)
+	}
+	if _, err := s.VerifyClientCert(context.Background(), SPKIFingerprint(cert), testAddr); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := s.ListClientCerts(context.Background(), "alice"); len(l) != 1 || l[0].LastUsed.IsZero() || l[0].LastAddr != testAddr {
+		t.Fatalf("after a login: %+v, want used from %v", l, testAddr)
+	}
+	if _, err := s.Revoke(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupClientCert(context.Background(), SPKIFingerprint(cert)); Reason(err) != ReasonCertRevoked {
+		t.Fatalf("a revoked key: %v, want %s", err, ReasonCertRevoked)
+	}
+}

@@ -59,6 +59,11 @@ type Store interface {
 	// configuration's business. A success is recorded as the last use.
 	VerifyClientCert(ctx context.Context, fp Fingerprint, addr netip.Addr) (ClientCert, error)
 
+	// LookupClientCert is VerifyClientCert without recording a use: for
+	// offering EXTERNAL (README "Client certificates") to a client that
+	// has not logged in yet.
+	LookupClientCert(ctx context.Context, fp Fingerprint) (ClientCert, error)
+
 	// RecordUse notes a successful use of credential id from addr, now.
 	// It does not block on storage: uses are kept in memory, bounded by
 	// Options.MaxPendingUses, and written every Options.FlushEvery and by

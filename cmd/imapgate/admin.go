@@ -1,10 +1,10 @@
 package main
 
 // The admin socket: a unix socket serve listens on, through which
-// `imapgate app-password` changes the store serve holds open (README "App
-// passwords") and `imapgate sessions` and `kick` reach the running server
-// (README "Sessions and kick"). One JSON request per connection, one JSON
-// answer.
+// `imapgate app-password` and `imapgate client-cert` change the store serve
+// holds open (README "App passwords", "Client certificates"), and
+// `imapgate sessions` and `kick` reach the running server (README
+// "Sessions and kick"). One JSON request per connection, one JSON answer.
 
 import (
 	"context"
@@ -30,6 +30,8 @@ type adminRequest struct {
 	ID      string    `json:"id,omitempty"`
 	Expires time.Time `json:"expires,omitzero"`
 	Scope   []string  `json:"scope,omitempty"`
+	// Certificate is a client certificate to register (DER; cert-add).
+	Certificate []byte `json:"certificate,omitempty"`
 }
 
 // adminAnswer is the answer to one adminRequest: Error, or the result.
@@ -41,6 +43,9 @@ type adminAnswer struct {
 	Revoked  *credstore.Revoked      `json:"revoked,omitempty"`
 	Sessions []proxy.SessionInfo     `json:"sessions,omitempty"`
 	Kicked   *int                    `json:"kicked,omitempty"`
+	// The client certificate operations' results (clientcert.go).
+	CertAdded *credstore.ClientCert  `json:"cert_added,omitempty"`
+	Certs     []credstore.ClientCert `json:"certs,omitempty"`
 }
 
 // adminTimeout bounds one admin connection.
@@ -134,6 +139,8 @@ func runAdmin(ctx context.Context, store appPasswords, srv sessionControl, req a
 	switch req.Op {
 	case "sessions", "kick":
 		return runSessionOp(srv, req)
+	case opCertAdd, opCertList, opCertRevoke:
+		ans, err = runCertAdmin(ctx, store, req)
 	case "add":
 		var p credstore.AppPassword
 		p, ans.Password, err = store.add(ctx, credstore.NewAppPassword{User: req.User, Label: req.Label, Expires: req.Expires, Scope: req.Scope})

@@ -39,6 +39,13 @@ type ListenConfig struct {
 	// Default: "", meaning tls.min_version.
 	MinVersion string `toml:"min_version"`
 
+	// ClientCerts, ClientCAFile and ClientCertUser are the client
+	// certificates this listener asks for, for EXTERNAL (README "Client
+	// certificates"; config_clientcert.go). Default: "" (off), none.
+	ClientCerts    string `toml:"client_certs"`
+	ClientCAFile   string `toml:"client_ca_file"`
+	ClientCertUser string `toml:"client_cert_user"`
+
 	// Mechanisms are the SASL mechanisms this listener offers, as [auth]
 	// mechanisms (README "[[listen]] mechanisms and passthrough").
 	// Default: none, meaning [auth] mechanisms.
@@ -89,6 +96,7 @@ func (d *decoder) listen(t *table) ListenConfig {
 	t.str("min_version", &l.MinVersion)
 	t.strings("mechanisms", &l.Mechanisms)
 	t.optBool("passthrough", &l.Passthrough)
+	d.listenClientCerts(t, &l)
 	t.done()
 
 	t.mechanisms("mechanisms", l.Mechanisms)

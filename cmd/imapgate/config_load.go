@@ -116,6 +116,7 @@ func (d *decoder) config(t *table, c *Config) {
 	checkOAuth(authTable, c)
 	checkListenAuth(listens, c)
 	checkRulePassthrough(ruleTables, c)
+	checkClientCerts(listens, authTable, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

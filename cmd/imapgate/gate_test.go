@@ -55,6 +55,7 @@ func (l *lockedBuffer) String() string {
 // gateOptions shape the generated config.
 type gateOptions struct {
 	upstream string // the [upstream] table body
+	listen   string // extra lines of both [[listen]] tables
 	policy   string // extra [policy] lines
 	auth     string // the [auth] table body
 	audit    string // extra [audit] lines
@@ -104,10 +105,12 @@ func startGate(t *testing.T, o gateOptions) *gate {
 [[listen]]
 address = %q
 tls = "implicit"
+%s
 
 [[listen]]
 address = %q
 tls = "starttls"
+%s
 
 [tls]
 cert_file = %q
@@ -127,7 +130,7 @@ failure_delay = "0s"
 output = %q
 %s
 %s
-`, g.implicit, g.starttls, certFile, keyFile, o.upstream, o.auth, o.policy, g.auditFile, o.audit, o.tail)
+`, g.implicit, o.listen, g.starttls, o.listen, certFile, keyFile, o.upstream, o.auth, o.policy, g.auditFile, o.audit, o.tail)
 	path := filepath.Join(dir, "imapgate.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ Usage:
   imapgate app-password add|list|revoke   manage app passwords (imapgate app-password for help)
   imapgate sessions [--json]              list who is logged in through the running serve
   imapgate kick USER | --credential ID    end those sessions
+  imapgate client-cert add|list|revoke    manage client certificates for EXTERNAL (imapgate client-cert for help)
 
 --config defaults to ` + defaultConfigPath + `.
 `
@@ -91,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return appPasswordCommand(args, stdout, stderr)
 	case "sessions", "kick":
 		return sessionsCommand(cmd, args, stdout, stderr)
+	case "client-cert":
+		return clientCertCommand(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -62,6 +62,9 @@ func (g *gateway) install(ctx context.Context, rc *runConfig) {
 	rc.proxy.Log = g.log
 	if g.store != nil {
 		rc.proxy.AppPasswords = g.store
+		if rc.certMapper != nil {
+			rc.certMapper.store = g.store // registered client certificates
+		}
 	}
 	// SCRAM-SHA-256(-PLUS), where [auth] mechanisms name them (README
 	// "SCRAM").

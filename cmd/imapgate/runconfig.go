@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/policy"
 	"github.com/imapgate/imapgate/proxy"
 	"github.com/imapgate/imapgate/tlsconf"
@@ -28,6 +29,11 @@ type runConfig struct {
 	// tokens are the [auth.oauth] settings (nil: no tokens); the
 	// gateway starts, or keeps, the Validator for them (gateway.useTokens).
 	tokens *tokenSettings
+	// clientCerts is what each listener asks of client certificates
+	// (parallel to cfg.Listen), certMapper maps them to users for EXTERNAL;
+	// nil when no listener asks (README "Client certificates").
+	clientCerts []tlsconf.ClientCerts
+	certMapper  *certMapper
 }
 
 // newRunConfig builds the proxy's objects from a validated config. audit may
@@ -55,6 +61,12 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 			Name: l.Address,
 			Mode: proxy.TLSMode(l.TLS),
 		})
+	}
+	// Client certificates (EXTERNAL): what each listener asks for, and
+	// the mapper; its store of registered keys is the one serve opens
+	// (gateway.install). Before setServerTLS, which applies them.
+	if rc.clientCerts, rc.certMapper, err = listenerClientCerts(cfg); err != nil {
+		return nil, err
 	}
 	if err := rc.setServerTLS(); err != nil {
 		return nil, err
@@ -94,6 +106,13 @@ func newRunConfig(cfg *Config, audit *proxy.Auditor) (*runConfig, error) {
 	// [[listen]] mechanisms and passthrough, and [[policy.rule]]
 	// passthrough (README "[[listen]] mechanisms and passthrough").
 	rc.proxy.Listeners, rc.proxy.PassThroughRules = listenerAuth(cfg)
+	// Client certificates (EXTERNAL): the mapper, when a listener asks.
+	if rc.certMapper != nil {
+		if rc.proxy.Verifiers == nil {
+			rc.proxy.Verifiers = &auth.Verifiers{}
+		}
+		rc.proxy.Verifiers.Certs = rc.certMapper
+	}
 	return rc, nil
 }
 
@@ -135,6 +154,9 @@ func (rc *runConfig) setServerTLS() error {
 			rc.listeners[i].TLSConfig = rc.acme.ServerConfig(v)
 		} else {
 			rc.listeners[i].TLSConfig = tlsconf.ServerConfig(rc.certs, v)
+		}
+		if i < len(rc.clientCerts) {
+			rc.clientCerts[i].Apply(rc.listeners[i].TLSConfig)
 		}
 	}
 	return nil

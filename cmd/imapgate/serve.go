@@ -54,7 +54,7 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 	onRevoke := func(r credstore.Revoked) {
 		if srv := running.Load(); srv != nil {
 			n := srv.EndCredential(r.ID)
-			log.Info("app password revoked", "id", r.ID, "user", r.User, "label", r.Label, "sessions_ended", n)
+			log.Info("credential revoked", "kind", r.Kind.String(), "id", r.ID, "user", r.User, "label", r.Label, "sessions_ended", n)
 		}
 	}
 	store, err := openAppPasswords(cfg.Auth.AppPasswords, onRevoke, log)
