@@ -117,6 +117,7 @@ func (d *decoder) config(t *table, c *Config) {
 	checkListenAuth(listens, c)
 	checkRulePassthrough(ruleTables, c)
 	checkClientCerts(listens, authTable, c)
+	checkMasters(upstreamTables, c)
 
 	if len(c.Policy.TrustedProxies) == 0 {
 		for i, l := range c.Listen {

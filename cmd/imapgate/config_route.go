@@ -344,3 +344,23 @@ func stringTable(t *table, name, section string) map[string]string {
 	}
 	return out
 }
+
+// checkMasters checks that, where some clients log in through a master
+// user (app passwords, tokens, client certificates), every upstream a
+// login may be routed to has [upstream.master]: without it such a login
+// would fail there with master_login_failed. The default upstream's lack
+// is reported by the [auth] checks already.
+func checkMasters(upstreamTables []*table, c *Config) {
+	viaMaster := c.Auth.AppPasswords != "" || c.Auth.OAuth != nil
+	for _, l := range c.Listen {
+		viaMaster = viaMaster || l.asksClientCerts()
+	}
+	if !viaMaster || len(c.Upstreams) < 2 {
+		return
+	}
+	for i, u := range c.Upstreams {
+		if u.Master == nil && u.Name != c.Upstream.Name && i < len(upstreamTables) {
+			upstreamTables[i].missing("master", "[upstream.master] is required in upstream %q too: clients with app passwords, tokens or certificates are logged in through a master user, and a login may be routed to any upstream", u.Name)
+		}
+	}
+}
