@@ -17,15 +17,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
 	"github.com/imapgate/imapgate/proxy/internal/imapwire"
+	"github.com/imapgate/imapgate/proxy/proxytest"
 	"github.com/imapgate/imapgate/tlsconf"
+	xdg "github.com/xdg-go/scram"
 )
 
 // The CPU time of one login, per mechanism (README "Performance"): the
 // proxy's own work for a client that connects over implicit TLS (a full
-// handshake, no resumption), authenticates and logs out, with an upstream
-// that answers at once. The client and the upstream run in a child process
+// handshake, or a resumed one), authenticates and logs out, with an
+// upstream that answers at once. The client and the upstream run in a child process
 // (this test binary again, TestLoginCPUChild), so the process's CPU time
 // (getrusage) is the proxy's alone: the client's handshake and its SCRAM
 // key derivation are not counted, nor the upstream's work.
@@ -36,38 +39,96 @@ import (
 // with, and what the child client sends.
 type loginCPUCase struct {
 	name string
-	// configure sets up the proxy's side: mechanisms, verifiers,
-	// stores. It returns the environment the child client needs
-	// (IMAPGATE_LOGINCPU_*).
-	configure func(b *testing.B, cfg *Config) []string
+	// configure sets up the proxy's side (mechanisms, verifiers, stores,
+	// the listener's TLS) and returns the environment the child client
+	// needs (IMAPGATE_LOGINCPU_*).
+	configure func(b *testing.B, cfg *Config, tc *tls.Config) []string
 }
 
 var loginCPUCases = []loginCPUCase{
-	{name: "PLAIN-passthrough", configure: func(*testing.B, *Config) []string {
+	{name: "PLAIN-passthrough", configure: func(*testing.B, *Config, *tls.Config) []string {
 		return []string{"IMAPGATE_LOGINCPU_IR=" + plainIR(testUser, testPass)}
 	}},
-	{name: "PLAIN-app-password", configure: func(b *testing.B, cfg *Config) []string {
-		store, err := credstore.OpenBolt(filepath.Join(b.TempDir(), "credentials.db"), credstore.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { store.Close() })
-		_, secret, err := store.AddAppPassword(context.Background(), credstore.NewAppPassword{User: testUser, Label: "phone"})
-		if err != nil {
-			b.Fatal(err)
-		}
+	{name: "PLAIN-app-password", configure: func(b *testing.B, cfg *Config, _ *tls.Config) []string {
+		store, secret := benchAppPassword(b)
 		cfg.AppPasswords = store
-		return []string{"IMAPGATE_LOGINCPU_IR=" + plainIR(testUser, secret.Reveal())}
+		return []string{"IMAPGATE_LOGINCPU_IR=" + plainIR(testUser, secret)}
 	}},
+	{name: "OAUTHBEARER", configure: func(b *testing.B, cfg *Config, _ *tls.Config) []string {
+		v, token := benchIssuer(b) // an RS256 JWT; the issuer's keys are cached
+		cfg.Mechanisms = []string{auth.OAuthBearer}
+		cfg.Verifiers = &auth.Verifiers{Tokens: v}
+		return []string{"IMAPGATE_LOGINCPU_MECH=OAUTHBEARER",
+			"IMAPGATE_LOGINCPU_IR=" + encodeIR("n,a=user1,\x01auth=Bearer "+token+"\x01\x01")}
+	}},
+	{name: "SCRAM-SHA-256", configure: func(b *testing.B, cfg *Config, _ *tls.Config) []string {
+		return benchSCRAM(b, cfg, auth.SCRAMSHA256)
+	}},
+	{name: "SCRAM-SHA-256-PLUS", configure: func(b *testing.B, cfg *Config, _ *tls.Config) []string {
+		return benchSCRAM(b, cfg, auth.SCRAMSHA256Plus)
+	}},
+	{name: "EXTERNAL", configure: func(b *testing.B, cfg *Config, tc *tls.Config) []string {
+		var ca *proxytest.ClientCA // self-signed device certificates
+		phone := ca.Issue(b, proxytest.ClientCertOptions{CommonName: "alice's phone"})
+		tlsconf.ClientCerts{Mode: tlsconf.ClientCertsRequest}.Apply(tc)
+		// The mapper is the tests' in-memory one: the store's lookup
+		// (auth/credstore's BenchmarkVerifyClientCert) is not counted.
+		cfg.Mechanisms = []string{auth.External}
+		cfg.Verifiers = &auth.Verifiers{Certs: &keyMapper{users: map[string]auth.Credential{
+			string(phone.Cert.RawSubjectPublicKeyInfo): {Kind: auth.CredentialClientCert, ID: "k3f9x2ab", Label: testUser},
+		}, gone: map[string]bool{}}}
+		certFile, keyFile := phone.WriteFiles(b, b.TempDir(), "phone")
+		return []string{"IMAPGATE_LOGINCPU_MECH=EXTERNAL", "IMAPGATE_LOGINCPU_IR==",
+			"IMAPGATE_LOGINCPU_CLIENT_CERT=" + certFile, "IMAPGATE_LOGINCPU_CLIENT_KEY=" + keyFile}
+	}},
+}
+
+// benchAppPassword opens a credential store with one app password of
+// testUser, and returns it and the password.
+func benchAppPassword(b *testing.B) (*credstore.Bolt, string) {
+	store, err := credstore.OpenBolt(filepath.Join(b.TempDir(), "credentials.db"), credstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	_, secret, err := store.AddAppPassword(context.Background(), credstore.NewAppPassword{User: testUser, Label: "phone"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return store, secret.Reveal()
+}
+
+// benchSCRAM configures SCRAM mechanism mech on an app password's keys.
+func benchSCRAM(b *testing.B, cfg *Config, mech string) []string {
+	store, secret := benchAppPassword(b)
+	list, err := store.ListAppPasswords(context.Background(), testUser)
+	if err != nil || len(list) != 1 {
+		b.Fatalf("ListAppPasswords: %v, %d", err, len(list))
+	}
+	v, err := auth.NewSCRAMVerifier(credstore.SCRAMKeys(store), store.SCRAMOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Mechanisms = []string{mech}
+	cfg.Verifiers = &auth.Verifiers{SCRAM: v}
+	cfg.AppPasswords = store
+	return []string{"IMAPGATE_LOGINCPU_MECH=" + mech,
+		"IMAPGATE_LOGINCPU_SCRAM_LOGIN=" + list[0].SCRAMLogin(), "IMAPGATE_LOGINCPU_SCRAM_PASS=" + secret}
 }
 
 func BenchmarkLoginCPU(b *testing.B) {
 	for _, c := range loginCPUCases {
-		b.Run(c.name, func(b *testing.B) { benchLoginCPU(b, c) })
+		for _, resume := range []bool{false, true} {
+			name := c.name + "/full-handshake"
+			if resume {
+				name = c.name + "/resumed" // TLS 1.3 resumption: the mechanism's share shows
+			}
+			b.Run(name, func(b *testing.B) { benchLoginCPU(b, c, resume) })
+		}
 	}
 }
 
-func benchLoginCPU(b *testing.B, c loginCPUCase) {
+func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
 	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
 	if err != nil {
 		b.Fatal(err)
@@ -91,13 +152,14 @@ func benchLoginCPU(b *testing.B, c loginCPUCase) {
 		Audit:    NewAuditor(discard{}, nil),
 	}
 	upLn.Close() // the child serves it, from upFile
-	env := c.configure(b, cfg)
+	tc := tlsconf.ServerConfig(store, 0)
+	env := c.configure(b, cfg, tc)
 	srv := NewServer(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(ln, Listener{Name: "implicit", Mode: TLSImplicit, TLSConfig: tlsconf.ServerConfig(store, 0)})
+	go srv.Serve(ln, Listener{Name: "implicit", Mode: TLSImplicit, TLSConfig: tc})
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -113,7 +175,8 @@ func benchLoginCPU(b *testing.B, c loginCPUCase) {
 		"IMAPGATE_LOGINCPU_CHILD=1",
 		"IMAPGATE_LOGINCPU_PROXY="+ln.Addr().String(),
 		"IMAPGATE_LOGINCPU_CA="+caFile,
-		"IMAPGATE_LOGINCPU_N="+strconv.Itoa(b.N))
+		"IMAPGATE_LOGINCPU_N="+strconv.Itoa(b.N),
+		"IMAPGATE_LOGINCPU_RESUME="+strconv.FormatBool(resume))
 	cmd.ExtraFiles = []*os.File{upFile} // fd 3 in the child
 	cmd.Stderr = os.Stderr
 	before := cpuTime(b)
@@ -150,7 +213,7 @@ func TestLoginCPUChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go serveInstantUpstream(ln)
+	go acceptInstant(ln)
 	n, _ := strconv.Atoi(os.Getenv("IMAPGATE_LOGINCPU_N"))
 	pem, err := os.ReadFile(os.Getenv("IMAPGATE_LOGINCPU_CA"))
 	if err != nil {
@@ -159,6 +222,9 @@ func TestLoginCPUChild(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	tc := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if os.Getenv("IMAPGATE_LOGINCPU_RESUME") == "true" {
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	}
 	if f := os.Getenv("IMAPGATE_LOGINCPU_CLIENT_CERT"); f != "" {
 		pair, err := tls.LoadX509KeyPair(f, os.Getenv("IMAPGATE_LOGINCPU_CLIENT_KEY"))
 		if err != nil {
@@ -170,8 +236,14 @@ func TestLoginCPUChild(t *testing.T) {
 	if mech == "" {
 		mech = "PLAIN"
 	}
+	var sc *xdg.Client // SCRAM: its keys are derived once (xdg-go caches them per salt)
+	if login := os.Getenv("IMAPGATE_LOGINCPU_SCRAM_LOGIN"); login != "" {
+		if sc, err = xdg.SHA256.NewClient(login, os.Getenv("IMAPGATE_LOGINCPU_SCRAM_PASS"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range n {
-		if err := childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR")); err != nil {
+		if err := childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR"), sc); err != nil {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
@@ -179,8 +251,8 @@ func TestLoginCPUChild(t *testing.T) {
 }
 
 // childLogin connects, authenticates with mech and the initial response
-// ir (base64), and logs out.
-func childLogin(addr string, tc *tls.Config, mech, ir string) error {
+// ir (base64), or with SCRAM's conversation when sc is set, and logs out.
+func childLogin(addr string, tc *tls.Config, mech, ir string, sc *xdg.Client) error {
 	conn, err := tls.Dial("tcp", addr, tc)
 	if err != nil {
 		return err
@@ -189,6 +261,23 @@ func childLogin(addr string, tc *tls.Config, mech, ir string) error {
 	r := bufio.NewReader(conn)
 	if _, err := imapwire.ReadLine(r, 4096); err != nil {
 		return fmt.Errorf("greeting: %w", err)
+	}
+	var conv *xdg.ClientConversation
+	if sc != nil {
+		conv = sc.NewConversation()
+		if mech == auth.SCRAMSHA256Plus {
+			st := conn.ConnectionState()
+			cb, err := xdg.NewTLSExporterBinding(&st)
+			if err != nil {
+				return err
+			}
+			conv = sc.NewConversationWithChannelBinding(cb)
+		}
+		first, err := conv.Step("")
+		if err != nil {
+			return err
+		}
+		ir = encodeIR(first)
 	}
 	if _, err := fmt.Fprintf(conn, "a AUTHENTICATE %s %s\r\n", mech, ir); err != nil {
 		return err
@@ -204,8 +293,22 @@ func childLogin(addr string, tc *tls.Config, mech, ir string) error {
 		if strings.HasPrefix(string(line), "a ") {
 			return fmt.Errorf("AUTHENTICATE: %s", line)
 		}
-		if strings.HasPrefix(string(line), "+") { // a challenge the case cannot answer
+		if !strings.HasPrefix(string(line), "+") {
+			continue
+		}
+		if conv == nil {
 			return fmt.Errorf("unexpected challenge %q", line)
+		}
+		challenge, err := base64.StdEncoding.DecodeString(strings.TrimSpace(strings.TrimPrefix(string(line), "+")))
+		if err != nil {
+			return err
+		}
+		out, err := conv.Step(string(challenge))
+		if err != nil {
+			return fmt.Errorf("SCRAM: %w", err)
+		}
+		if _, err := conn.Write([]byte(base64.StdEncoding.EncodeToString([]byte(out)) + "\r\n")); err != nil {
+			return err
 		}
 	}
 	if _, err := conn.Write([]byte("b LOGOUT\r\n")); err != nil {
@@ -216,49 +319,6 @@ func childLogin(addr string, tc *tls.Config, mech, ir string) error {
 		if err != nil || strings.HasPrefix(string(line), "b ") {
 			return nil
 		}
-	}
-}
-
-// serveInstantUpstream accepts every login at once: the upstream of
-// BenchmarkLoginCPU, whose cost is not what is measured.
-func serveInstantUpstream(ln net.Listener) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go instantUpstreamSession(conn)
-	}
-}
-
-func instantUpstreamSession(conn net.Conn) {
-	defer conn.Close()
-	r := bufio.NewReader(conn)
-	w := bufio.NewWriter(conn)
-	w.WriteString("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID] ready\r\n")
-	w.Flush()
-	for {
-		line, err := imapwire.ReadLine(r, 64<<10)
-		if err != nil {
-			return
-		}
-		tag, rest, _ := strings.Cut(string(line), " ")
-		verb, _, _ := strings.Cut(rest, " ")
-		switch strings.ToUpper(verb) {
-		case "CAPABILITY":
-			w.WriteString("* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN ID IDLE\r\n" + tag + " OK done\r\n")
-		case "AUTHENTICATE", "LOGIN":
-			w.WriteString(tag + " OK [CAPABILITY IMAP4rev1 IDLE MOVE] logged in\r\n")
-		case "LOGOUT":
-			w.WriteString("* BYE bye\r\n" + tag + " OK done\r\n")
-			w.Flush()
-			return
-		case "ID":
-			w.WriteString("* ID NIL\r\n" + tag + " OK done\r\n")
-		default:
-			w.WriteString(tag + " OK done\r\n")
-		}
-		w.Flush()
 	}
 }
 
