@@ -153,6 +153,7 @@ func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
 		s.upstream = uc
 		s.srv.mu.Lock()
 		s.user, s.mechanism, s.credential, s.loggedIn = ev.User, who.Mechanism, v.cred, time.Now()
+		s.upstreamAddr = ev.Upstream // the address that answered, after routing and failover
 		s.srv.mu.Unlock()
 		s.reply(tag + " OK [CAPABILITY " + strings.Join(clientCapabilities(uc.Capabilities), " ") + "] Logged in")
 		return relayNow

@@ -58,6 +58,11 @@ func TestRoutingByDomainAndMapFileBetweenTwoDovecots(t *testing.T) {
 	if ca, cb := oldDC.AuthAttempts(), newDC.WaitAuthAttempts(t, func(c proxytest.AuthCounts) bool { return c.ByUser["alice@example.org"] == 1 }); ca.ByUser["alice@example.org"] != 0 {
 		t.Errorf("alice (route -> new) reached old: %+v / %+v", ca, cb)
 	}
+	for _, si := range tp.srv.ListSessions() { // alice's session is open
+		if si.User == "alice@example.org" && si.Upstream != newDC.Addr {
+			t.Errorf("imapgate sessions shows alice on %s, want the server routed to, %s", si.Upstream, newDC.Addr)
+		}
+	}
 	os.WriteFile(mapPath, []byte("# bob is back\n"), 0o644)
 	os.Chtimes(mapPath, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
 	if n := inbox("bob@example.net"); n != 1 {

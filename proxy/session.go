@@ -51,7 +51,9 @@ type session struct {
 	mechanism  string
 	credential auth.Credential
 	loggedIn   time.Time
-	upstream   *UpstreamConn
+	// upstreamAddr is the upstream address the session logged in to.
+	upstreamAddr string
+	upstream     *UpstreamConn
 	// servedLeaf is the certificate this connection's handshake served,
 	// for tls-server-end-point; nil before TLS, after a resumed
 	// handshake, and for a certificate without a parsed Leaf.

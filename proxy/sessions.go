@@ -51,7 +51,7 @@ func (s *Server) ListSessions() []SessionInfo {
 			CredentialLabel: sess.credential.Label,
 			Client:          sess.clientAddr,
 			Listener:        sess.l.Name,
-			Upstream:        sess.cfg.Upstream.Address,
+			Upstream:        sess.upstreamAddr,
 			Since:           sess.loggedIn,
 		}
 		sess.mu.Lock()
