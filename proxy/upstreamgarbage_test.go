@@ -17,11 +17,12 @@ import (
 // that is not pinned. The brute-force budgets spend on none of them but
 // where the credential was already on the wire.
 
-// sentCredential reports whether the scripted server received a login
-// command: the credential reached it.
+// sentCredential reports whether the scripted server received the test
+// password, in a LOGIN or as AUTHENTICATE PLAIN's response.
 func (su *scriptedUpstream) sentCredential() bool {
+	ir := plainIR(testUser, testPass)
 	for _, l := range su.lines() {
-		if f := strings.Fields(l); len(f) > 1 && (strings.EqualFold(f[1], "AUTHENTICATE") || strings.EqualFold(f[1], "LOGIN")) {
+		if strings.Contains(l, ir) || strings.Contains(l, testPass) {
 			return true
 		}
 	}
@@ -68,6 +69,8 @@ func TestUpstreamGarbageIsUnavailableAndSpendsNothingUnlessTheCredentialWasSent(
 		{"greeting literal too big", "* OK {999999999}", answer(func(string) string { return "" }), ReasonUpstreamUnavailable, false},
 		{"CAPABILITY answer lists nothing", "* OK hi", answer(func(tag string) string { return "* NONSENSE\r\n" + tag + " OK done\r\n" }), ReasonUpstreamProtocolError, false},
 		{"CAPABILITY answered BYE and closed", "* OK hi", func(c *scriptedConn, line string) bool { c.write("* BYE \x00\xff"); return false }, ReasonUpstreamUnavailable, false},
+		{"AUTHENTICATE answered NO before the password", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", answer(func(tag string) string { return tag + " NO not now\r\n" }), ReasonUpstreamProtocolError, false},
+		{"AUTHENTICATE answered OK before the password", "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi", answer(func(tag string) string { return tag + " OK come in\r\n" }), ReasonUpstreamProtocolError, false},
 		{"login answered BAD", caps, answer(func(tag string) string { return tag + " BAD \x00\xffgarbage\r\n" }), ReasonUpstreamProtocolError, true},
 		{"login answered with an unknown status", caps, answer(func(tag string) string { return tag + " MAYBE [ALERT] internal.host.example\r\n" }), ReasonUpstreamProtocolError, true},
 		{"login answered with noise, never tagged", caps, answer(func(string) string { return "\x00\x01\x02 garbage\r\n" }), ReasonUpstreamNoAnswer, true},
