@@ -80,17 +80,19 @@ func noteCredential(ev *Event, c auth.Credential) {
 // upstreamErrorReason is the audit reason of an upstream login error that
 // is not the client's failure: any LoginAs error (the client proved itself
 // with an app password), or a pass-through Login that failed before the
-// credential was judged.
+// credential was judged; and of a pass-through Login's ErrNoAnswer, which
+// counts (upstream_protocol_error when the answer came but could not be
+// read).
 func upstreamErrorReason(err error) string {
 	switch {
 	case errors.Is(err, ErrMasterRejected), errors.Is(err, ErrNoMaster), errors.Is(err, ErrMailboxName):
 		return ReasonMasterLoginFailed
 	case errors.Is(err, ErrMailboxRefused):
 		return ReasonMasterMailboxRefused
-	case errors.Is(err, ErrNoAnswer):
-		return ReasonUpstreamNoAnswer
 	case errors.Is(err, ErrUpstreamProtocol):
 		return ReasonUpstreamProtocolError
+	case errors.Is(err, ErrNoAnswer):
+		return ReasonUpstreamNoAnswer
 	}
 	return ReasonUpstreamUnavailable
 }

@@ -168,7 +168,7 @@ func (s *session) finishAttempt(at *loginAttempt, who auth.Result) next {
 		// (a tarpitting server, or Dovecot's auth penalty past
 		// login_timeout), so it is a failure, or every guess would be free.
 		// The client is told to try again: the server may be at fault.
-		ev.Result, ev.Reason = ResultFailure, ReasonUpstreamNoAnswer
+		ev.Result, ev.Reason = ResultFailure, upstreamErrorReason(err) // upstream_no_answer, or upstream_protocol_error for an answer it cannot read
 		s.cfg.Audit.Log(ev)
 		s.cfg.log().Warn("upstream did not answer the login", "session", s.id, "upstream", s.cfg.Upstream.Address, "err", err)
 		tarpit := s.fail(at)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"sync"
@@ -19,15 +20,21 @@ import (
 type parker struct {
 	start sync.Once
 	epfd  int
+	wake  int           // an eventfd in the set, under slot 0: close's doorbell
+	done  chan struct{} // closed when watchIdleSockets has returned
 	err   error
 
-	mu    sync.Mutex
-	next  uint64
-	slots map[uint64]*direction
+	mu     sync.Mutex
+	next   uint64 // the last slot given; slot 0 is the doorbell's
+	slots  map[uint64]*direction
+	closed bool
 }
 
+// errParkerClosed is the err of a parker closed before its first park.
+var errParkerClosed = errors.New("relay: parker closed")
+
 func newParker() *parker {
-	return &parker{slots: map[uint64]*direction{}}
+	return &parker{slots: map[uint64]*direction{}, done: make(chan struct{})}
 }
 
 // park adds d's socket to the epoll set. It reports false when the parker
@@ -41,6 +48,10 @@ func (p *parker) park(d *direction) bool {
 		return false
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
 	p.next++
 	id := p.next
 	p.slots[id] = d
@@ -87,12 +98,49 @@ func (p *parker) open() {
 		slog.Warn("relay: epoll unavailable; idle sessions keep a goroutine each", "err", p.err)
 		return
 	}
+	p.wake, p.err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if p.err == nil {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN} // slot 0
+		p.err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.wake, &ev)
+		if p.err != nil {
+			unix.Close(p.wake)
+		}
+	}
+	if p.err != nil {
+		unix.Close(p.epfd)
+		slog.Warn("relay: epoll unavailable; idle sessions keep a goroutine each", "err", p.err)
+		return
+	}
 	go p.watchIdleSockets()
+}
+
+// close stops the parker's goroutine and closes its descriptors; later
+// parks fail, so a direction that waits keeps its own goroutine. The
+// Server calls it at the end of Shutdown, once every relay has ended.
+func (p *parker) close() {
+	if p == nil {
+		return
+	}
+	p.start.Do(func() { p.err = errParkerClosed }) // never opened: nothing runs
+	p.mu.Lock()
+	already := p.closed
+	p.closed = true
+	p.mu.Unlock()
+	if already || p.err != nil {
+		return
+	}
+	var one [8]byte // an eventfd takes a uint64 in native byte order
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(p.wake, one[:])
+	<-p.done
+	unix.Close(p.wake)
+	unix.Close(p.epfd)
 }
 
 // watchIdleSockets is the parker's one goroutine: it waits in epoll_wait and
 // starts a direction's goroutine again when its socket has bytes.
 func (p *parker) watchIdleSockets() {
+	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n, err := unix.EpollWait(p.epfd, events, -1)
@@ -105,6 +153,9 @@ func (p *parker) watchIdleSockets() {
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				return // close rang
+			}
 			p.mu.Lock()
 			d := p.slots[id]
 			delete(p.slots, id)

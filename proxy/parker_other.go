@@ -9,3 +9,4 @@ type parker struct{}
 func newParker() *parker                   { return nil }
 func (p *parker) park(d *direction) bool   { return false }
 func (p *parker) unpark(d *direction) bool { return false }
+func (p *parker) close()                   {}

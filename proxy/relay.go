@@ -73,7 +73,11 @@ type relay struct {
 	endOnce sync.Once
 	endWhy  atomic.Value // string
 	timer   atomic.Pointer[time.Timer]
-	pending atomic.Int32 // directions still running or parked
+	// clientGone is set when the client has closed (or half-closed) its
+	// side: from then on the upstream has clientGoneDrain of quiet, not
+	// idle, to finish.
+	clientGone atomic.Bool
+	pending    atomic.Int32 // directions still running or parked
 
 	mu     sync.Mutex // guards closed and the directions' parked flags
 	closed bool
@@ -158,16 +162,54 @@ func (r *relay) closeAll() {
 	}
 }
 
+// clientGoneDrain is how long a relay whose client has closed its side
+// waits for the upstream to finish, counted from the last byte either
+// way (README "When the mail server fails"): an upstream that answers
+// goes on for as long as it sends, one that is hung (stopped, starved)
+// no longer holds the session, its slot and its upstream connection
+// until idle_timeout.
+const clientGoneDrain = 10 * time.Second
+
+// limit is how long the relay may go without a byte: r.idle, or
+// clientGoneDrain (if shorter, or without an idle timeout) once the
+// client has gone.
+func (r *relay) limit() time.Duration {
+	if !r.clientGone.Load() {
+		return r.idle
+	}
+	if r.idle > 0 {
+		return min(r.idle, clientGoneDrain)
+	}
+	return clientGoneDrain
+}
+
 // checkIdle runs on the idle timer: it ends the relay when no byte went
-// either way for r.idle, else rearms for the time left.
+// either way for r.limit(), else rearms for the time left. The first
+// reason stays: a relay whose client went ends as client_closed.
 func (r *relay) checkIdle() {
+	limit := r.limit()
 	quiet := time.Duration(time.Now().UnixNano() - r.last.Load())
-	if quiet >= r.idle {
+	if quiet >= limit {
 		r.abort(endIdleTimeout)
 		return
 	}
 	if t := r.timer.Load(); t != nil {
-		t.Reset(r.idle - quiet)
+		t.Reset(limit - quiet)
+	}
+}
+
+// clientClosed bounds what is left of the relay once the client has
+// closed its side: the upstream's answers still go out, but a quiet
+// spell of clientGoneDrain ends it.
+func (r *relay) clientClosed() {
+	r.clientGone.Store(true)
+	if t := r.timer.Load(); t != nil {
+		t.Reset(0) // checkIdle works out the time left
+		return
+	}
+	t := time.AfterFunc(clientGoneDrain, r.checkIdle)
+	if !r.timer.CompareAndSwap(nil, t) {
+		t.Stop()
 	}
 }
 
@@ -319,8 +361,9 @@ func (d *direction) woken() {
 
 // finish ends a direction: it records why, closes what must be closed and,
 // for the last direction, completes the relay. A client that half-closes
-// still gets the upstream's remaining answers; an upstream that closes ends
-// the session, since nothing the client sends could be answered.
+// still gets the upstream's remaining answers, for as long as they keep
+// coming (clientGoneDrain); an upstream that closes ends the session,
+// since nothing the client sends could be answered.
 func (d *direction) finish(rerr, werr error) {
 	r := d.r
 	eof := rerr == nil && werr == nil || errors.Is(rerr, io.EOF)
@@ -337,6 +380,7 @@ func (d *direction) finish(rerr, werr error) {
 	case eof && !d.toClient:
 		r.setReason(endClientClosed)
 		closeWrite(r.upstream)
+		r.clientClosed()
 	case eof:
 		r.setReason(endUpstreamClosed)
 		r.closeAll()

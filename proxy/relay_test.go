@@ -62,8 +62,14 @@ func tlsPair(t testing.TB) (client, server *tls.Conn) {
 }
 
 // runRelay relays between the proxy's client side and upstream side.
-func runRelay(client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
-	return runRelayWith(newRelayShared(), client, upstream, idle)
+func runRelay(tb testing.TB, client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
+	return runRelayWith(closeAtEnd(tb, newRelayShared()), client, upstream, idle)
+}
+
+// closeAtEnd stops rs's parker when the test ends, as Server.Shutdown does.
+func closeAtEnd(tb testing.TB, rs *relayShared) *relayShared {
+	tb.Cleanup(rs.parker.close)
+	return rs
 }
 
 func runRelayWith(shared *relayShared, client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
@@ -85,9 +91,9 @@ func forEachWaitMode(t *testing.T, test func(t *testing.T, shared func() *relayS
 	t.Run("parked", func(t *testing.T) {
 		// Park after 1ms without bytes, so the tests go through the parker
 		// all the time.
-		test(t, func() *relayShared { rs := newRelayShared(); rs.linger = time.Millisecond; return rs })
+		test(t, func() *relayShared { rs := closeAtEnd(t, newRelayShared()); rs.linger = time.Millisecond; return rs })
 	})
-	t.Run("lingering", func(t *testing.T) { test(t, newRelayShared) })
+	t.Run("lingering", func(t *testing.T) { test(t, func() *relayShared { return closeAtEnd(t, newRelayShared()) }) })
 	t.Run("goroutines", func(t *testing.T) {
 		test(t, func() *relayShared { rs := newRelayShared(); rs.parker = nil; return rs })
 	})
@@ -235,7 +241,7 @@ func testRelayIdleTimeoutCountsBothDirections(t *testing.T, shared func() *relay
 func BenchmarkRelayThroughput(b *testing.B) {
 	phone, proxyClientSide := tlsPair(b)
 	proxyUpSide, server := tcpPair(b)
-	_, done := runRelay(proxyClientSide, proxyUpSide, time.Minute)
+	_, done := runRelay(b, proxyClientSide, proxyUpSide, time.Minute)
 	chunk := make([]byte, 256<<10)
 	rand.Read(chunk)
 	b.SetBytes(int64(len(chunk)))
@@ -257,7 +263,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 // TestIdleRelaysHoldNoGoroutines: with the parker, idle sessions cost no
 // goroutine, and an abort still ends parked sessions.
 func TestIdleRelaysHoldNoGoroutines(t *testing.T) {
-	shared := newRelayShared()
+	shared := closeAtEnd(t, newRelayShared())
 	if shared.parker == nil {
 		t.Skip("no epoll parker on this system")
 	}
@@ -311,8 +317,8 @@ func BenchmarkRelayRoundTrip(b *testing.B) {
 		name   string
 		shared func() *relayShared
 	}{
-		{"lingering", newRelayShared},
-		{"parked", func() *relayShared { rs := newRelayShared(); rs.linger = time.Millisecond; return rs }},
+		{"lingering", func() *relayShared { return closeAtEnd(b, newRelayShared()) }},
+		{"parked", func() *relayShared { rs := closeAtEnd(b, newRelayShared()); rs.linger = time.Millisecond; return rs }},
 		{"goroutines", func() *relayShared { rs := newRelayShared(); rs.parker = nil; return rs }},
 	} {
 		b.Run(mode.name, func(b *testing.B) {

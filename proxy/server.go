@@ -306,6 +306,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	// Once every session has ended, nothing is parked: the parker's
+	// goroutine and descriptors go too.
+	defer s.relays.parker.close()
 	select {
 	case <-done:
 		return nil

@@ -57,11 +57,13 @@ var (
 	// (PREAUTH, STARTTLS injection, garbage). Also wraps ErrUnavailable.
 	ErrUpstreamProtocol = errors.New("upstream protocol violation")
 	// ErrNoAnswer: the credential went to the upstream, but no answer came
-	// back (LoginTimeout passed, the connection dropped, or ctx ended).
-	// The upstream may well have judged it, so it counts as a failed
-	// attempt, not as an outage (README, "Brute force and password
-	// spraying"). It does not wrap ErrUnavailable: everything that fails
-	// before the credential is sent does, and only that is given back.
+	// back (LoginTimeout passed, the connection dropped, or ctx ended), or
+	// none the proxy can read (BAD, an unknown status: then it also wraps
+	// ErrUpstreamProtocol). The upstream may well have judged it, so it
+	// counts as a failed attempt, not as an outage (README, "Brute force
+	// and password spraying"). It does not wrap ErrUnavailable: everything
+	// that fails before the credential is sent does, and only that is
+	// given back.
 	ErrNoAnswer = errors.New("no answer from the upstream after the credential was sent")
 
 	// ErrMasterRejected: the upstream refused a master login (LoginAs)
@@ -378,7 +380,9 @@ func clientAnswer(status, code string) error {
 	case status == "NO":
 		return fmt.Errorf("%w (code %q)", ErrBadCredentials, code)
 	default:
-		return protocolError("login answered %s", status)
+		// The credential is on the wire: whatever the upstream made of
+		// it, a guess it answers BAD must not be free.
+		return fmt.Errorf("%w: %w: login answered %.20q", ErrNoAnswer, ErrUpstreamProtocol, status)
 	}
 }
 

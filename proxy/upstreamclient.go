@@ -192,9 +192,8 @@ func (c *upstreamClient) authenticatePlain(cred loginCredential) (status, code s
 			var line []byte
 			line, err = c.readUntilContinuation(tag)
 			if err == nil && line != nil {
-				// Tagged answer instead of "+": the server refused outright.
-				status, code, _ = imapwire.ParseStatus(line, tag)
-				return status, code, nil
+				// Tagged answer instead of "+": nothing was judged.
+				return "", "", answeredEarly("AUTHENTICATE", line, tag)
 			}
 			if err == nil {
 				c.sendingCredential()
@@ -263,8 +262,7 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 			return "", "", unavailable("LOGIN", err)
 		}
 		if line != nil {
-			status, code, _ = imapwire.ParseStatus(line, tag)
-			return status, code, nil
+			return "", "", answeredEarly("LOGIN", line, tag)
 		}
 		if isPassword {
 			c.sendingCredential()
@@ -285,6 +283,18 @@ func (c *upstreamClient) loginCommand(user, password string) (status, code strin
 		}
 		c.untagged(line)
 	}
+}
+
+// answeredEarly is the error of a login command the upstream answered
+// (tagged) before the password was sent: instead of the "+" that asks
+// for it. Nothing was judged, so the attempt is given back
+// (ErrUnavailable): a NO here must not count as a wrong password. And an
+// OK is refused as well: a server that logs in without the password
+// would make the proxy's authentication meaningless, as a PREAUTH
+// greeting would.
+func answeredEarly(cmd string, line []byte, tag string) error {
+	status, _, _ := imapwire.ParseStatus(line, tag)
+	return protocolError("%s answered %.20q before the password was sent", cmd, status)
 }
 
 func isASCII(s string) bool {

@@ -312,6 +312,7 @@ func extraFail2banEvents() []byte {
 	a.Log(base("192.0.2.11", "success", "", `bob","result":"failure","client_ip":"6.6.6.6`))
 	a.Log(base("192.0.2.12", "error", "upstream_unavailable", "carol"))
 	a.Log(base("192.0.2.16", "failure", "upstream_no_answer", "erin"))
+	a.Log(base("192.0.2.21", "failure", "upstream_protocol_error", "frank"))
 	a.Log(&proxy.Event{Event: "connect", Session: "0123456789abcdef02", ClientIP: "192.0.2.13", ClientPort: 1, Listener: "[::]:993", Result: "refused", Reason: "too_many_connections_per_ip"})
 	a.Log(&proxy.Event{Event: "connect", Session: "0123456789abcdef03", ClientIP: "192.0.2.15", ClientPort: 1, Listener: "[::]:993", Result: "refused", Reason: "too_many_connections"})
 	for i, reason := range []string{"too_many_connections_per_network", "proxy_header_timeout", "proxy_header_missing", "proxy_header_invalid"} {
@@ -347,9 +348,10 @@ func checkFail2ban(t *testing.T, log string) {
 		var e map[string]any
 		json.Unmarshal([]byte(line), &e)
 		r, _ := e["result"].(string)
-		// An upstream that never answered (upstream_no_answer) may be at
-		// fault: no ban for it; nor for the connect reasons above.
-		if (e["event"] == "auth" && isFailure(r) && e["reason"] != "upstream_no_answer") ||
+		// An upstream that never answered (upstream_no_answer), or
+		// answered what the proxy cannot read (upstream_protocol_error),
+		// may be at fault: no ban for it; nor for the connect reasons above.
+		if (e["event"] == "auth" && isFailure(r) && e["reason"] != "upstream_no_answer" && e["reason"] != "upstream_protocol_error") ||
 			(e["event"] == "connect" && r == "refused" && !noBanReasons[e["reason"].(string)]) {
 			wantMatched++
 			wantIPs[e["client_ip"].(string)] = true

@@ -61,7 +61,7 @@ func (q *auditQueue) Write(p []byte) (int, error) {
 	select {
 	case q.lines <- line:
 	default:
-		q.drop("audit queue full: the audit output is not keeping up", nil)
+		q.drop(1, "audit queue full: the audit output is not keeping up", nil)
 	}
 	return len(p), nil
 }
@@ -69,9 +69,9 @@ func (q *auditQueue) Write(p []byte) (int, error) {
 // Dropped returns how many lines were lost so far.
 func (q *auditQueue) Dropped() uint64 { return q.dropped.Load() }
 
-// drop counts one lost line and reports it, rate limited.
-func (q *auditQueue) drop(msg string, err error) {
-	n := q.dropped.Add(1)
+// drop counts lost lines and reports them, rate limited.
+func (q *auditQueue) drop(lines int, msg string, err error) {
+	n := q.dropped.Add(uint64(lines))
 	now := time.Now().UnixNano()
 	last := q.lastReport.Load()
 	if now-last < int64(q.reportEvery) || !q.lastReport.CompareAndSwap(last, now) {
@@ -138,11 +138,9 @@ func (q *auditQueue) Close(timeout time.Duration) {
 // coming and flushes whenever the queue runs empty.
 func (q *auditQueue) writeLoop(w io.Writer, c io.Closer) {
 	defer close(q.done)
-	bw := bufio.NewWriterSize(w, 64<<10)
+	b := auditBatch{q: q, w: w, bw: bufio.NewWriterSize(w, 64<<10)}
 	closeOut := func() {
-		if err := bw.Flush(); err != nil {
-			q.drop("write failed", err)
-		}
+		b.flush()
 		if c != nil {
 			c.Close()
 		}
@@ -155,7 +153,7 @@ func (q *auditQueue) writeLoop(w io.Writer, c io.Closer) {
 		}
 		closeOut()
 		w, c = nw, nc
-		bw.Reset(w)
+		b.reset(w)
 	}
 	for {
 		var line []byte
@@ -165,10 +163,7 @@ func (q *auditQueue) writeLoop(w io.Writer, c io.Closer) {
 			continue
 		case line = <-q.lines:
 		default:
-			if err := bw.Flush(); err != nil {
-				q.drop("write failed", err)
-				bw.Reset(w)
-			}
+			b.flush()
 			select {
 			case line = <-q.lines:
 			case out := <-q.reopen:
@@ -180,11 +175,52 @@ func (q *auditQueue) writeLoop(w io.Writer, c io.Closer) {
 			closeOut()
 			return
 		}
-		if _, err := bw.Write(line); err != nil {
-			q.drop("write failed", err)
-			bw.Reset(w)
-		}
+		b.write(line)
 	}
+}
+
+// auditBatch is the writer's buffer and the number of lines in it, so that
+// a failed flush (a full disk: ENOSPC) counts every line it lost, not one.
+// The buffer is flushed only by flush, never from inside a write, so the
+// count is exact.
+type auditBatch struct {
+	q    *auditQueue
+	w    io.Writer
+	bw   *bufio.Writer
+	held int // lines in bw since the last flush
+}
+
+func (b *auditBatch) reset(w io.Writer) {
+	b.w, b.held = w, 0
+	b.bw.Reset(w)
+}
+
+// flush writes the buffered lines; if that fails they are all dropped.
+func (b *auditBatch) flush() {
+	if b.bw.Buffered() == 0 {
+		return
+	}
+	if err := b.bw.Flush(); err != nil {
+		b.q.drop(b.held, "write failed", err)
+		b.bw.Reset(b.w)
+	}
+	b.held = 0
+}
+
+// write adds one line, flushing first when it does not fit; a line larger
+// than the buffer is written on its own.
+func (b *auditBatch) write(line []byte) {
+	if len(line) > b.bw.Available() {
+		b.flush()
+	}
+	if len(line) > b.bw.Available() {
+		if _, err := b.w.Write(line); err != nil {
+			b.q.drop(1, "write failed", err)
+		}
+		return
+	}
+	b.bw.Write(line) // fits: copied, cannot fail
+	b.held++
 }
 
 // checkAuditOutput reports whether output can be opened for appending.

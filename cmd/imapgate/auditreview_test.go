@@ -471,6 +471,9 @@ func TestMain(m *testing.M) {
 	if builtBin != "" {
 		os.RemoveAll(filepath.Dir(builtBin))
 	}
+	if code == 0 {
+		code = findLeaks() // leak_test.go
+	}
 	os.Exit(code)
 }
 

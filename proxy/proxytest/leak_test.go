@@ -1,0 +1,12 @@
+package proxytest
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// No goroutine the package starts outlives the tests.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
