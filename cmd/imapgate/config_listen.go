@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/proxy"
 	"github.com/imapgate/imapgate/tlsconf"
 )
@@ -133,6 +134,18 @@ func checkListenAuth(listens []*table, c *Config) {
 		t := listens[i]
 		if _, set := t.m["mechanisms"]; set && len(l.Mechanisms) == 0 && c.Auth.LoginCommand == loginCommandRefuse && t.ok("mechanisms") {
 			t.problem("mechanisms", "is empty and auth.login_command is %q: no client could log in on this listener (leave it out for [auth] mechanisms)", loginCommandRefuse)
+		}
+		// A listener's own mechanisms need what [auth] mechanisms would
+		// (checkAppPasswords, checkOAuth): else they are never offered.
+		for j, m := range l.Mechanisms {
+			key := elemKey(t.keyOf("mechanisms"), j)
+			switch {
+			case !t.ok("mechanisms"):
+			case slices.Contains(tokenMechanisms, m) && c.Auth.OAuth == nil:
+				t.problemKey(key, "%q needs [auth.oauth]: the identity provider whose tokens it accepts", m)
+			case (m == auth.SCRAMSHA256 || m == auth.SCRAMSHA256Plus) && c.Auth.AppPasswords == "":
+				t.problemKey(key, "%q needs auth.app_passwords: SCRAM logs in with an app password's own login name, user#id (README \"SCRAM\")", m)
+			}
 		}
 		if l.Passthrough != nil && !*l.Passthrough && c.Auth.AppPasswords == "" && !judgesItself(l.EffectiveMechanisms(c)) && t.ok("passthrough") {
 			t.problem("passthrough", "is false but auth.app_passwords is not set and every mechanism here passes the password through: no client could log in on this listener")

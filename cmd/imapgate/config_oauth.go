@@ -178,6 +178,11 @@ var tokenMechanisms = []string{auth.OAuthBearer, auth.XOAuth2}
 func checkOAuth(t *table, c *Config) {
 	a := &c.Auth
 	offered := false
+	for _, l := range c.Listen {
+		for _, m := range l.Mechanisms {
+			offered = offered || slices.Contains(tokenMechanisms, m)
+		}
+	}
 	for i, m := range a.Mechanisms {
 		if !slices.Contains(tokenMechanisms, m) {
 			continue
@@ -194,7 +199,7 @@ func checkOAuth(t *table, c *Config) {
 		t.problem("oauth", "needs [upstream.master]: a client with a token is logged in to the upstream as the master user")
 	}
 	if !offered && t.ok("mechanisms") {
-		t.warn("oauth", "is set, but auth.mechanisms lists neither %s: no client can use a token", strings.Join(tokenMechanisms, " nor "))
+		t.warn("oauth", "is set, but neither auth.mechanisms nor any listener's mechanisms list %s: no client can use a token", strings.Join(tokenMechanisms, " or "))
 	}
 }
 
