@@ -268,12 +268,18 @@ func TestExternalRevokedBetweenCapabilityAndLogin(t *testing.T) {
 	c.send("a AUTHENTICATE EXTERNAL =")
 	c.expect("a NO [AUTHENTICATIONFAILED]")
 	var revoked, ended int
-	for _, ev := range ep.audit.events(t) {
-		if ev.Event == EventAuth && ev.Result == ResultFailure && ev.Reason == "cert_revoked" && ev.User == testUser {
-			revoked++
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) { // the audit writer is asynchronous
+		revoked, ended = 0, 0
+		for _, ev := range ep.audit.events(t) {
+			if ev.Event == EventAuth && ev.Result == ResultFailure && ev.Reason == "cert_revoked" && ev.User == testUser {
+				revoked++
+			}
+			if ev.Event == EventSessionEnd && ev.Reason == endCredentialRevoked {
+				ended++
+			}
 		}
-		if ev.Event == EventSessionEnd && ev.Reason == endCredentialRevoked {
-			ended++
+		if revoked >= 1 && ended >= 1 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if revoked != 1 || ended != 1 {
