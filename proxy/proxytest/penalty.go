@@ -3,6 +3,7 @@ package proxytest
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -18,7 +19,7 @@ func (d *Dovecot) Penalties() (map[string]int, error) {
 	if err != nil {
 		bin = "/usr/bin/doveadm"
 	}
-	out, err := exec.Command(bin, "-c", d.Dir+"/dovecot.conf", "penalty").CombinedOutput()
+	out, err := exec.Command(bin, "-c", filepath.Join(d.Dir, "dovecot.conf"), "penalty").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("proxytest: doveadm penalty: %v: %s", err, out)
 	}
