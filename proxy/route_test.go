@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -137,4 +139,97 @@ func TestFailedOrRefusingLookupNeverReachesAnUpstream(t *testing.T) {
 	if c := d.AuthAttempts(); c.Success+c.Failure != 0 {
 		t.Fatalf("Dovecot saw %+v; want no login at all", c)
 	}
+}
+
+// TestRoutingByDomainAndMapFileBetweenDovecotAndCyrus: a site half
+// migrated from a real Dovecot 2.3 to a real Cyrus IMAP 3.6. A [[route]]
+// sends example.net to Cyrus, a map file sends erin@example.org there
+// too, everyone else stays on the default, Dovecot. Cyrus knows its users
+// by bare names (no virtdomains), so its upstream has user_template
+// "{local}". Both servers know every user with the same password, so a
+// login routed to the wrong one would succeed: the witnesses are the
+// servers themselves. Dovecot's INBOXes hold 1 message and Cyrus's 3;
+// Dovecot's log has alice's login and nobody else's; Cyrus's mailboxes,
+// read straight from Cyrus afterwards, carry the flag each routed
+// session set.
+func TestRoutingByDomainAndMapFileBetweenDovecotAndCyrus(t *testing.T) {
+	users := map[string]string{"alice@example.org": "Alice-Pass-1", "dave@example.net": "Dave-Pass-1", "erin@example.org": "Erin-Pass-1"}
+	dc := proxytest.StartDovecot(t, proxytest.DovecotOptions{Users: users, Messages: 1, OtherUsersMessages: 1})
+	cy := proxytest.StartCyrus(t, proxytest.CyrusOptions{Users: map[string]string{"dave": users["dave@example.net"], "erin": users["erin@example.org"]}, Messages: 3})
+	dovecot := routedGroup("dovecot", time.Hour, dc.Addr)
+	cyrus := routedGroup("cyrus", time.Hour, cy.Addr)
+	cyrus.Members[0].UserTemplate = "{local}"
+	mapPath := filepath.Join(t.TempDir(), "routes.map")
+	if err := os.WriteFile(mapPath, []byte("erin@example.org cyrus\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mf := &route.MapFile{Path: mapPath}
+	if err := mf.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	tp := startProxyTo(t, dc.Addr, UpstreamPlaintext, nil, func(c *Config) {
+		c.Router = &Router{Upstreams: []*UpstreamGroup{dovecot, cyrus}, Default: dovecot, Lookups: []route.Lookup{
+			route.NewStatic([]route.Entry{{Match: "@example.net", Upstream: "cyrus"}}), mf,
+		}}
+	}, nil)
+
+	for _, tc := range []struct {
+		user     string
+		messages int // 1: Dovecot, 3: Cyrus
+	}{
+		{"alice@example.org", 1}, // default
+		{"dave@example.net", 3},  // [[route]] @example.net
+		{"erin@example.org", 3},  // map file
+	} {
+		c := tp.dialImplicit(t)
+		if got := c.plainLogin("a", tc.user, users[tc.user]); !strings.HasPrefix(got, "a OK") {
+			t.Fatalf("%s: %q", tc.user, got)
+		}
+		if n := c.inboxSize("s"); n != tc.messages {
+			t.Errorf("%s is on the server with %d messages, want %d", tc.user, n, tc.messages)
+		}
+		c.send("f STORE 1 +FLAGS (routed-here)")
+		c.expect("f OK")
+		c.send("z LOGOUT")
+		c.expect("z OK")
+	}
+
+	seen := dc.WaitAuthAttempts(t, func(a proxytest.AuthCounts) bool { return a.ByUser["alice@example.org"] == 1 })
+	if seen.Success != 1 || seen.Failure != 0 {
+		t.Errorf("Dovecot's log has %+v, want alice's one login and nothing else", seen)
+	}
+	for _, u := range []string{"dave", "erin"} {
+		if flags := cyrusFlags(t, cy, u); !strings.Contains(flags, "routed-here") {
+			t.Errorf("Cyrus's INBOX of %s: message 1 has %s, want the flag its routed session set", u, flags)
+		}
+	}
+	want := map[string]string{"alice@example.org": "dovecot/default", "dave@example.net": "cyrus/static", "erin@example.org": "cyrus/map_file"}
+	for _, e := range tp.audit.events(t) {
+		if e.Event == EventAuth {
+			if got := e.UpstreamName + "/" + e.Route; got != want[e.User] {
+				t.Errorf("%s routed %s, want %s", e.User, got, want[e.User])
+			}
+		}
+	}
+}
+
+// cyrusFlags logs in to Cyrus directly as user and returns the FLAGS of
+// INBOX's first message, as Cyrus has them.
+func cyrusFlags(t *testing.T, cy *proxytest.Cyrus, user string) string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", cy.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	c := &textClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect("* OK")
+	if got := c.plainLogin("a", user, cy.Users[user]); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("straight to Cyrus as %s: %q", user, got)
+	}
+	c.send("e EXAMINE INBOX")
+	c.expect("e OK")
+	c.send("f FETCH 1 (FLAGS)")
+	return c.expect("* 1 FETCH")
 }

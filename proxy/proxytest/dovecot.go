@@ -94,6 +94,15 @@ type DovecotOptions struct {
 	// If empty, no network is trusted.
 	TrustedNetworks string
 
+	// HAProxyTrustedNetworks is Dovecot's haproxy_trusted_networks (for
+	// example "127.0.0.1/32"), and setting it adds a third listener,
+	// HAProxyAddr (inet_listener with haproxy = yes), on which every
+	// connection must start with a PROXY header (v1 or v2) from one of
+	// these networks: Dovecot then takes the header's source as the
+	// client's address (rip), for its log and its auth penalty. The other
+	// listeners take no header. If empty, there is no such listener.
+	HAProxyTrustedNetworks string
+
 	// AuthMechanisms is Dovecot's auth_mechanisms. If empty, "plain login"
 	// is used.
 	AuthMechanisms string
@@ -172,6 +181,10 @@ type Dovecot struct {
 	Addr string
 	// ImplicitAddr is the implicit TLS (imaps) listener, "127.0.0.1:PORT".
 	ImplicitAddr string
+	// HAProxyAddr is the plaintext listener behind a proxy that sends a
+	// PROXY header ("127.0.0.1:PORT"), with STARTTLS and plaintext LOGIN
+	// like Addr; "" without DovecotOptions.HAProxyTrustedNetworks.
+	HAProxyAddr string
 	// CAFile is the PEM file of the self-signed certificate Dovecot
 	// serves (ECDSA P-256, SAN localhost and 127.0.0.1), for use as a CA
 	// file. CertPEM is its content.
@@ -380,16 +393,22 @@ func (d *Dovecot) start(bin string, o DovecotOptions, ids accounts) error {
 		if err != nil {
 			return err
 		}
-		conf := config(d.Dir, plain, implicit, o, ids)
+		haproxy := ""
+		if o.HAProxyTrustedNetworks != "" {
+			if haproxy, err = freePort(); err != nil {
+				return err
+			}
+		}
+		conf := config(d.Dir, plain, implicit, haproxy, o, ids)
 		if err := writeFile(filepath.Join(d.Dir, "dovecot.conf"), []byte(conf), 0o644, -1, -1); err != nil {
 			return err
 		}
 		err = d.run(bin)
 		if err == nil {
-			err = d.waitReady(plain, implicit)
+			err = d.waitReady(plain, implicit, haproxy)
 		}
 		if err == nil {
-			d.Addr, d.ImplicitAddr, d.direct = plain, implicit, plain
+			d.Addr, d.ImplicitAddr, d.HAProxyAddr, d.direct = plain, implicit, haproxy, plain
 			break
 		}
 		d.stop()
@@ -504,8 +523,9 @@ func (d *Dovecot) run(bin string) error {
 	return nil
 }
 
-// waitReady waits until both listeners greet a client.
-func (d *Dovecot) waitReady(plain, implicit string) error {
+// waitReady waits until every listener greets a client; haproxy ("" for
+// none) after a PROXY v2 header.
+func (d *Dovecot) waitReady(plain, implicit, haproxy string) error {
 	deadline := time.Now().Add(startTimeout)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(d.CertPEM)
@@ -520,6 +540,9 @@ func (d *Dovecot) waitReady(plain, implicit string) error {
 		last = greets(plain, nil)
 		if last == nil {
 			last = greets(implicit, tlsConf)
+		}
+		if last == nil && haproxy != "" {
+			last = greetsBehindProxy(haproxy)
 		}
 		if last == nil {
 			return nil

@@ -34,7 +34,9 @@ func dovecotBinary() (string, error) {
 
 // config renders dovecot.conf. Every path is inside dir, so nothing from
 // /etc/dovecot is read and nothing of the system instance is touched.
-func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string {
+// haproxy is the address of the listener that takes PROXY headers, ""
+// for none.
+func config(dir, plain, implicit, haproxy string, o DovecotOptions, ids accounts) string {
 	_, plainPort, _ := net.SplitHostPort(plain)
 	_, implicitPort, _ := net.SplitHostPort(implicit)
 	var b strings.Builder
@@ -67,6 +69,9 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("verbose_proctitle = no")
 	p("mailbox_idle_check_interval = %d secs", max(int64(o.IdleCheckInterval/time.Second), 1))
 	p("login_trusted_networks = %s", o.TrustedNetworks)
+	if haproxy != "" {
+		p("haproxy_trusted_networks = %s", o.HAProxyTrustedNetworks)
+	}
 	p("# Log every ID a client sends; AuthAttempts uses it to skip the")
 	p("# harness's own sessions (Append).")
 	p("imap_id_log = *")
@@ -127,6 +132,15 @@ func config(dir, plain, implicit string, o DovecotOptions, ids accounts) string 
 	p("    port = %s", implicitPort)
 	p("    ssl = yes")
 	p("  }")
+	if haproxy != "" {
+		_, haproxyPort, _ := net.SplitHostPort(haproxy)
+		p("  # Every connection here starts with a PROXY header (v1 or v2).")
+		p("  inet_listener imap_haproxy {")
+		p("    address = 127.0.0.1")
+		p("    port = %s", haproxyPort)
+		p("    haproxy = yes")
+		p("  }")
+	}
 	p("  # High-performance mode: few processes, many clients each.")
 	p("  service_count = 0")
 	p("  client_limit = %d", max(loginClients, o.MaxSessions))
