@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -370,60 +368,5 @@ func TestRequiredClientCertificateFailuresAreAudited(t *testing.T) {
 	c.send("a CAPABILITY")
 	if caps := c.expect("* CAPABILITY"); strings.Contains(caps, "EXTERNAL") {
 		t.Errorf("a CA's certificate that maps to no user is offered EXTERNAL: %q", caps)
-	}
-}
-
-// BenchmarkLoginExternal is one EXTERNAL login through proxy.Server to the
-// in-memory upstream (master login, Dovecot LOGIN form), beside PLAIN
-// passed through (the same upstream, the user's own password): the TLS
-// handshake with a client certificate (P-256), AUTHENTICATE ... = , the
-// upstream login, LOGOUT. "login-only" stops the clock for the dial and
-// handshake.
-//
-//	go test ./proxy/ -run '^$' -bench 'LoginExternal' -benchmem
-func BenchmarkLoginExternal(b *testing.B) {
-	ep := startExternalProxy(b, tlsconf.ClientCerts{Mode: tlsconf.ClientCertsRequest})
-	for _, bb := range []struct {
-		name      string
-		login     string
-		cert      *proxytest.ClientCert
-		handshake bool
-	}{
-		{"external/with-handshake", "a AUTHENTICATE EXTERNAL =", &ep.phone, true},
-		{"external/login-only", "a AUTHENTICATE EXTERNAL =", &ep.phone, false},
-		{"plain-passthrough/with-handshake", "a AUTHENTICATE PLAIN " + plainIR(testUser+"*"+testMasterUser, testMasterSecret), nil, true},
-		{"plain-passthrough/login-only", "a AUTHENTICATE PLAIN " + plainIR(testUser+"*"+testMasterUser, testMasterSecret), nil, false},
-	} {
-		b.Run(bb.name, func(b *testing.B) {
-			cfg := ep.clientTLS(bb.cert)
-			cfg.ClientSessionCache = nil // a full handshake each time
-			b.ReportAllocs()
-			for b.Loop() {
-				if !bb.handshake {
-					b.StopTimer()
-				}
-				conn, err := tls.Dial("tcp", ep.implicit, cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				r := bufio.NewReader(conn)
-				if _, err := r.ReadString('\n'); err != nil { // the greeting
-					b.Fatal(err)
-				}
-				if !bb.handshake {
-					b.StartTimer()
-				}
-				io.WriteString(conn, bb.login+"\r\n")
-				line, err := r.ReadString('\n')
-				if err != nil || !strings.HasPrefix(line, "a OK") {
-					b.Fatalf("login: %q, %v", line, err)
-				}
-				io.WriteString(conn, "z LOGOUT\r\n")
-				if _, err := io.Copy(io.Discard, r); err != nil && !errors.Is(err, net.ErrClosed) {
-					b.Fatal(err)
-				}
-				conn.Close()
-			}
-		})
 	}
 }

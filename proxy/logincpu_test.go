@@ -3,11 +3,18 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +24,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/imapgate/imapgate/auth"
 	"github.com/imapgate/imapgate/auth/credstore"
+	"github.com/imapgate/imapgate/auth/oauth"
 	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 	"github.com/imapgate/imapgate/proxy/proxytest"
 	"github.com/imapgate/imapgate/tlsconf"
@@ -328,4 +337,45 @@ func encodeIR(msg string) string {
 		return "="
 	}
 	return base64.StdEncoding.EncodeToString([]byte(msg))
+}
+
+// benchIssuer is a minimal OpenID Provider on loopback (discovery and an
+// RS256 key) and one token it signed, 2048-bit like the providers'.
+func benchIssuer(b *testing.B) (*oauth.Validator, string) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var srv *httptest.Server
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"issuer": srv.URL, "jwks_uri": srv.URL + "/keys"})
+	})
+	mux.HandleFunc("/keys", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	})
+	srv = httptest.NewServer(mux)
+	b.Cleanup(srv.Close)
+	payload, _ := json.Marshal(map[string]any{"iss": srv.URL, "aud": "imap", "sub": "u1", "email": "user1",
+		"exp": time.Now().Add(time.Hour).Unix(), "jti": "t1", "client_id": "mailapp"})
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), "k1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, _ := jws.CompactSerialize()
+	v, err := oauth.New(oauth.Config{Issuer: srv.URL, Audiences: []string{"imap"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(v.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return v, token
 }
