@@ -222,6 +222,7 @@ func TestLoginCPUChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer ln.Close() // ends acceptInstant
 	go acceptInstant(ln)
 	n, _ := strconv.Atoi(os.Getenv("IMAPGATE_LOGINCPU_N"))
 	pem, err := os.ReadFile(os.Getenv("IMAPGATE_LOGINCPU_CA"))
