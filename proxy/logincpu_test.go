@@ -197,6 +197,11 @@ func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
 		b.Fatalf("child client: %v\n%s", err, out)
 	}
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N), "cpu-µs/login")
+	var resumed int
+	fmt.Sscanf(string(out[strings.Index(string(out), "logins ok"):]), "logins ok, %d resumed", &resumed)
+	if resume && resumed < b.N-1 { // the first login of a run has no ticket yet
+		b.Fatalf("%d of %d logins resumed their TLS session", resumed, b.N)
+	}
 }
 
 // cpuTime is the process's user and system CPU time so far.
@@ -252,20 +257,24 @@ func TestLoginCPUChild(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	resumed := 0
 	for i := range n {
-		if err := childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR"), sc); err != nil {
+		if err := childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR"), sc, &resumed); err != nil {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
-	fmt.Println("logins ok")
+	fmt.Printf("logins ok, %d resumed\n", resumed)
 }
 
 // childLogin connects, authenticates with mech and the initial response
 // ir (base64), or with SCRAM's conversation when sc is set, and logs out.
-func childLogin(addr string, tc *tls.Config, mech, ir string, sc *xdg.Client) error {
+func childLogin(addr string, tc *tls.Config, mech, ir string, sc *xdg.Client, resumed *int) error {
 	conn, err := tls.Dial("tcp", addr, tc)
 	if err != nil {
 		return err
+	}
+	if conn.ConnectionState().DidResume {
+		*resumed++
 	}
 	defer conn.Close()
 	r := bufio.NewReader(conn)
