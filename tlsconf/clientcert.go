@@ -3,11 +3,9 @@ package tlsconf
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 )
 
 // ClientCertMode says whether a listener asks clients for a certificate
@@ -87,27 +85,18 @@ func LoadClientCAs(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tlsconf: client CAs: %w", err)
 	}
-	pool := x509.NewCertPool()
-	n := 0
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		switch {
-		case strings.Contains(b.Type, "PRIVATE KEY"):
-			return nil, fmt.Errorf("tlsconf: client CAs: %s holds a private key (%s): give the CA certificates only", path, b.Type)
-		case b.Type != "CERTIFICATE":
-			continue
-		}
-		ca, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("tlsconf: client CAs: %s: certificate %d: %w", path, n+1, err)
-		}
-		pool.AddCert(ca)
-		n++
+	certs, err := CertificatesFromPEM(data)
+	if errors.Is(err, ErrPrivateKeyInPEM) {
+		return nil, fmt.Errorf("tlsconf: client CAs: %s: %w: give the CA certificates only", path, err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("tlsconf: client CAs: %s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	for _, ca := range certs {
+		pool.AddCert(ca)
+	}
+	n := len(certs)
 	if n == 0 {
 		return nil, fmt.Errorf("tlsconf: client CAs: %s: no PEM CERTIFICATE block", path)
 	}

@@ -2,9 +2,10 @@ package credstore
 
 import (
 	"crypto/x509"
-	"encoding/pem"
+	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // ParseCertificatePEM returns the first certificate of a PEM file: the
@@ -12,26 +13,14 @@ import (
 // it is refused: the server needs the certificate only, and a device's key
 // should never travel to where it is registered.
 func ParseCertificatePEM(data []byte) (*x509.Certificate, error) {
-	var cert *x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		switch {
-		case strings.Contains(b.Type, "PRIVATE KEY"):
-			return nil, fmt.Errorf("%w: the PEM file holds a private key (%s): give the certificate only, and keep the key on the device", ErrInvalid, b.Type)
-		case b.Type == "CERTIFICATE" && cert == nil:
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				return nil, fmt.Errorf("%w: certificate: %v", ErrInvalid, err)
-			}
-			cert = c
-		}
-	}
-	if cert == nil {
+	certs, err := tlsconf.CertificatesFromPEM(data)
+	switch {
+	case errors.Is(err, tlsconf.ErrPrivateKeyInPEM):
+		return nil, fmt.Errorf("%w: %v: give the certificate only, and keep the key on the device", ErrInvalid, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	case len(certs) == 0:
 		return nil, fmt.Errorf("%w: no CERTIFICATE block in the PEM file", ErrInvalid)
 	}
-	return cert, nil
+	return certs[0], nil
 }

@@ -45,7 +45,7 @@ func TestParseCertificatePEM(t *testing.T) {
 		{"key only.pem", keyPEM, "private key"},
 		{"empty.pem", nil, "no CERTIFICATE"},
 		{"der.crt", leaf.Raw, "no CERTIFICATE"},
-		{"broken.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("garbage")}), "certificate:"},
+		{"broken.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("garbage")}), "certificate 1:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name)
