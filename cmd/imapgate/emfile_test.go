@@ -27,7 +27,7 @@ type childProc struct {
 }
 
 // startChildProc starts argv with its output in a buffer; the cleanup
-// sends SIGTERM and, after 20 s, SIGKILL.
+// stops it.
 func startChildProc(t *testing.T, argv ...string) *childProc {
 	t.Helper()
 	c := &childProc{cmd: exec.Command(argv[0], argv[1:]...), out: &lockedBuffer{}, exited: make(chan struct{})}
@@ -40,14 +40,15 @@ func startChildProc(t *testing.T, argv ...string) *childProc {
 	return c
 }
 
-// stop sends SIGTERM and waits for the exit, sending SIGKILL after 20 s.
+// stop sends SIGTERM and waits for the exit, sending SIGKILL after 45 s
+// (beyond any test's shutdown_timeout).
 // It returns how long the process took to exit after SIGTERM.
 func (c *childProc) stop() time.Duration {
 	start := time.Now()
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
-	case <-time.After(20 * time.Second):
+	case <-time.After(45 * time.Second):
 		c.cmd.Process.Kill()
 		<-c.exited
 	}

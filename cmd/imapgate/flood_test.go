@@ -39,6 +39,12 @@ type floodGate struct {
 // the given extra lines, in front of the in-memory upstream.
 func startFloodGate(t *testing.T, policy string) *floodGate {
 	t.Helper()
+	return startFloodGateTo(t, startMemUpstream(t), policy)
+}
+
+// startFloodGateTo is startFloodGate in front of the upstream at upstream.
+func startFloodGateTo(t *testing.T, upstream, policy string) *floodGate {
+	t.Helper()
 	bin := imapgateBinary(t)
 	dir := t.TempDir()
 	certFile, keyFile, certPEM := writeCertFiles(t, dir)
@@ -69,7 +75,7 @@ tls = "none"
 
 [audit]
 output = %q
-`, g.implicit, g.starttls, certFile, keyFile, startMemUpstream(t), policy, g.auditFile)
+`, g.implicit, g.starttls, certFile, keyFile, upstream, policy, g.auditFile)
 	if err := os.WriteFile(g.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
