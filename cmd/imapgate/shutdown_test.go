@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/imapgate/imapgate/proxy/proxytest"
 )
 
 var (
@@ -82,7 +80,7 @@ func openIdlePhone(g *floodGate, src net.IP, user string) (*idlePhone, error) {
 	}
 	steps := []struct{ send, want string }{
 		{"", "* OK"},
-		{"a AUTHENTICATE PLAIN " + plainIR(user, "pass1-Secret!"), "a OK"},
+		{"a AUTHENTICATE PLAIN " + plainIR(user, benchPassword), "a OK"},
 		{"b SELECT INBOX", "b OK"},
 		{"c IDLE", "+"},
 	}
@@ -133,10 +131,7 @@ func TestSIGTERMClosesIdleSessionsCleanlyWithinShutdownTimeout(t *testing.T) {
 	}
 	const sessions = 9_500
 	const shutdownTimeout = 30 * time.Second // the default
-	upAddr := proxytest.FreePort(t)
-	up := startChildProc(t, imapbenchBinary(t), "upstream", "--addr", upAddr, "--users", "100", "--messages", "1")
-	up.waitListening(t, upAddr, 10*time.Second)
-	g := startFloodGateTo(t, upAddr, "")
+	g := startFloodGate(t, "")
 
 	phones := make([]*idlePhone, sessions)
 	var next, failed atomic.Int64
