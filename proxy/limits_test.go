@@ -71,6 +71,9 @@ func TestRetryableAccept(t *testing.T) {
 		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
 		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
 		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EPROTO)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EHOSTUNREACH)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EPERM)}, true},
 		{net.ErrClosed, false},
 		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EINVAL)}, false},
 	}

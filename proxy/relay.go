@@ -95,6 +95,10 @@ type direction struct {
 	toClient bool
 	parked   bool   // in the parker's epoll set (guarded by r.mu)
 	parkID   uint64 // the parker's slot while parked
+	// atLineEnd (toward the client): the last bytes written ended a
+	// response line that announces no literal, so an untagged BYE may
+	// follow (byeIfIdle).
+	atLineEnd atomic.Bool
 }
 
 func newRelay(client, upstream net.Conn, idle time.Duration, shared *relayShared, onDone func()) *relay {
@@ -105,6 +109,7 @@ func newRelay(client, upstream net.Conn, idle time.Duration, shared *relayShared
 		d.rc = rawConnOf(d.src)
 		_, d.layered = d.src.(*tls.Conn)
 	}
+	r.toCli.atLineEnd.Store(true) // the proxy's own tagged OK came last
 	return r
 }
 
@@ -136,6 +141,51 @@ func (r *relay) start() {
 func (r *relay) abort(why string) {
 	r.setReason(why)
 	r.closeAll()
+}
+
+// byeIfIdle ends an idle relay for why, with "* BYE msg" to the client
+// and then TLS close_notify (README "Shutdown"): only when both directions
+// are parked (no byte either way for parkAfter) and the last bytes to the
+// client ended a response line outside a literal, so that the BYE cannot
+// land inside another response (RFC 9051 section 7.1.5 allows an untagged
+// BYE between responses at any time). It reports whether it ended the
+// relay; without a parker it never does.
+func (r *relay) byeIfIdle(why, msg string) bool {
+	p := r.shared.parker
+	if p == nil {
+		return false
+	}
+	d := &r.toCli
+	r.mu.Lock()
+	if r.closed || !d.parked || !r.toUp.parked || !d.atLineEnd.Load() || !p.unpark(d) {
+		r.mu.Unlock()
+		return false
+	}
+	d.parked = false
+	r.mu.Unlock()
+	// d is out of the parker and has no goroutine: writing to the client
+	// is ours alone. The client's direction may wake, but it writes only
+	// to the upstream, whose answer nobody reads now.
+	r.setReason(why)
+	r.client.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(r.client, "* BYE "+msg+"\r\n")
+	r.closeAll()
+	d.finish(net.ErrClosed, nil)
+	return true
+}
+
+// endsResponseLine reports whether b, the last bytes sent to the client,
+// ends a line that announces no literal ("{N}" or "{N+}" before CRLF).
+func endsResponseLine(b []byte) bool {
+	n := len(b)
+	if n == 0 || b[n-1] != '\n' {
+		return false
+	}
+	n--
+	if n > 0 && b[n-1] == '\r' {
+		n--
+	}
+	return n == 0 || b[n-1] != '}'
 }
 
 // closeAll closes both connections. Directions parked in the parker have
@@ -305,6 +355,9 @@ func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
 			d.n.Add(int64(nw))
 			if err != nil {
 				return nil, err
+			}
+			if d.toClient {
+				d.atLineEnd.Store(endsResponseLine(buf[:nr]))
 			}
 		}
 		switch {

@@ -369,29 +369,60 @@ func roundTrips(b *testing.B, c net.Conn) {
 	}
 }
 
-// TestShutdownEndsParkedSessions: at the shutdown deadline, sessions whose
-// relay directions are parked are ended by Shutdown itself, which must not
-// deadlock on the server's lock while they finish.
-func TestShutdownEndsParkedSessions(t *testing.T) {
+// TestShutdownSaysByeToParkedSessions: a relayed session whose directions
+// are parked (idle, between two responses) gets an untagged BYE and is
+// ended by Shutdown at once, not at its deadline; ending it must not
+// deadlock on the server's lock.
+func TestShutdownSaysByeToParkedSessions(t *testing.T) {
 	tp := startProxy(t, func(c *Config) { c.parkAfter = time.Millisecond }) // park at once
 	c := tp.dialImplicit(t)
 	c.send("a1 AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
 	c.expect("a1 OK")
+	c.send("a2 NOOP")
+	c.expect("a2 OK")
 	time.Sleep(50 * time.Millisecond) // both directions park
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
+	start := time.Now()
 	go func() { done <- tp.srv.Shutdown(ctx) }()
+	c.expect("* BYE Server shutting down.")
 	select {
 	case err := <-done:
-		if err == nil {
-			t.Fatal("Shutdown reported a drain, but the session was still open")
+		if err != nil {
+			t.Fatalf("Shutdown: %v, want the idle session drained at once", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown hung while ending a parked session")
 	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown took %v for one idle session", d)
+	}
 	if n := tp.srv.Sessions(); n != 0 {
 		t.Fatalf("%d sessions left", n)
+	}
+}
+
+func TestEndsResponseLine(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"* 3 EXISTS\r\n", true},
+		{"a OK done\r\n", true},
+		{"+ idling\r\n", true},
+		{"\r\n", true},
+		{"* 1 FETCH (BODY[] {5}\r\n", false},
+		{"* 1 FETCH (BODY[] {5+}\r\n", false},
+		{"* 1 FETCH (BODY[] {5}\n", false},
+		{"* 3 EXI", false},
+		{"partial\r", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		if got := endsResponseLine([]byte(tt.in)); got != tt.want {
+			t.Errorf("endsResponseLine(%q) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
 }
 

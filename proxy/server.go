@@ -176,6 +176,11 @@ type Server struct {
 	// endedIn and endedOut count the bytes of ended sessions (see Bytes);
 	// written under mu.
 	endedIn, endedOut int64
+	// freed is closed when a session ends, waking accept loops that wait
+	// for descriptors (see Serve); nil until one waits. Guarded by mu.
+	freed chan struct{}
+	// acceptErrors counts accept failures Serve retried (AcceptErrors).
+	acceptErrors atomic.Uint64
 }
 
 // NewServer returns a Server using cfg.
@@ -219,7 +224,7 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
+	var failing acceptFailures
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -229,16 +234,14 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			if retryableAccept(err) {
-				// EMFILE and friends: wait a little instead of spinning.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Config().log().Warn("accept failed; retrying", "listener", l.Name, "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
+			if !retryableAccept(err) {
+				return err
 			}
-			return err
+			s.acceptErrors.Add(1)
+			s.waitToAccept(&failing, l.Name, err)
+			continue
 		}
-		backoff = 0
+		failing.recovered(s.Config().log(), l.Name)
 		sess := s.newSession(conn, l)
 		if sess == nil {
 			conn.Close()
@@ -248,14 +251,88 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 	}
 }
 
+// acceptFailures is one listener's failed accepts: the current run (how
+// long to wait before the next try) and what was logged (README "Out of
+// file descriptors").
+type acceptFailures struct {
+	backoff time.Duration
+	count   int       // failures in this run
+	since   time.Time // the run's first failure
+	warned  bool      // this run was logged
+	logged  time.Time // the last warning, of any run
+}
+
+// acceptLogEvery is how often failed accepts are logged at most, per
+// listener: a proxy at its descriptor limit fails and succeeds in turn.
+const acceptLogEvery = 10 * time.Second
+
+// waitToAccept waits after a failed accept: 5 ms, doubling to at most 1 s
+// (as net/http does), and no longer than until a session ends, which frees
+// descriptors, or the server shuts down. It logs at most every
+// acceptLogEvery.
+func (s *Server) waitToAccept(f *acceptFailures, listener string, err error) {
+	now := time.Now()
+	if f.count == 0 {
+		f.since = now
+	}
+	f.count++
+	f.backoff = min(max(2*f.backoff, 5*time.Millisecond), time.Second)
+	if now.Sub(f.logged) >= acceptLogEvery {
+		f.logged, f.warned = now, true
+		s.Config().log().Warn("accept failed; retrying until it succeeds", "listener", listener, "err", err,
+			"failures", f.count, "since", f.since.Format(time.RFC3339Nano), "backoff", f.backoff)
+	}
+	t := time.NewTimer(f.backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.sessionFreed():
+	case <-s.base.Done():
+	}
+}
+
+// recovered ends a run of failed accepts, saying so in the log if the run
+// was logged.
+func (f *acceptFailures) recovered(log *slog.Logger, listener string) {
+	if f.count == 0 {
+		return
+	}
+	if f.warned {
+		log.Info("accepting again", "listener", listener, "failures", f.count, "after", time.Since(f.since))
+	}
+	*f = acceptFailures{logged: f.logged}
+}
+
+// sessionFreed returns a channel closed when the next session ends.
+func (s *Server) sessionFreed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.freed == nil {
+		s.freed = make(chan struct{})
+	}
+	return s.freed
+}
+
+// AcceptErrors returns how many accepts failed and were retried (out of
+// descriptors or memory, a connection aborted in the backlog) since the
+// server started: the metric imapgate_accept_errors_total.
+func (s *Server) AcceptErrors() uint64 { return s.acceptErrors.Load() }
+
 // retryableAccept reports whether an accept error is passing: out of
-// descriptors or memory for now, or a connection that died in the backlog.
+// descriptors or memory for now, or a connection that died in the backlog
+// (Linux's accept(2) passes the new connection's pending network error to
+// the caller; a firewall may refuse it with EPERM). A closed listener, or
+// one that is no socket, is not.
 func retryableAccept(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+	for _, e := range []error{
+		syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED,
+		syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.EHOSTUNREACH,
+		syscall.EOPNOTSUPP, syscall.ENETDOWN, syscall.ENETUNREACH, syscall.EPERM, syscall.EINTR,
+	} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -281,6 +358,10 @@ func (s *Server) sessionDone(sess *session) {
 	s.endedIn += sess.bytesIn
 	s.endedOut += sess.bytesOut
 	delete(s.sessions, sess)
+	if s.freed != nil {
+		close(s.freed)
+		s.freed = nil
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
@@ -292,9 +373,15 @@ func (s *Server) Sessions() int {
 	return len(s.sessions)
 }
 
+// shutdownSweep is how often Shutdown looks for relayed sessions that
+// have gone idle.
+const shutdownSweep = 250 * time.Millisecond
+
 // Shutdown stops accepting, ends sessions that have not logged in yet with
-// BYE, and waits for relayed sessions to end by themselves until ctx is
-// done; then it closes the rest and returns ctx's error.
+// BYE, and ends relayed sessions with BYE and TLS close_notify as soon as
+// they are idle (no byte either way for 2 s, between two responses: a
+// phone in IDLE at once, a FETCH once it is done), checking every 250 ms,
+// until ctx is done; then it closes the rest and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -309,10 +396,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Once every session has ended, nothing is parked: the parker's
 	// goroutine and descriptors go too.
 	defer s.relays.parker.close()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
+	sweep := time.NewTicker(shutdownSweep)
+	defer sweep.Stop()
+	for waiting := true; waiting; {
+		s.byeIdleRelays()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			waiting = false
+		case <-sweep.C:
+		}
 	}
 	// Abort outside the lock: ending a parked session finishes it right
 	// here, and finishing takes the lock.
@@ -327,6 +421,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	<-done
 	return ctx.Err()
+}
+
+// byeIdleRelays ends every relayed session that is idle with BYE
+// (relay.byeIfIdle), reason shutdown.
+func (s *Server) byeIdleRelays() {
+	s.mu.Lock()
+	relays := make([]*relay, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sess.mu.Lock()
+		if r := sess.relay; r != nil {
+			relays = append(relays, r)
+		}
+		sess.mu.Unlock()
+	}
+	s.mu.Unlock()
+	// Outside the lock: ending a relay finishes its session, which takes it.
+	for _, r := range relays {
+		r.byeIfIdle(endShutdown, "Server shutting down.")
+	}
 }
 
 // EndCredential ends every open session that logged in with the app

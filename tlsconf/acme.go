@@ -329,8 +329,8 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 
 // ServerConfig returns the tls.Config for client-facing listeners served
 // from a: NextProtos "imap" and "acme-tls/1", minVersion (zero:
-// tls.VersionTLS12), Go's cipher suites, and session tickets with Go's
-// automatically rotated keys. OCSP responses are stapled to managed
+// tls.VersionTLS12), ServerCipherSuites(minVersion), and session tickets
+// with Go's automatically rotated keys. OCSP responses are stapled to managed
 // certificates whose CA gives them.
 func (a *ACME) ServerConfig(minVersion uint16) *tls.Config {
 	if minVersion == 0 {
@@ -338,6 +338,7 @@ func (a *ACME) ServerConfig(minVersion uint16) *tls.Config {
 	}
 	return &tls.Config{
 		MinVersion:     minVersion,
+		CipherSuites:   ServerCipherSuites(minVersion),
 		GetCertificate: a.GetCertificate,
 		NextProtos:     []string{ALPNProtocol, ACMEProtocol},
 	}

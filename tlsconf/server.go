@@ -50,16 +50,40 @@ func ParseVersion(s string) (uint16, error) {
 
 // ServerConfig returns the tls.Config for client-facing listeners.
 // Certificates come from store (see CertStore.GetCertificate), NextProtos
-// is ["imap"], and session tickets keep Go's default (enabled, with keys
-// rotated automatically). If minVersion is zero, tls.VersionTLS12 is used.
+// is ["imap"], the TLS 1.2 cipher suites are ServerCipherSuites(minVersion),
+// and session tickets keep Go's default (enabled, with keys rotated
+// automatically). If minVersion is zero, tls.VersionTLS12 is used.
 func ServerConfig(store *CertStore, minVersion uint16) *tls.Config {
 	if minVersion == 0 {
 		minVersion = tls.VersionTLS12
 	}
 	return &tls.Config{
 		MinVersion:     minVersion,
+		CipherSuites:   ServerCipherSuites(minVersion),
 		GetCertificate: store.GetCertificate,
 		NextProtos:     []string{ALPNProtocol},
+	}
+}
+
+// ServerCipherSuites returns the TLS 1.0-1.2 cipher suites a client-facing
+// listener with this minimum version offers (TLS 1.3's are fixed by Go).
+// From TLS 1.2 up: ECDHE with AES-GCM or ChaCha20-Poly1305 only. Below
+// (a listener dedicated to old clients, README "TLS policy"): nil, Go's
+// defaults, which add ECDHE with AES-CBC, the only suites TLS 1.0 and 1.1
+// have with forward secrecy.
+//
+// The modern list is Mozilla's "intermediate" profile less the DHE suites
+// Go does not implement, in Go's preference order. Go's own default adds
+// four ECDHE suites with AES-CBC and SHA-1, which scanners rightly flag
+// (Lucky Thirteen) and which no client that speaks TLS 1.2 needs.
+func ServerCipherSuites(minVersion uint16) []uint16 {
+	if minVersion != 0 && minVersion < tls.VersionTLS12 {
+		return nil
+	}
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
 	}
 }
 

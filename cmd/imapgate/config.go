@@ -29,8 +29,8 @@ import (
 // every key the file leaves out set to its default, so code that uses a
 // *Config never needs to know a default itself.
 type Config struct {
-	// ShutdownTimeout is how long SIGTERM/SIGINT waits for sessions to end
-	// before closing them.
+	// ShutdownTimeout is how long SIGTERM/SIGINT waits for busy sessions
+	// to end before closing them; idle ones get BYE at once.
 	// Default: 30s.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 

@@ -74,6 +74,14 @@ func newMetrics(dropped func() uint64) *gateMetrics {
 	m.reg.MustRegister(m.connsCurrent, m.connsTotal, m.tlsTotal, m.authTotal, m.sessionsEnded,
 		(*bytesRelayed)(m), m.upstreamLogin, m.upstreamUp, m.reloads, (*certExpiry)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "imapgate_accept_errors_total", Help: "Failed accepts on the client listeners, retried with a back-off (out of descriptors: see the log).",
+	}, func() float64 {
+		if srv := m.srv.Load(); srv != nil {
+			return float64(srv.AcceptErrors())
+		}
+		return 0
+	}))
 	if dropped != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "imapgate_audit_dropped_total", Help: "Audit events lost because the audit output failed or did not keep up.",

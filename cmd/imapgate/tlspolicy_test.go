@@ -19,8 +19,14 @@ import (
 // [[listen]] tables; it returns the operational log.
 func startPolicyGate(t *testing.T, listens string) *lockedBuffer {
 	t.Helper()
+	certFile, keyFile, _ := writeCertFiles(t, t.TempDir())
+	return startPolicyGateWith(t, certFile, keyFile, listens)
+}
+
+// startPolicyGateWith is startPolicyGate serving the given certificate.
+func startPolicyGateWith(t *testing.T, certFile, keyFile, listens string) *lockedBuffer {
+	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile, _ := writeCertFiles(t, dir)
 	cfg := fmt.Sprintf(`shutdown_timeout = "1s"
 %s
 [tls]
