@@ -1,8 +1,8 @@
 package proxytest
 
 import (
-	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -37,9 +37,9 @@ func FreePorts(t testing.TB, n int) []string {
 		}
 	}()
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listenFree()
 		if err != nil {
-			t.Fatalf("proxytest: no free loopback port: %v", err)
+			t.Fatal(err)
 		}
 		lns = append(lns, ln)
 		addrs = append(addrs, ln.Addr().String())
@@ -47,11 +47,28 @@ func FreePorts(t testing.TB, n int) []string {
 	return addrs
 }
 
+// listenFree listens on a free loopback port drawn at random below Linux's
+// ephemeral range (32768-60999). Port 0 would let the kernel choose, and
+// it hands a port just closed to the next caller again: two helpers that
+// each pick "free" ports then collide (seen as "address already used" in
+// a generated config), and ports in the ephemeral range also collide with
+// the source ports of the tests' own outgoing connections.
+func listenFree() (net.Listener, error) {
+	var last error
+	for range 100 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.N(22768)))
+		if err == nil {
+			return ln, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("proxytest: no free loopback port: %w", last)
+}
+
 func freePort() (string, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := listenFree()
 	if err != nil {
-		return "", fmt.Errorf("proxytest: no free loopback port: %w", err)
+		return "", err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
