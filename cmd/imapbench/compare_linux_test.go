@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 func TestParseStatCountsFieldsAfterTheCommand(t *testing.T) {
@@ -32,4 +33,34 @@ func containsPID(ps []procID, pid int) bool {
 		}
 	}
 	return false
+}
+
+func TestProcCPUIsUserPlusSystemTicks(t *testing.T) {
+	// utime 1234 and stime 566 clock ticks: 18 s.
+	line := "4242 (nginx: worker (x) y) S 4240 4240 4240 0 -1 4194624 300 0 0 0 1234 566 0 0 20 0 1 0 987654 10000000 500 18446744073709551615\n"
+	if got, ok := parseStatCPU(line); !ok || got != 1800 {
+		t.Errorf("parseStatCPU = %d, %v; want 1800, true", got, ok)
+	}
+	for _, bad := range []string{"", "4242 (a) S 1 2", "4242 (a) S 1 2 3 4 5 6 7 8 9 x 1"} {
+		if _, ok := parseStatCPU(bad); ok {
+			t.Errorf("parseStatCPU(%q) is ok", bad)
+		}
+	}
+	before, err := readProcCPU("/proc", []int{os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		spin := time.Now()
+		for time.Since(spin) < 50*time.Millisecond {
+		}
+		after, err := readProcCPU("/proc", []int{os.Getpid()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before {
+			return
+		}
+	}
+	t.Error("this process spun for 5 s and its CPU time did not grow")
 }
