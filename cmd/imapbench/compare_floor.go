@@ -105,53 +105,62 @@ type floorRun struct {
 	Curve               tls.CurveID
 }
 
+// floorLoop is the state shared by the client loops of one measureFloor.
+type floorLoop struct {
+	addr            string
+	conf            *tls.Config
+	deadline        time.Time
+	handshakes, res atomic.Int64
+	curve           atomic.Uint32
+	errOnce         sync.Once
+	err             error // the first error, once the loops are done
+}
+
 // measureFloor runs workers loops of bare handshakes for d (at most
-// maxLogins in all), the client's session cache shared by them if resume
-// is set, and reads the server's CPU time before and after.
+// defaultMaxLogins in all), the client's session cache shared by them if
+// resume is set, and reads the server's CPU time before and after.
 func (h *handshakeServer) measureFloor(ctx context.Context, conf *tls.Config, resume bool, workers int, d time.Duration) (floorRun, error) {
 	conf = conf.Clone()
 	conf.ClientSessionCache = nil
 	if resume {
 		conf.ClientSessionCache = tls.NewLRUClientSessionCache(max(64, 4*workers))
 	}
-	var (
-		n, resumed atomic.Int64
-		curve      atomic.Uint32
-		firstErr   error
-		errOnce    sync.Once
-		wg         sync.WaitGroup
-	)
 	before, err := readProcCPU("/proc", []int{h.proc.pid()})
 	if err != nil {
 		return floorRun{}, err
 	}
-	deadline := time.Now().Add(d)
+	l := &floorLoop{addr: h.addr, conf: conf, deadline: time.Now().Add(d)}
+	var wg sync.WaitGroup
 	wg.Add(workers)
 	for range workers {
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil && time.Now().Before(deadline) && n.Load() < defaultMaxLogins {
-				st, err := bareHandshake(ctx, h.addr, conf)
-				if err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-				n.Add(1)
-				curve.Store(uint32(st.CurveID))
-				if st.DidResume {
-					resumed.Add(1)
-				}
-			}
-		}()
+		go l.handshakeLoop(ctx, &wg)
 	}
 	wg.Wait()
 	after, err := readProcCPU("/proc", []int{h.proc.pid()})
 	if err != nil {
 		return floorRun{}, err
 	}
-	r := floorRun{Handshakes: int(n.Load()), Resumed: int(resumed.Load()), CPU: after - before, Curve: tls.CurveID(curve.Load())}
-	if firstErr != nil {
-		return r, fmt.Errorf("bare handshake: %w", firstErr)
+	r := floorRun{Handshakes: int(l.handshakes.Load()), Resumed: int(l.res.Load()), CPU: after - before, Curve: tls.CurveID(l.curve.Load())}
+	if l.err != nil {
+		return r, fmt.Errorf("bare handshake: %w", l.err)
 	}
 	return r, nil
+}
+
+// handshakeLoop repeats bare handshakes until the deadline, the bound,
+// an error or ctx's end.
+func (l *floorLoop) handshakeLoop(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for ctx.Err() == nil && time.Now().Before(l.deadline) && l.handshakes.Load() < defaultMaxLogins {
+		st, err := bareHandshake(ctx, l.addr, l.conf)
+		if err != nil {
+			l.errOnce.Do(func() { l.err = err })
+			return
+		}
+		l.handshakes.Add(1)
+		l.curve.Store(uint32(st.CurveID))
+		if st.DidResume {
+			l.res.Add(1)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -63,4 +64,43 @@ func TestProcCPUIsUserPlusSystemTicks(t *testing.T) {
 		}
 	}
 	t.Error("this process spun for 5 s and its CPU time did not grow")
+}
+
+// nginx's auth_http responder runs in its own process, so that its CPU
+// counts with nginx's: it sends every login to its upstream and counts
+// the requests, and keeps the count once stopped.
+func TestAuthResponderSendsEveryLoginToItsUpstreamFromItsOwnProcess(t *testing.T) {
+	ctx := testContext(t)
+	a, err := startAuthResponder(ctx, t.TempDir(), "127.0.0.1:10143")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	if _, err := readProcCPU("/proc", []int{a.pid()}); a.pid() == os.Getpid() || err != nil {
+		t.Fatalf("auth-http pid %d (%v): want a live process of its own", a.pid(), err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.addr+"/auth", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Auth-Method", "plain")
+	req.Header.Set("Auth-User", "user1")
+	req.Header.Set("Auth-Protocol", "imap")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := [3]string{resp.Header.Get("Auth-Status"), resp.Header.Get("Auth-Server"), resp.Header.Get("Auth-Port")}; got != [3]string{"OK", "127.0.0.1", "10143"} {
+		t.Errorf("Auth-Status, Auth-Server, Auth-Port = %q", got)
+	}
+	if n := a.requests(); n != 1 {
+		t.Errorf("requests() = %d, want 1", n)
+	}
+	if err := a.close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.requests(); n != 1 {
+		t.Errorf("requests() after close = %d, want 1 still", n)
+	}
 }
