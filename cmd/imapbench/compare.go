@@ -61,7 +61,8 @@ X25519, full with X25519MLKEM768 and resumed, beside imapgate's CPU per login of
 
 TLS on both legs: fetch runs also through two more imapgate processes with upstream.tls =
 "starttls" and "implicit" to Dovecot (its own certificate): the rows "fetch, upstream ...",
-whose nginx cells are n/a (nginx's mail proxy speaks plaintext to its upstream).
+whose nginx cells are n/a (nginx's mail proxy speaks plaintext to its upstream) and whose direct
+cells are the client with the same TLS straight to Dovecot: the ceiling of Dovecot's own TLS.
 
 Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
 processes to read their memory.
