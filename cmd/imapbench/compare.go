@@ -22,7 +22,13 @@ import (
 // its own process) in place of Dovecot, through a second nginx and a
 // second imapgate: compare_memory.go. And once more through those two
 // with TLS session resumption, the client's session cache shared by the
-// workers: the "resumed" rows (direct, without TLS, has none).
+// workers: the "resumed" rows (direct, without TLS, has none). And once
+// more with the client offering the hybrid X25519MLKEM768, which
+// imapgate negotiates and nginx cannot. Every logins and fetch run reads
+// the CPU time of the proxy's processes (nginx's with its auth_http
+// responder, a subprocess), and a bare TLS server in a subprocess gives
+// the floor of a handshake's CPU. The fetch runs also through two more
+// imapgate processes with TLS to Dovecot (STARTTLS, implicit TLS).
 
 const compareUsage = `Usage:
   imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--resumed-logins=true] [--quick] [--json]
@@ -42,7 +48,21 @@ imapbench) in place of Dovecot: direct (plaintext to it), a second nginx and a s
 in front of it. Those are the rows "..., memory upstream". Then, unless --resumed-logins=false,
 once more through that nginx and imapgate with TLS session resumption (a client session cache
 shared by the workers): the rows "..., memory upstream, resumed", whose direct cells are n/a
-(direct has no TLS), and the notes say how many handshakes resumed.
+(direct has no TLS), and the notes say how many handshakes resumed. And once more with the
+client offering Go's default key exchanges (X25519MLKEM768 first): the rows "..., X25519MLKEM768
+offered", where imapgate negotiates the hybrid and nginx X25519.
+
+CPU: every logins and fetch run reads the CPU time (utime + stime, /proc/PID/stat) of the proxy's
+processes (nginx: master, workers and its auth_http responder, "imapbench auth-http" in its own
+process; imapgate: its one process): the rows "CPU per login" (µs) and "fetch CPU per MB" (ms).
+The floor, printed after the table: the CPU of one bare server-side TLS handshake in
+"imapbench handshake-server" (imapgate's TLS configuration, the same certificate), full with
+X25519, full with X25519MLKEM768 and resumed, beside imapgate's CPU per login of each kind.
+
+TLS on both legs: fetch runs also through two more imapgate processes with upstream.tls =
+"starttls" and "implicit" to Dovecot (its own certificate): the rows "fetch, upstream ...",
+whose nginx cells are n/a (nginx's mail proxy speaks plaintext to its upstream) and whose direct
+cells are the client with the same TLS straight to Dovecot: the ceiling of Dovecot's own TLS.
 
 Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
 processes to read their memory.
@@ -125,7 +145,9 @@ func defaultCompareOptions() compareOptions {
 func quickCompareOptions() compareOptions {
 	o := defaultCompareOptions()
 	o.Rounds, o.Sessions, o.SourceCount, o.Hold = 1, 100, 4, time.Second
-	o.Users, o.Messages = 100, 50
+	// 200 messages of 50 KB: 10 MB, enough CPU clock ticks (10 ms each)
+	// for the fetch's CPU per MB to be above zero.
+	o.Users, o.Messages = 100, 200
 	o.Duration, o.Count = time.Second, 200
 	o.Quick = true
 	return o

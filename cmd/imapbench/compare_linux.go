@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // childProcAttr puts a server that compare starts in its own process
@@ -94,4 +95,46 @@ func (p procID) kill(procRoot string) error {
 		return fmt.Errorf("kill %d: %w", p.PID, err)
 	}
 	return nil
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
+// 100 on every Linux architecture (proc(5)).
+const clockTicks = 100
+
+// readProcCPU sums the CPU time (utime + stime, fields 14 and 15 of
+// /proc/PID/stat, which count every thread of the process) of pids under
+// procRoot ("/proc").
+func readProcCPU(procRoot string, pids []int) (time.Duration, error) {
+	var ticks uint64
+	for _, pid := range pids {
+		b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+		if err != nil {
+			return 0, fmt.Errorf("CPU time of %d: %w", pid, err)
+		}
+		t, ok := parseStatCPU(string(b))
+		if !ok {
+			return 0, fmt.Errorf("CPU time of %d: cannot parse its stat line", pid)
+		}
+		ticks += t
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// parseStatCPU reads utime + stime, in clock ticks, of a /proc/PID/stat
+// line, counting fields from the last ')' as parseStat does.
+func parseStatCPU(s string) (uint64, bool) {
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[end+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return utime + stime, true
 }

@@ -96,11 +96,10 @@ func (u *memoryUpstream) stop() error {
 // sends every login to the upstream) and a second imapgate in front of
 // it, configured as the first ones but for the upstream's address.
 type memoryServers struct {
-	up         *memoryUpstream
-	auth       *authResponder
-	authClosed bool
-	ngx        *nginxServer
-	gate       *imapgateServer
+	up   *memoryUpstream
+	auth *authResponder
+	ngx  *nginxServer
+	gate *imapgateServer
 }
 
 // startMemoryServers starts them, in dir's subdirectories upstream,
@@ -123,13 +122,13 @@ func startMemoryServers(ctx context.Context, dir string, users int, nginxBin, ga
 	if m.up, err = startMemoryUpstream(ctx, udir, users); err != nil {
 		return m, err
 	}
-	if m.auth, err = startAuthResponder(m.up.addr); err != nil {
+	if m.auth, err = startAuthResponder(ctx, ndir, m.up.addr); err != nil {
 		return m, err
 	}
-	if m.ngx, err = startNginx(ctx, nginxBin, ndir, m.auth.addr, certFile, keyFile, tlsConf); err != nil {
+	if m.ngx, err = startNginx(ctx, nginxBin, ndir, m.auth, certFile, keyFile, tlsConf); err != nil {
 		return m, fmt.Errorf("the second nginx (memory upstream): %w", err)
 	}
-	if m.gate, err = startImapgate(ctx, gateBin, gdir, m.up.addr, certFile, keyFile, tlsConf); err != nil {
+	if m.gate, err = startImapgate(ctx, gateBin, gdir, m.up.addr, certFile, keyFile, upstreamTLS{}, tlsConf); err != nil {
 		return m, fmt.Errorf("the second imapgate (memory upstream): %w", err)
 	}
 	return m, nil
@@ -148,17 +147,14 @@ func (m *memoryServers) stop() error {
 	if m.ngx != nil {
 		err = errors.Join(err, m.ngx.stop())
 	}
-	if m.auth != nil && !m.authClosed {
-		err = errors.Join(err, m.auth.close())
-		m.authClosed = true
-	}
+	err = errors.Join(err, m.auth.close())
 	return errors.Join(err, m.up.stop())
 }
 
 // authRequests is how many logins the second nginx asked about.
 func (m *memoryServers) authRequests() int64 {
-	if m == nil || m.auth == nil {
+	if m == nil {
 		return 0
 	}
-	return m.auth.requests.Load()
+	return m.auth.requests()
 }

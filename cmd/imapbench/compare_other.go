@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 // compare reads process memory and nginx's workers from /proc: Linux only.
@@ -23,3 +24,7 @@ func childProcs(procRoot string, ppid int) ([]procID, error) {
 func (p procID) alive(procRoot string) bool { return false }
 
 func (p procID) kill(procRoot string) error { return nil }
+
+func readProcCPU(procRoot string, pids []int) (time.Duration, error) {
+	return 0, errors.New("compare needs Linux (/proc)")
+}

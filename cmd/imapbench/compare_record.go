@@ -67,5 +67,6 @@ func (c *comparison) settings() compareSettings {
 func (c *comparison) finish(authRequests, memAuthRequests int64) {
 	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers, c.memContenders != nil, c.res.Settings.ResumedLogins))
 	c.res.Resumption = c.resumption()
+	c.res.Floor = c.floorFigures()
 	c.res.Notes = compareNotes(c.res, authRequests, memAuthRequests)
 }

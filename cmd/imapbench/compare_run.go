@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/imapgate/imapgate/proxy/proxytest"
@@ -27,11 +28,36 @@ type contender struct {
 	// server is the proxy, whose memory the idle scenario measures from
 	// a fresh start; nil for direct.
 	server proxyServer
+	// upstream is how the proxy reaches Dovecot; the zero value is
+	// plaintext. The fetch of a TLS upstream has rows of its own.
+	upstream upstreamTLS
+}
+
+// fetchKeys are the figures ct's fetch records: MB/s and CPU per MB.
+func (ct contender) fetchKeys() (mbps, cpu string) {
+	switch ct.upstream.Mode {
+	case "starttls":
+		return figFetchStartTLS, figFetchStartTLSCPU
+	case "implicit":
+		return figFetchImplicitTLS, figFetchImplicitTLSCPU
+	}
+	return figFetch, figFetchCPU
+}
+
+// upstreamMode names ct's upstream TLS for the log.
+func (ct contender) upstreamMode() string {
+	if ct.upstream.Mode == "" {
+		return "none"
+	}
+	return ct.upstream.Mode
 }
 
 // proxyServer is a proxy process compare started.
 type proxyServer interface {
 	pids() []int
+	// cpuPIDs are the processes whose CPU time a login through the
+	// proxy costs.
+	cpuPIDs() []int
 	restart(ctx context.Context, tlsConf *tls.Config) error
 	stop() error
 }
@@ -59,6 +85,13 @@ type comparison struct {
 	// resumeCounts are the resumed logins' counts: workers -> contender
 	// -> logins and resumed handshakes over the rounds.
 	resumeCounts map[int]map[string]*resumeCount
+	// tlsUpstream are imapgate with STARTTLS and with implicit TLS to
+	// Dovecot, for the fetch.
+	tlsUpstream []contender
+	// floorServer is the bare TLS server of the floor; floorCurves the
+	// key exchange each kind of its handshakes negotiated.
+	floorServer *handshakeServer
+	floorCurves map[string]string
 }
 
 // runComparison starts the servers, runs the scenarios and returns the
@@ -99,7 +132,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 			err = errors.Join(err, rerr)
 		}
 	}()
-	cmp := &comparison{o: o, log: log, samples: samples{}, resumeCounts: map[int]map[string]*resumeCount{}}
+	cmp := &comparison{o: o, log: log, samples: samples{}, resumeCounts: map[int]map[string]*resumeCount{}, floorCurves: map[string]string{}}
 	cmp.res = &compareResult{
 		Date:    start.UTC().Format(time.RFC3339),
 		Machine: readMachineInfo(),
@@ -157,19 +190,24 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 	cmp.dovecot = d
 	log.Info("Dovecot is up", "addr", d.Addr, "pid", d.PID, "took", time.Since(dstart).Round(time.Millisecond))
 
-	auth, err := startAuthResponder(d.Addr)
-	if err != nil {
-		return res, err
-	}
-	defer auth.close()
 	ndir := dir + "/nginx"
 	gdir := dir + "/imapgate"
-	for _, sub := range []string{ndir, gdir} {
+	stdir, imdir, fdir := dir+"/imapgate-starttls", dir+"/imapgate-implicit", dir+"/floor"
+	for _, sub := range []string{ndir, gdir, stdir, imdir, fdir} {
 		if err := os.Mkdir(sub, 0o755); err != nil {
 			return res, err
 		}
 	}
-	ngx, err := startNginx(ctx, nginxBin, ndir, auth.addr, certFile, keyFile, cmp.tlsConf)
+	auth, err := startAuthResponder(ctx, ndir, d.Addr)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if cerr := auth.close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	ngx, err := startNginx(ctx, nginxBin, ndir, auth, certFile, keyFile, cmp.tlsConf)
 	if err != nil {
 		return res, err
 	}
@@ -179,7 +217,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		}
 	}()
 	log.Info("nginx is up", "addr", ngx.addr, "pids", joinInts(ngx.pids()))
-	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, cmp.tlsConf)
+	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, upstreamTLS{}, cmp.tlsConf)
 	if err != nil {
 		return res, err
 	}
@@ -189,6 +227,37 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		}
 	}()
 	log.Info("imapgate is up", "addr", gate.addr, "pid", gate.pids()[0])
+	// TLS on both legs: imapgate with STARTTLS to Dovecot's plaintext
+	// port, and with implicit TLS to its imaps port, both verifying
+	// Dovecot's own certificate.
+	tlsGates := map[string]*imapgateServer{}
+	for _, g := range []struct {
+		dir, addr string
+		up        upstreamTLS
+	}{
+		{stdir, d.Addr, upstreamTLS{Mode: "starttls", CAFile: d.CAFile}},
+		{imdir, d.ImplicitAddr, upstreamTLS{Mode: "implicit", CAFile: d.CAFile}},
+	} {
+		tg, gerr := startImapgate(ctx, gateBin, g.dir, g.addr, certFile, keyFile, g.up, cmp.tlsConf)
+		if gerr != nil {
+			return res, fmt.Errorf("imapgate with upstream.tls = %q: %w", g.up.Mode, gerr)
+		}
+		defer func() {
+			if serr := tg.stop(); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}()
+		tlsGates[g.up.Mode] = tg
+		log.Info("imapgate is up", "upstream_tls", g.up.Mode, "addr", tg.addr, "pid", tg.pids()[0])
+	}
+	if cmp.floorServer, err = startHandshakeServer(ctx, fdir, certFile, keyFile, cmp.tlsConf); err != nil {
+		return res, err
+	}
+	defer func() {
+		if serr := cmp.floorServer.stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+	}()
 	if o.MemoryLogins {
 		log.Info("starting the memory upstream (imapbench upstream), a second nginx and a second imapgate in front of it")
 		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, cmp.tlsConf); err != nil {
@@ -218,6 +287,24 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		{name: nameNginx, target: viaNginx, server: ngx},
 		{name: nameImapgate, target: viaGate, server: gate},
 	}
+	// Beside them, direct with the same TLS straight to Dovecot: the
+	// ceiling of Dovecot's own TLS, which no proxy in front can pass.
+	dovecotRoots := x509.NewCertPool()
+	dovecotRoots.AppendCertsFromPEM(d.CertPEM)
+	dovecotTLS := &tls.Config{RootCAs: dovecotRoots, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	for _, m := range []struct {
+		mode, addr string
+		client     tlsMode
+	}{{"starttls", d.Addr, tlsStartTLS}, {"implicit", d.ImplicitAddr, tlsImplicit}} {
+		up := upstreamTLS{Mode: m.mode, CAFile: d.CAFile}
+		directTLS := direct
+		directTLS.Addr, directTLS.TLS, directTLS.TLSConfig = m.addr, m.client, dovecotTLS
+		t := viaGate
+		t.Addr = tlsGates[m.mode].addr
+		cmp.tlsUpstream = append(cmp.tlsUpstream,
+			contender{name: nameDirect, target: directTLS, upstream: up},
+			contender{name: nameImapgate, target: t, server: tlsGates[m.mode], upstream: up})
+	}
 	if m := cmp.mem; m != nil {
 		memDirect, memNginx, memGate := direct, viaNginx, viaGate
 		memDirect.Addr, memNginx.Addr, memGate.Addr = m.up.addr, m.ngx.addr, m.gate.addr
@@ -232,11 +319,28 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 	if err := cmp.checkContenders(ctx, cmp.contenders, "", true); err != nil {
 		return res, err
 	}
+	for _, ct := range cmp.tlsUpstream {
+		if err := cmp.checkContenders(ctx, []contender{ct}, " with TLS to Dovecot ("+ct.upstream.Mode+")", false); err != nil {
+			return res, err
+		}
+	}
 	if err := cmp.checkContenders(ctx, cmp.memContenders, ", memory upstream", false); err != nil {
 		return res, err
 	}
+	if cmp.memContenders != nil {
+		// What each proxy negotiates with a client that offers the
+		// hybrid, as Go's does by default.
+		var hybrid []contender
+		for _, ct := range cmp.memContenders[1:] {
+			ct.target = hybridTarget(ct.target)
+			hybrid = append(hybrid, ct)
+		}
+		if err := cmp.checkContenders(ctx, hybrid, hybridOffered, true); err != nil {
+			return res, err
+		}
+	}
 	err = cmp.runScenarios(ctx)
-	cmp.finish(auth.requests.Load(), cmp.mem.authRequests())
+	cmp.finish(auth.requests(), cmp.mem.authRequests())
 	res.Seconds = time.Since(start).Seconds()
 	if ctx.Err() != nil {
 		res.Interrupted = true
@@ -247,7 +351,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 
 // checkContenders logs in once through each contender, so that a broken
 // setup fails at once with its reason, and records the TLS each
-// negotiated if record is set. An error names the contender followed by
+// negotiated if record is set, under its name followed by what. An error names the contender followed by
 // what.
 func (c *comparison) checkContenders(ctx context.Context, cts []contender, what string, record bool) error {
 	for _, ct := range cts {
@@ -259,7 +363,7 @@ func (c *comparison) checkContenders(ctx context.Context, cts []contender, what 
 				err = cl.logout(ctx)
 			}
 			if st, ok := cl.TLSState(); ok && record {
-				c.res.TLS[ct.name] = fmt.Sprintf("%s %s", tls.VersionName(st.Version), st.CurveID)
+				c.res.TLS[ct.name+what] = fmt.Sprintf("%s %s", tls.VersionName(st.Version), st.CurveID)
 			}
 			cl.Close()
 		}
@@ -287,7 +391,7 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 		contenders []contender
 		run        func(ctx context.Context, ct contender, round int) error
 	}
-	scenarios := []scenario{{"idle", c.contenders, c.idle}, {"fetch", c.contenders, c.fetch}}
+	scenarios := []scenario{{"idle", c.contenders, c.idle}, {"fetch", append(slices.Clone(c.contenders), c.tlsUpstream...), c.fetch}}
 	for _, w := range o.Workers {
 		scenarios = append(scenarios, scenario{fmt.Sprintf("logins@%d", w), c.contenders, func(ctx context.Context, ct contender, round int) error {
 			return c.logins(ctx, ct, round, w, loginsDovecot)
@@ -299,6 +403,11 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 				return c.logins(ctx, ct, round, w, loginsMemory)
 			}})
 		}
+		for _, w := range o.Workers {
+			scenarios = append(scenarios, scenario{fmt.Sprintf("memory logins@%d%s", w, hybridOffered), c.memContenders[1:], func(ctx context.Context, ct contender, round int) error {
+				return c.logins(ctx, ct, round, w, loginsMemoryHybrid)
+			}})
+		}
 		if o.ResumedLogins {
 			// nginx and imapgate: direct has no TLS to resume.
 			for _, w := range o.Workers {
@@ -308,6 +417,7 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 			}
 		}
 	}
+	scenarios = append(scenarios, scenario{"floor", []contender{{name: floorContender}}, c.floor})
 	scenarios = append(scenarios, scenario{"latency", c.contenders, c.latency})
 	for _, s := range scenarios {
 		for round := range o.Rounds {
@@ -326,4 +436,74 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// hybridOffered ends the names of what a client offering X25519MLKEM768
+// measured.
+const hybridOffered = ", X25519MLKEM768 offered"
+
+// floorKinds are the bare handshakes of the floor: each figure key, its
+// description, whether the client offers the hybrid, whether it resumes,
+// and the logins kind imapgate's CPU per login is compared with.
+var floorKinds = []struct {
+	key, handshake string
+	hybrid, resume bool
+	logins         loginsKind
+}{
+	{figFloorX25519, "full, client offers X25519 only", false, false, loginsMemory},
+	{figFloorHybrid, "full, client offers X25519MLKEM768 (Go's default)", true, false, loginsMemoryHybrid},
+	{figFloorResumed, "resumed, client offers X25519 only", false, true, loginsMemoryResumed},
+}
+
+// floor measures the CPU of the bare handshake server per handshake, of
+// each kind, with the first number of workers for the logins' duration.
+func (c *comparison) floor(ctx context.Context, _ contender, round int) error {
+	w := c.o.Workers[0]
+	for _, k := range floorKinds {
+		conf := c.tlsConf
+		if k.hybrid {
+			conf = hybridTarget(target{TLSConfig: conf}).TLSConfig
+		}
+		r, err := c.floorServer.measureFloor(ctx, conf, k.resume, w, c.o.Duration)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k.handshake, err)
+		}
+		if r.Handshakes == 0 {
+			return fmt.Errorf("%s: no handshake", k.handshake)
+		}
+		us := float64(r.CPU.Microseconds()) / float64(r.Handshakes)
+		c.samples.add(k.key, floorContender, us)
+		c.floorCurves[k.key] = r.Curve.String()
+		if k.resume && r.Resumed == 0 {
+			c.problem("floor round %d: %s: none of %d handshakes resumed", round+1, k.handshake, r.Handshakes)
+		}
+		c.log.Info("floor", "round", round+1, "handshake", k.handshake, "key_exchange", r.Curve.String(), "handshakes", r.Handshakes,
+			"resumed", r.Resumed, "cpu_us_per_handshake", fmt.Sprintf("%.0f", us))
+	}
+	return nil
+}
+
+// floorFigures are the floor's medians beside imapgate's CPU per login
+// of the same kind at the first number of workers.
+func (c *comparison) floorFigures() []floorFigure {
+	var ffs []floorFigure
+	med := func(key, name string) *float64 {
+		if v, ok := median(c.samples[key][name]); ok {
+			return &v
+		}
+		return nil
+	}
+	for _, k := range floorKinds {
+		_, _, _, key := loginFigures(c.o.Workers[0], k.logins)
+		f := floorFigure{Handshake: k.handshake, KeyExchange: c.floorCurves[k.key], CPUMicros: med(k.key, floorContender),
+			ImapgateKey: key, ImapgateMicros: med(key, nameImapgate)}
+		if f.KeyExchange == "" {
+			f.KeyExchange = "?"
+		}
+		f.ImapgateFloor = ratio(f.ImapgateMicros, f.CPUMicros)
+		if f.CPUMicros != nil {
+			ffs = append(ffs, f)
+		}
+	}
+	return ffs
 }

@@ -62,17 +62,51 @@ func (c *comparison) settle(ctx context.Context, before int) {
 	}
 }
 
+// fetch fetches user1's INBOX once through ct, and records MB/s and the
+// CPU time of the proxy's processes per MB under ct's fetch keys.
 func (c *comparison) fetch(ctx context.Context, ct contender, round int) error {
+	cpu := c.startCPU(ct)
 	r, err := runFetch(ctx, fetchOptions{Target: ct.target, Rounds: 1, Log: c.o.RunnerLog})
 	if err != nil {
 		return err
 	}
+	used, cpuErr := cpu()
+	key, cpuKey := ct.fetchKeys()
 	if got := r.BodyBytes; got < int64(c.o.Messages)*int64(c.o.MessageSize)*9/10 {
 		c.problem("%s fetch round %d: %d bytes in bodies, want about %d", ct.name, round+1, got, int64(c.o.Messages)*int64(c.o.MessageSize))
 	}
-	c.samples.add(figFetch, ct.name, r.MedianMBps)
-	c.log.Info("fetch", "round", round+1, "target", ct.name, "mb_per_s", fmt.Sprintf("%.1f", r.MedianMBps), "bytes", r.WireBytes)
+	c.samples.add(key, ct.name, r.MedianMBps)
+	attrs := []any{"round", round + 1, "target", ct.name, "upstream_tls", ct.upstreamMode(), "mb_per_s", fmt.Sprintf("%.1f", r.MedianMBps), "bytes", r.WireBytes}
+	if ct.server != nil && r.WireBytes > 0 {
+		if cpuErr != nil {
+			return cpuErr
+		}
+		ms := float64(used.Microseconds()) / 1000 / (float64(r.WireBytes) / 1e6)
+		c.samples.add(cpuKey, ct.name, ms)
+		attrs = append(attrs, "cpu_ms_per_mb", fmt.Sprintf("%.2f", ms))
+	}
+	c.log.Info("fetch", attrs...)
 	return nil
+}
+
+// startCPU reads the CPU time of ct's proxy processes and returns a
+// function that says how much they used since; for direct, none.
+func (c *comparison) startCPU(ct contender) func() (time.Duration, error) {
+	if ct.server == nil {
+		return func() (time.Duration, error) { return 0, nil }
+	}
+	pids := ct.server.cpuPIDs()
+	before, err := readProcCPU("/proc", pids)
+	return func() (time.Duration, error) {
+		if err != nil {
+			return 0, err
+		}
+		after, err := readProcCPU("/proc", pids)
+		if err != nil {
+			return 0, err
+		}
+		return after - before, nil
+	}
 }
 
 // logins runs the login loop with workers workers through ct: with
@@ -81,16 +115,24 @@ func (c *comparison) fetch(ctx context.Context, ct contender, round int) error {
 // (empty at the run's start), as kind says.
 func (c *comparison) logins(ctx context.Context, ct contender, round, workers int, kind loginsKind) error {
 	resume := kind == loginsMemoryResumed
-	r, err := runLogins(ctx, loginsOptions{Target: ct.target, Workers: workers, Duration: c.o.Duration, Resume: resume, Log: c.o.RunnerLog})
+	t := ct.target
+	if kind == loginsMemoryHybrid {
+		t = hybridTarget(t)
+	}
+	cpu := c.startCPU(ct)
+	r, err := runLogins(ctx, loginsOptions{Target: t, Workers: workers, Duration: c.o.Duration, Resume: resume, Log: c.o.RunnerLog})
 	if err != nil {
 		return err
 	}
+	used, cpuErr := cpu()
 	name, upstream := "logins", "dovecot"
 	switch kind {
 	case loginsMemory:
 		name, upstream = "memory logins", "memory"
 	case loginsMemoryResumed:
 		name, upstream = "resumed memory logins", "memory"
+	case loginsMemoryHybrid:
+		name, upstream = "memory logins, X25519MLKEM768 offered,", "memory"
 	}
 	if r.Errors > 0 {
 		c.problem("%s %s@%d round %d: %d errors: %s", ct.name, name, workers, round+1, r.Errors, errorSummary(r.ErrorKinds))
@@ -98,12 +140,22 @@ func (c *comparison) logins(ctx context.Context, ct contender, round, workers in
 	if r.Logins == 0 {
 		return errors.New("no login succeeded")
 	}
-	rate, p50, p99 := loginFigures(workers, kind)
+	rate, p50, p99, cpuKey := loginFigures(workers, kind)
 	c.samples.add(rate, ct.name, r.LoginsPerSecond)
 	c.samples.add(p50, ct.name, r.Latency.P50Micros/1000)
 	c.samples.add(p99, ct.name, r.Latency.P99Micros/1000)
 	attrs := []any{"round", round + 1, "target", ct.name, "upstream", upstream, "resume", resume, "workers", workers, "per_s", fmt.Sprintf("%.0f", r.LoginsPerSecond),
 		"p50", fmtMicros(r.Latency.P50Micros), "p99", fmtMicros(r.Latency.P99Micros)}
+	if ct.server != nil {
+		if cpuErr != nil {
+			return cpuErr
+		}
+		// Every cycle that ran, also one that failed, used the proxy's
+		// CPU; the rate counts the successful ones.
+		us := float64(used.Microseconds()) / float64(r.Logins+r.Errors)
+		c.samples.add(cpuKey, ct.name, us)
+		attrs = append(attrs, "cpu_us_per_login", fmt.Sprintf("%.0f", us))
+	}
 	if resume {
 		c.countResumed(ct.name, workers, r.Logins, r.Resumed)
 		attrs = append(attrs, "resumed", fmt.Sprintf("%d of %d", r.Resumed, r.Logins))
@@ -137,4 +189,14 @@ func errorSummary(errs []errorCount) string {
 		parts = append(parts, fmt.Sprintf("%d× %s", e.Count, e.Error))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// hybridTarget is t with the client offering Go's default key exchanges
+// (X25519MLKEM768 first, then X25519 and the NIST curves) instead of
+// X25519 alone.
+func hybridTarget(t target) target {
+	cfg := t.tlsConfig().Clone()
+	cfg.CurvePreferences = nil
+	t.TLSConfig = cfg
+	return t
 }

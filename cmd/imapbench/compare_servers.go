@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -149,56 +147,14 @@ func freeLoopbackPort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// authResponder is nginx's auth_http server: it accepts every login and
-// sends it to Dovecot's plaintext port. A wrong password reaches Dovecot,
-// which refuses it.
-type authResponder struct {
-	srv      *http.Server
-	addr     string
-	requests atomic.Int64
-	done     chan struct{}
-}
-
-func startAuthResponder(upstream string) (*authResponder, error) {
-	host, port, err := net.SplitHostPort(upstream)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	a := &authResponder{addr: ln.Addr().String(), done: make(chan struct{})}
-	a.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			a.requests.Add(1)
-			w.Header().Set("Auth-Status", "OK")
-			w.Header().Set("Auth-Server", host)
-			w.Header().Set("Auth-Port", port)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go a.serve(ln)
-	return a, nil
-}
-
-func (a *authResponder) serve(ln net.Listener) {
-	defer close(a.done)
-	a.srv.Serve(ln)
-}
-
-func (a *authResponder) close() error {
-	err := a.srv.Close()
-	<-a.done
-	return err
-}
-
 // nginxServer is nginx with the mail module, proxying implicit-TLS IMAP
 // on addr to Dovecot by way of the auth_http responder.
 type nginxServer struct {
 	bin, dir, addr string
 	master         *child
 	workers        []procID
+	// auth is its auth_http responder, whose CPU counts with nginx's.
+	auth *authResponder
 }
 
 // nginxConfig renders nginx.conf: nginx's defaults but for what the run
@@ -262,14 +218,14 @@ func lookSbin(name string) (string, error) {
 }
 
 // startNginx writes the configuration and starts nginx, on a fresh port.
-func startNginx(ctx context.Context, bin, dir, authAddr, certFile, keyFile string, tlsConf *tls.Config) (*nginxServer, error) {
+func startNginx(ctx context.Context, bin, dir string, auth *authResponder, certFile, keyFile string, tlsConf *tls.Config) (*nginxServer, error) {
 	var err error
 	for range startTries {
-		n := &nginxServer{bin: bin, dir: dir}
+		n := &nginxServer{bin: bin, dir: dir, auth: auth}
 		if n.addr, err = freeLoopbackPort(); err != nil {
 			return nil, err
 		}
-		conf := nginxConfig(dir, n.addr, authAddr, certFile, keyFile)
+		conf := nginxConfig(dir, n.addr, auth.addr, certFile, keyFile)
 		if err = os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
@@ -325,6 +281,10 @@ func (n *nginxServer) pids() []int {
 	return pids
 }
 
+// cpuPIDs are the processes whose CPU a login through nginx costs: its
+// master, its workers and its auth_http responder.
+func (n *nginxServer) cpuPIDs() []int { return append(n.pids(), n.auth.pid()) }
+
 // restart stops nginx and starts it again on the same address, for a
 // measurement from a fresh process.
 func (n *nginxServer) restart(ctx context.Context, tlsConf *tls.Config) error {
@@ -351,16 +311,31 @@ func (n *nginxServer) stop() error {
 }
 
 // imapgateServer is imapgate built from this repository, serving
-// implicit TLS on addr with upstream.tls = "none" to Dovecot.
+// implicit TLS on addr with upstream.tls = "none" to Dovecot, or the
+// upstream TLS of its upstreamTLS.
 type imapgateServer struct {
 	bin, dir, addr, config string
 	proc                   *child
 }
 
+// upstreamTLS is how an imapgate of compare reaches its upstream. The
+// zero value is plaintext (upstream.tls = "none").
+type upstreamTLS struct {
+	// Mode is upstream.tls: "starttls" or "implicit"; "" is "none".
+	Mode string
+	// CAFile is upstream.ca_file, the upstream's own certificate; it
+	// must be set with Mode.
+	CAFile string
+}
+
 // imapgateConfig renders imapgate.toml: defaults but for the addresses,
-// the certificate, a plaintext upstream as nginx's, no failure delay and
-// connection limits above any run's sessions.
-func imapgateConfig(dir, listen, upstream, certFile, keyFile string) string {
+// the certificate, a plaintext upstream as nginx's (or up's TLS), no
+// failure delay and connection limits above any run's sessions.
+func imapgateConfig(dir, listen, upstream, certFile, keyFile string, up upstreamTLS) string {
+	upTLS := `tls = "none"`
+	if up.Mode != "" {
+		upTLS = fmt.Sprintf("tls = %q\nserver_name = \"localhost\"\nca_file = %q", up.Mode, up.CAFile)
+	}
 	return fmt.Sprintf(`# Written by imapbench compare.
 shutdown_timeout = "5s"
 
@@ -374,7 +349,7 @@ key_file = %q
 
 [upstream]
 address = %q
-tls = "none"
+%s
 
 [policy]
 failure_delay = "0s"
@@ -384,19 +359,19 @@ max_connections_per_network = 0
 
 [audit]
 output = %q
-`, listen, certFile, keyFile, upstream, filepath.Join(dir, "audit.log"))
+`, listen, certFile, keyFile, upstream, upTLS, filepath.Join(dir, "audit.log"))
 }
 
 // startImapgate writes the configuration and starts imapgate on a fresh
 // port.
-func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, tlsConf *tls.Config) (*imapgateServer, error) {
+func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, up upstreamTLS, tlsConf *tls.Config) (*imapgateServer, error) {
 	var err error
 	for range startTries {
 		g := &imapgateServer{bin: bin, dir: dir, config: filepath.Join(dir, "imapgate.toml")}
 		if g.addr, err = freeLoopbackPort(); err != nil {
 			return nil, err
 		}
-		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile)
+		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile, up)
 		if err = os.WriteFile(g.config, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
@@ -424,6 +399,9 @@ func (g *imapgateServer) start(ctx context.Context, tlsConf *tls.Config) error {
 }
 
 func (g *imapgateServer) pids() []int { return []int{g.proc.pid()} }
+
+// cpuPIDs is imapgate's one process: it does its own authentication.
+func (g *imapgateServer) cpuPIDs() []int { return g.pids() }
 
 func (g *imapgateServer) restart(ctx context.Context, tlsConf *tls.Config) error {
 	if err := g.stop(); err != nil {

@@ -25,9 +25,27 @@ type compareResult struct {
 	// Resumption is how many of the resumed logins' TLS handshakes
 	// resumed a session, by workers and contender; empty without them.
 	Resumption []resumeCount `json:"resumption,omitempty"`
+	// Floor is the CPU of a bare TLS handshake beside imapgate's CPU per
+	// login, one entry per kind of handshake; empty without the memory
+	// upstream's logins.
+	Floor []floorFigure `json:"floor,omitempty"`
 	// Problems are errors and failed sessions seen during the run; the
 	// figures of a round with a problem may be off.
 	Problems []string `json:"problems,omitempty"`
+}
+
+// floorFigure is the median CPU time of one bare server-side TLS
+// handshake of a kind, and imapgate's CPU per login of the same kind
+// (memory upstream, the first number of workers) divided by it.
+type floorFigure struct {
+	Handshake   string   `json:"handshake"`    // "full, client offers X25519"
+	KeyExchange string   `json:"key_exchange"` // as negotiated: "X25519"
+	CPUMicros   *float64 `json:"cpu_us"`
+	// ImapgateKey is the row of imapgate's CPU per login it is compared
+	// with, and ImapgateMicros its value.
+	ImapgateKey    string   `json:"imapgate_key"`
+	ImapgateMicros *float64 `json:"imapgate_cpu_us"`
+	ImapgateFloor  *float64 `json:"imapgate_per_floor"`
 }
 
 // resumeCount is how many of one contender's successful logins at some
@@ -86,11 +104,14 @@ type compareSettings struct {
 // contender, and imapgate's ratios. A nil value was not measured: "n/a"
 // where it cannot be (NA), a failure otherwise.
 type compareRow struct {
-	Key            string   `json:"key"`
-	Figure         string   `json:"figure"`
-	Unit           string   `json:"unit"`
-	Direct         *float64 `json:"direct"`
-	Nginx          *float64 `json:"nginx"`
+	Key    string   `json:"key"`
+	Figure string   `json:"figure"`
+	Unit   string   `json:"unit"`
+	Direct *float64 `json:"direct"`
+	Nginx  *float64 `json:"nginx"`
+	// NginxNA says that nginx has no value by definition (and so no
+	// imapgate/nginx ratio): it cannot do what the row measures.
+	NginxNA        bool     `json:"nginx_na,omitempty"`
 	Imapgate       *float64 `json:"imapgate"`
 	ImapgateNginx  *float64 `json:"imapgate_per_nginx"`
 	ImapgateDirect *float64 `json:"imapgate_per_direct"`
@@ -111,7 +132,21 @@ const (
 	figNoopP50   = "noop_p50_us"
 	figNoopP99   = "noop_p99_us"
 	figNoopAdded = "noop_p50_added_us"
+	// The fetch's CPU of the proxy's processes per MB, and the fetch
+	// through imapgate with TLS to Dovecot too (nginx cannot).
+	figFetchCPU            = "fetch_cpu_ms_per_mb"
+	figFetchStartTLS       = "fetch_mb_per_s_upstream_starttls"
+	figFetchStartTLSCPU    = "fetch_cpu_ms_per_mb_upstream_starttls"
+	figFetchImplicitTLS    = "fetch_mb_per_s_upstream_implicit"
+	figFetchImplicitTLSCPU = "fetch_cpu_ms_per_mb_upstream_implicit"
+	floorContender         = "floor"
+	figFloorX25519         = "floor_cpu_us_x25519"
+	figFloorHybrid         = "floor_cpu_us_hybrid_offered"
+	figFloorResumed        = "floor_cpu_us_resumed"
 )
+
+// figLoginCPU is the CPU time of the proxy's processes per login.
+func figLoginCPU(w int) string { return fmt.Sprintf("login_cpu_us_%d_workers", w) }
 
 func figLogins(w int) string   { return fmt.Sprintf("logins_per_s_%d_workers", w) }
 func figLoginP50(w int) string { return fmt.Sprintf("login_p50_ms_%d_workers", w) }
@@ -128,6 +163,10 @@ const (
 	// loginsMemoryResumed: the memory upstream, with the client's TLS
 	// session cache shared by the workers, so that handshakes resume.
 	loginsMemoryResumed
+	// loginsMemoryHybrid: the memory upstream, a full handshake each
+	// login, the client offering Go's default key exchanges
+	// (X25519MLKEM768 first) instead of X25519 only.
+	loginsMemoryHybrid
 )
 
 // suffix ends the keys of the kind's figures, and label their labels.
@@ -137,6 +176,8 @@ func (k loginsKind) suffix() string {
 		return "_memory_upstream"
 	case loginsMemoryResumed:
 		return "_memory_upstream_resumed"
+	case loginsMemoryHybrid:
+		return "_memory_upstream_hybrid_offered"
 	}
 	return ""
 }
@@ -147,14 +188,16 @@ func (k loginsKind) label() string {
 		return ", memory upstream"
 	case loginsMemoryResumed:
 		return ", memory upstream, resumed"
+	case loginsMemoryHybrid:
+		return ", memory upstream, X25519MLKEM768 offered"
 	}
 	return ""
 }
 
 // loginFigures are the keys of the logins figures of kind at w workers.
-func loginFigures(w int, kind loginsKind) (rate, p50, p99 string) {
+func loginFigures(w int, kind loginsKind) (rate, p50, p99, cpu string) {
 	sfx := kind.suffix()
-	return figLogins(w) + sfx, figLoginP50(w) + sfx, figLoginP99(w) + sfx
+	return figLogins(w) + sfx, figLoginP50(w) + sfx, figLoginP99(w) + sfx, figLoginCPU(w) + sfx
 }
 
 // figure is a row of the table.
@@ -162,6 +205,7 @@ type figure struct {
 	key, label, unit string
 	decimals         int
 	directNA         bool
+	nginxNA          bool
 	// minusDirect makes the row the figure of that key minus direct's.
 	minusDirect string
 }
@@ -175,22 +219,28 @@ func compareFigures(workers []int, memory, resumed bool) []figure {
 		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
 		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
+		{key: figFetchCPU, label: "fetch CPU per MB", unit: "ms", decimals: 2, directNA: true},
+		{key: figFetchStartTLS, label: "fetch, upstream STARTTLS", unit: "MB/s", decimals: 0, nginxNA: true},
+		{key: figFetchStartTLSCPU, label: "fetch CPU per MB, upstream STARTTLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
+		{key: figFetchImplicitTLS, label: "fetch, upstream implicit TLS", unit: "MB/s", decimals: 0, nginxNA: true},
+		{key: figFetchImplicitTLSCPU, label: "fetch CPU per MB, upstream implicit TLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
 	}
 	kinds := []loginsKind{loginsDovecot}
 	if memory {
-		kinds = append(kinds, loginsMemory)
+		kinds = append(kinds, loginsMemory, loginsMemoryHybrid)
 		if resumed {
 			kinds = append(kinds, loginsMemoryResumed)
 		}
 	}
 	for _, kind := range kinds {
-		suffix, na := kind.label(), kind == loginsMemoryResumed
+		suffix, na := kind.label(), kind == loginsMemoryResumed || kind == loginsMemoryHybrid
 		for _, w := range workers {
-			rate, p50, p99 := loginFigures(w, kind)
+			rate, p50, p99, cpu := loginFigures(w, kind)
 			figs = append(figs,
 				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na},
 				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
 				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
+				figure{key: cpu, label: fmt.Sprintf("CPU per login @%d%s", w, suffix), unit: "µs", decimals: 0, directNA: true},
 			)
 		}
 	}
@@ -236,7 +286,7 @@ func buildRows(s samples, figs []figure) []compareRow {
 		return nil
 	}
 	for _, f := range figs {
-		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, decimals: f.decimals}
+		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, NginxNA: f.nginxNA, decimals: f.decimals}
 		if f.minusDirect != "" {
 			d := med(f.minusDirect, nameDirect)
 			diff := func(name string) *float64 {
@@ -253,9 +303,14 @@ func buildRows(s samples, figs []figure) []compareRow {
 			if f.directNA {
 				r.Direct = nil
 			}
+			if f.nginxNA {
+				r.Nginx = nil
+			}
 			r.Rounds = s[f.key]
 		}
-		r.ImapgateNginx = ratio(r.Imapgate, r.Nginx)
+		if !f.nginxNA {
+			r.ImapgateNginx = ratio(r.Imapgate, r.Nginx)
+		}
 		if !f.directNA {
 			r.ImapgateDirect = ratio(r.Imapgate, r.Direct)
 		}
@@ -276,7 +331,10 @@ func ratio(a, b *float64) *float64 {
 func (res *compareResult) missing() int {
 	n := 0
 	for _, r := range res.Rows {
-		cells := []*float64{r.Nginx, r.Imapgate, r.ImapgateNginx}
+		cells := []*float64{r.Imapgate}
+		if !r.NginxNA {
+			cells = append(cells, r.Nginx, r.ImapgateNginx)
+		}
 		if !r.DirectNA {
 			cells = append(cells, r.Direct, r.ImapgateDirect)
 		}
@@ -304,7 +362,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 	notes := []string{
 		fmt.Sprintf("direct: plaintext to Dovecot, AUTHENTICATE PLAIN. nginx and imapgate: implicit TLS with the same ECDSA P-256 certificate (nginx %s, imapgate %s; the client offers X25519 only, since nginx's OpenSSL has no ML-KEM), plaintext to Dovecot",
 			tlsOf(nameNginx), tlsOf(nameImapgate)),
-		fmt.Sprintf("nginx: %d workers, the mail module's defaults (proxy_buffer of one page, 4k/8k; the mail proxy never sets TCP_NODELAY); auth_http answered by imapbench itself (%d requests), which sends every login to Dovecot",
+		fmt.Sprintf("nginx: %d workers, the mail module's defaults (proxy_buffer of one page, 4k/8k; the mail proxy never sets TCP_NODELAY); auth_http answered by imapbench auth-http, a subprocess of imapbench (%d requests), which sends every login to Dovecot",
 			s.NginxWorkers, authRequests),
 		`imapgate: upstream.tls = "none", policy.failure_delay = "0s", connection limits 20000 (also per IP), audit log to a file`,
 		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB; %s", s.Users, s.Messages, s.MessageSize, mb, dovecotProcesses(s.ReuseProcesses)),
@@ -312,6 +370,8 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 			s.Sessions, s.HoldSeconds),
 		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
 		fmt.Sprintf("logins: connect + full TLS handshake (no resumption) + AUTHENTICATE PLAIN + LOGOUT in a loop for %gs per run; logins/s, latency of a whole cycle", s.LoginSeconds),
+		"CPU: utime + stime of every thread of the proxy's processes from /proc/PID/stat (10 ms clock ticks), read before and after each run: nginx's master, workers and its auth_http responder; imapgate's one process. CPU per login divides by the login cycles run (failed ones too), CPU per MB by the fetch's IMAP bytes",
+		`fetch, upstream STARTTLS and implicit TLS: two more imapgate processes configured as the first but with upstream.tls = "starttls" (to Dovecot's plaintext port) and "implicit" (its imaps port), each verifying Dovecot's own ECDSA P-256 certificate (upstream.ca_file, Go's default key exchanges toward Dovecot's OpenSSL): TLS on both legs, which nginx's mail proxy cannot do (n/a); their direct cell is the client with the same TLS straight to Dovecot (STARTTLS on its plaintext port, implicit TLS on its imaps port), the ceiling of Dovecot's own TLS`,
 	}
 	if s.MemoryLogins {
 		notes = append(notes,
@@ -319,6 +379,11 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 				s.Users, s.MemoryUpstream),
 			fmt.Sprintf("logins, memory upstream: direct is plaintext straight to it (AUTHENTICATE PLAIN); nginx and imapgate are second instances configured as the first (the same certificate and TLS), nginx with its own auth_http responder (%d requests) sending every login to the memory upstream, imapgate with upstream.address the memory upstream (tls = \"none\"); direct, nginx, imapgate rotate each round as for Dovecot",
 				memAuthRequests),
+		)
+		notes = append(notes,
+			fmt.Sprintf("logins, memory upstream, X25519MLKEM768 offered: the same runs with the client offering Go's default key exchanges (X25519MLKEM768 first, then X25519) instead of X25519 only; nginx negotiates %s (its OpenSSL 3.0 has no ML-KEM), imapgate %s; direct has no TLS: n/a",
+				tlsOf(nameNginx+hybridOffered), tlsOf(nameImapgate+hybridOffered)),
+			"floor: `imapbench handshake-server`, a subprocess with imapgate's server TLS configuration (tlsconf.ServerConfig) and the same certificate, completes a handshake, writes one byte and closes; the clients, as many as the first workers of logins for as long, read that byte (and with it the session ticket); its CPU per handshake from /proc/PID/stat; imapgate × the floor compares with imapgate's CPU per login of the same kind at the first number of workers",
 		)
 		if s.ResumedLogins {
 			notes = append(notes, resumedNotes(res)...)
@@ -393,9 +458,9 @@ func (res *compareResult) writeTable(w io.Writer) error {
 		table = append(table, []string{
 			r.Figure + ", " + r.Unit,
 			na(r.Direct, r.DirectNA, r.decimals),
-			na(r.Nginx, false, r.decimals),
+			na(r.Nginx, r.NginxNA, r.decimals),
 			na(r.Imapgate, false, r.decimals),
-			na(r.ImapgateNginx, false, 2),
+			na(r.ImapgateNginx, r.NginxNA, 2),
 			na(r.ImapgateDirect, r.DirectNA, 2),
 		})
 	}
@@ -415,6 +480,13 @@ func (res *compareResult) writeTable(w io.Writer) error {
 			}
 		}
 		b.WriteString("\n")
+	}
+	if len(res.Floor) > 0 {
+		b.WriteString("\nfloor: CPU of one bare server-side TLS handshake (imapbench handshake-server), beside imapgate's CPU per login\n")
+		for _, f := range res.Floor {
+			fmt.Fprintf(&b, "- %s (%s): %s µs; imapgate %s µs (%s): %s× the floor\n", f.Handshake, f.KeyExchange,
+				fmtCellDecimals(f.CPUMicros, 0, missing), fmtCellDecimals(f.ImapgateMicros, 0, missing), f.ImapgateKey, fmtCellDecimals(f.ImapgateFloor, 2, missing))
+		}
 	}
 	b.WriteString("\nnotes\n")
 	for _, n := range res.Notes {
@@ -436,4 +508,12 @@ func dovecotProcesses(reuse bool) string {
 		return "imap processes reused from login to login (service_count = 0, 64 spares)"
 	}
 	return "a new imap process per login (Dovecot's default)"
+}
+
+// fmtCellDecimals formats a cell, or missing for none.
+func fmtCellDecimals(p *float64, decimals int, missing string) string {
+	if p == nil {
+		return missing
+	}
+	return fmt.Sprintf("%.*f", decimals, *p)
 }

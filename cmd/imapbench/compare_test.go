@@ -12,19 +12,22 @@ import (
 	"time"
 )
 
-// The comparison starts the memory upstream as `imapbench upstream`, a
+// The comparison starts the memory upstream as `imapbench upstream` (and
+// its auth_http responder and handshake server likewise), a
 // subprocess of its own executable: in the tests, this test binary, which
 // then serves as imapbench. go test never passes it a first argument
 // that is not a flag.
 func init() {
-	if len(os.Args) > 1 && os.Args[1] == "upstream" {
+	if len(os.Args) > 1 && (os.Args[1] == "upstream" || os.Args[1] == "auth-http" || os.Args[1] == "handshake-server") {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 }
 
 // The whole comparison, small: Dovecot, nginx and imapgate start, every
-// scenario runs against each, every cell of the table has a figure, and
-// nothing is left running.
+// scenario runs against each (CPU per login and per MB, the fetch with
+// TLS on both legs, the hybrid key exchange and the bare-handshake floor
+// among them), every cell of the table has a figure, and nothing is left
+// running.
 func TestCompareQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts Dovecot, nginx and imapgate")
@@ -37,13 +40,13 @@ func TestCompareQuick(t *testing.T) {
 
 	start := time.Now()
 	var out, errOut bytes.Buffer
-	code := run([]string{"compare", "--quick", "--json", "--quiet", "--max-time", "55s"}, &out, &errOut)
+	code := run([]string{"compare", "--quick", "--json", "--quiet", "--max-time", "100s"}, &out, &errOut)
 	elapsed := time.Since(start)
 	if code != 0 {
 		t.Fatalf("exit %d after %v\nstdout:\n%s\nstderr:\n%s", code, elapsed, out.String(), errOut.String())
 	}
-	if elapsed > time.Minute {
-		t.Errorf("the quick comparison took %v, want under a minute", elapsed)
+	if elapsed > 110*time.Second {
+		t.Errorf("the quick comparison took %v, want under 110s", elapsed)
 	}
 	var res compareResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
@@ -61,7 +64,14 @@ func TestCompareQuick(t *testing.T) {
 		if r.Key != want[i].key {
 			t.Errorf("row %d is %q, want %q", i, r.Key, want[i].key)
 		}
-		cells := map[string]*float64{"nginx": r.Nginx, "imapgate": r.Imapgate, "imapgate/nginx": r.ImapgateNginx}
+		cells := map[string]*float64{"imapgate": r.Imapgate}
+		if r.NginxNA {
+			if r.Nginx != nil || r.ImapgateNginx != nil {
+				t.Errorf("%s: nginx is n/a, yet has %v and %v", r.Figure, r.Nginx, r.ImapgateNginx)
+			}
+		} else {
+			cells["nginx"], cells["imapgate/nginx"] = r.Nginx, r.ImapgateNginx
+		}
 		if r.DirectNA {
 			if r.Direct != nil || r.ImapgateDirect != nil {
 				t.Errorf("%s: direct is n/a, yet has %v and %v", r.Figure, r.Direct, r.ImapgateDirect)
@@ -101,6 +111,24 @@ func TestCompareQuick(t *testing.T) {
 	}
 	if res.Machine.CPUs < 1 || res.Machine.Kernel == "" || !res.Settings.Quick || res.TLS[nameNginx] == "" || res.TLS[nameImapgate] == "" {
 		t.Errorf("header: machine %+v, settings %+v, TLS %v", res.Machine, res.Settings, res.TLS)
+	}
+	// The key exchanges: X25519 when the client offers only it; with Go's
+	// default offer imapgate takes the hybrid, and nginx's OpenSSL 3.0,
+	// which has no ML-KEM, X25519.
+	for name, want := range map[string]string{
+		nameNginx: "X25519", nameImapgate: "X25519", nameNginx + hybridOffered: "X25519", nameImapgate + hybridOffered: "X25519MLKEM768",
+	} {
+		if got := res.TLS[name]; !strings.HasSuffix(got, " "+want) {
+			t.Errorf("TLS of %q = %q, want the key exchange %s (all: %v)", name, got, want, res.TLS)
+		}
+	}
+	if len(res.Floor) != len(floorKinds) {
+		t.Errorf("floor = %+v, want one figure per kind of handshake", res.Floor)
+	}
+	for _, f := range res.Floor {
+		if f.CPUMicros == nil || !(*f.CPUMicros > 0) || f.ImapgateFloor == nil || !(*f.ImapgateFloor > 0) {
+			t.Errorf("floor %s: %s µs, imapgate/floor %s: want figures above 0", f.Handshake, fmtCell(f.CPUMicros), fmtCell(f.ImapgateFloor))
+		}
 	}
 
 	// Dovecot, both nginx, both imapgate and the memory upstream were
@@ -200,8 +228,10 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 
 	res := &compareResult{Rows: rows}
 	// Missing: fetch (5 cells), logins and their latencies (3 rows of 5),
-	// NOOP p99 (5), idle PSS (3).
-	if got, want := res.missing(), 5+15+5+3; got != want {
+	// NOOP p99 (5), idle PSS (3); fetch CPU (3: direct is n/a); fetch
+	// with a TLS upstream (2 rows of 3: nginx is n/a) and its CPU (2
+	// rows of 1: imapgate's only); CPU per login (3).
+	if got, want := res.missing(), 5+15+5+3+3+2*3+2*1+3; got != want {
 		t.Errorf("missing() = %d, want %d", got, want)
 	}
 	var out bytes.Buffer
@@ -224,11 +254,11 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 }
 
 func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
-	if got, want := len(compareFigures([]int{16, 64}, true, false)), len(compareFigures([]int{16, 64}, false, false))+6; got != want {
+	if got, want := len(compareFigures([]int{16, 64}, true, false)), len(compareFigures([]int{16, 64}, false, false))+16; got != want {
 		t.Errorf("%d rows with the memory logins, want %d", got, want)
 	}
 	s := samples{}
-	rate, p50, _ := loginFigures(16, loginsMemory)
+	rate, p50, _, _ := loginFigures(16, loginsMemory)
 	s.add(figLogins(16), nameNginx, 250)
 	s.add(figLogins(16), nameImapgate, 200)
 	s.add(rate, nameDirect, 4000)
@@ -275,15 +305,15 @@ func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
 // with direct n/a, and the notes give each proxy's resumed handshakes
 // and name one that resumed none.
 func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
-	if got, want := len(compareFigures([]int{16, 64}, true, true)), len(compareFigures([]int{16, 64}, true, false))+6; got != want {
+	if got, want := len(compareFigures([]int{16, 64}, true, true)), len(compareFigures([]int{16, 64}, true, false))+8; got != want {
 		t.Errorf("%d rows with the resumed logins, want %d", got, want)
 	}
 	if got, want := len(compareFigures([]int{16}, false, true)), len(compareFigures([]int{16}, false, false)); got != want {
 		t.Errorf("%d rows with resumed but no memory logins, want %d", got, want)
 	}
 	s := samples{}
-	memRate, _, _ := loginFigures(16, loginsMemory)
-	rate, p50, p99 := loginFigures(16, loginsMemoryResumed)
+	memRate, _, _, _ := loginFigures(16, loginsMemory)
+	rate, p50, p99, _ := loginFigures(16, loginsMemoryResumed)
 	if rate == memRate || !strings.HasSuffix(rate, "_resumed") {
 		t.Errorf("resumed key %q, memory key %q", rate, memRate)
 	}
@@ -337,10 +367,10 @@ func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
 			resumedRows = append(resumedRows, r)
 		}
 	}
-	if n := len(resumedRows); n != 3 {
-		t.Errorf("%d resumed rows at 16 workers, want 3", n)
+	if n := len(resumedRows); n != 4 {
+		t.Errorf("%d resumed rows at 16 workers, want 4", n)
 	}
-	if got := (&compareResult{Rows: resumedRows}).missing(); got != 0 {
+	if got := (&compareResult{Rows: resumedRows[:3]}).missing(); got != 0 {
 		t.Errorf("the resumed rows miss %d cells, want 0", got)
 	}
 }
@@ -364,7 +394,7 @@ func TestNginxConfigLoadsTheMailModuleAndStaysInItsDirectory(t *testing.T) {
 }
 
 func TestImapgateConfigIsPlaintextUpstreamWithoutDelay(t *testing.T) {
-	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem")
+	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem", upstreamTLS{})
 	for _, want := range []string{
 		`address = "127.0.0.1:9993"`, `tls = "implicit"`, `address = "127.0.0.1:143"`, `tls = "none"`,
 		`failure_delay = "0s"`, "max_connections = 20000", "max_connections_per_ip = 20000",
@@ -402,5 +432,91 @@ func TestCompareRejectsBadCommandLines(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"compare", "--help"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "--source-count N") {
 		t.Errorf("compare --help: %d, %q", code, errOut.String())
+	}
+}
+
+// The fetch with TLS to Dovecot too has rows of its own, in which nginx
+// (which cannot) is n/a and direct is the client with the same TLS
+// straight to Dovecot.
+func TestTLSUpstreamFetchRowsHaveNginxNAAndDirectsFetch(t *testing.T) {
+	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:993", "/tmp/run/cert.pem", "/tmp/run/key.pem",
+		upstreamTLS{Mode: "implicit", CAFile: "/tmp/dovecot/cert.pem"})
+	for _, want := range []string{`address = "127.0.0.1:993"`, `tls = "implicit"`, `server_name = "localhost"`, `ca_file = "/tmp/dovecot/cert.pem"`} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("imapgate.toml lacks %q:\n%s", want, conf)
+		}
+	}
+	if strings.Contains(conf, `tls = "none"`) {
+		t.Errorf("imapgate.toml with a TLS upstream says tls = \"none\":\n%s", conf)
+	}
+	s := samples{}
+	s.add(figFetch, nameDirect, 500)
+	s.add(figFetch, nameNginx, 300)
+	s.add(figFetch, nameImapgate, 450)
+	s.add(figFetchCPU, nameNginx, 2)
+	s.add(figFetchCPU, nameImapgate, 1.5)
+	s.add(figFetchStartTLS, nameImapgate, 250)
+	s.add(figFetchStartTLSCPU, nameImapgate, 6)
+	s.add(figFetchStartTLS, nameDirect, 300)
+	s.add(figFetchStartTLS, nameNginx, 1) // not measured; ignored if it were
+	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, false, false))}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"fetch CPU per MB, ms n/a 2.00 1.50 0.75 n/a",
+		"fetch, upstream STARTTLS, MB/s 300 n/a 250 n/a 0.83",
+		"fetch CPU per MB, upstream STARTTLS, ms n/a n/a 6.00 n/a n/a",
+		"fetch, upstream implicit TLS, MB/s failed n/a failed n/a failed",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	byKey := map[string]compareRow{}
+	for _, r := range res.Rows {
+		byKey[r.Key] = r
+	}
+	starttls := []compareRow{byKey[figFetchStartTLS], byKey[figFetchStartTLSCPU]}
+	if got := (&compareResult{Rows: starttls}).missing(); got != 0 {
+		t.Errorf("the STARTTLS rows miss %d cells, want 0 (nginx is n/a)", got)
+	}
+	if got := (&compareResult{Rows: []compareRow{byKey[figFetchImplicitTLS]}}).missing(); got != 3 {
+		t.Errorf("the unmeasured implicit TLS row misses %d cells, want 3 (direct, imapgate and imapgate/direct)", got)
+	}
+}
+
+// The floor is printed after the table: each kind of bare handshake, the
+// key exchange it negotiated, and imapgate's CPU per login as a multiple
+// of it.
+func TestFloorIsPrintedBesideImapgatesCPUPerLogin(t *testing.T) {
+	c := &comparison{o: compareOptions{Workers: []int{16, 64}}, samples: samples{}, floorCurves: map[string]string{}}
+	_, _, _, full := loginFigures(16, loginsMemory)
+	_, _, _, hybrid := loginFigures(16, loginsMemoryHybrid)
+	c.samples.add(full, nameImapgate, 900)
+	c.samples.add(full, nameNginx, 2000)
+	c.samples.add(hybrid, nameImapgate, 1000)
+	c.samples.add(figFloorX25519, floorContender, 600)
+	c.samples.add(figFloorX25519, floorContender, 400)
+	c.samples.add(figFloorHybrid, floorContender, 800)
+	c.floorCurves[figFloorX25519] = "X25519"
+	c.floorCurves[figFloorHybrid] = "X25519MLKEM768"
+	res := &compareResult{Floor: c.floorFigures()}
+	if len(res.Floor) != 2 {
+		t.Fatalf("floor = %+v, want the two kinds measured", res.Floor)
+	}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"- full, client offers X25519 only (X25519): 500 µs; imapgate 900 µs (login_cpu_us_16_workers_memory_upstream): 1.80× the floor",
+		"- full, client offers X25519MLKEM768 (Go's default) (X25519MLKEM768): 800 µs; imapgate 1000 µs (login_cpu_us_16_workers_memory_upstream_hybrid_offered): 1.25× the floor",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -103,6 +103,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "auth-http", "handshake-server":
+		// compare's helper processes (compare_helpers.go), not for people.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		serve := runAuthHTTP
+		if cmd == "handshake-server" {
+			serve = runHandshakeServer
+		}
+		if err := serve(ctx, args, stderr); err != nil {
+			fmt.Fprintf(stderr, "imapbench %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
 	case "idle", "fetch", "logins", "latency":
 	default:
 		fmt.Fprintf(stderr, "imapbench: unknown scenario %q\n\n", cmd)
