@@ -1,10 +1,6 @@
 package proxytest
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,43 +22,9 @@ const (
 // returns them all. Tests stop, starve or
 // kill a part of Dovecot with them; see Signal.
 func (d *Dovecot) Processes(name string) []int {
-	type proc struct {
-		pid, ppid int
-		cmd       string
-	}
-	var procs []proc
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		pid, _ := strconv.Atoi(strings.Fields(s)[0])
-		ppid, _ := strconv.Atoi(f[1])
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		procs = append(procs, proc{pid, ppid, strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))})
-	}
-	in := map[int]bool{d.PID: true}
-	for changed := true; changed; {
-		changed = false
-		for _, p := range procs {
-			if !in[p.pid] && in[p.ppid] {
-				in[p.pid], changed = true, true
-			}
-		}
-	}
 	var pids []int
-	for _, p := range procs {
-		if in[p.pid] && (name == ProcAll || strings.HasSuffix(p.cmd, "/"+name) || p.pid == d.PID && name == ProcMaster) {
+	for _, p := range processesUnder(d.PID) {
+		if name == ProcAll || strings.HasSuffix(p.cmd, "/"+name) || p.pid == d.PID && name == ProcMaster {
 			pids = append(pids, p.pid)
 		}
 	}
