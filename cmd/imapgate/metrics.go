@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,9 +236,17 @@ func watchUpstream(ctx context.Context, wg *sync.WaitGroup, g *proxy.UpstreamGro
 	})
 }
 
-// metricsHandler serves /metrics, /healthz and /readyz.
-func metricsHandler(m *gateMetrics, h *health) http.Handler {
+// metricsHandler serves /metrics, /healthz and /readyz, and with
+// profiles Go's profiles under /debug/pprof/ (README [metrics]).
+func metricsHandler(m *gateMetrics, h *health, profiles bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

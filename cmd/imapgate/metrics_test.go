@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -50,7 +51,7 @@ func TestReadyzFollowsTheUpstreamProbes(t *testing.T) {
 	m := newMetrics(nil)
 	h := &health{certs: certs.Leaves, groups: func() []*proxy.UpstreamGroup { return groups }}
 	h.bound.Store(true)
-	hd := metricsHandler(m, h)
+	hd := metricsHandler(m, h, false)
 	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
 		hd.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
@@ -117,5 +118,20 @@ func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestProfilesAreServedOnlyWhenMetricsPprofIsOn(t *testing.T) {
+	m := newMetrics(nil)
+	h := &health{certs: func() []*x509.Certificate { return nil }, groups: func() []*proxy.UpstreamGroup { return nil }}
+	for _, on := range []bool{false, true} {
+		hd := metricsHandler(m, h, on)
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/trace?seconds=0.05"} {
+			rec := httptest.NewRecorder()
+			hd.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			if want := map[bool]int{false: 404, true: 200}[on]; rec.Code != want {
+				t.Errorf("pprof = %v: GET %s = %d, want %d", on, path, rec.Code, want)
+			}
+		}
 	}
 }

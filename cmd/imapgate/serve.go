@@ -112,7 +112,7 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		}
 		h := &health{certs: m.leaves, groups: func() []*proxy.UpstreamGroup { return srv.Config().Router.Upstreams }}
 		h.bound.Store(true)
-		go serveMetrics(watchCtx, mln, metricsHandler(m, h), log)
+		go serveMetrics(watchCtx, mln, metricsHandler(m, h, cfg.Metrics.Pprof), log)
 		log.Info("serving metrics", "address", mln.Addr().String())
 	}
 	go trimMemory(watchCtx, 5*time.Second, 4<<20, log)
