@@ -48,6 +48,11 @@ import (
 // with, and what the child client sends.
 type loginCPUCase struct {
 	name string
+	// bare makes the proxy's side a bare TLS server in place of
+	// imapgate (the floor, like cmd/imapbench's BareServerHandshake,
+	// measured in this same harness): it completes the handshake, writes
+	// one byte and closes, and the child client only handshakes.
+	bare bool
 	// configure sets up the proxy's side (mechanisms, verifiers, stores,
 	// the listener's TLS) and returns the environment the child client
 	// needs (IMAPGATE_LOGINCPU_*).
@@ -55,6 +60,7 @@ type loginCPUCase struct {
 }
 
 var loginCPUCases = []loginCPUCase{
+	{name: "bare-handshake", bare: true, configure: func(*testing.B, *Config, *tls.Config) []string { return nil }},
 	{name: "PLAIN-passthrough", configure: func(*testing.B, *Config, *tls.Config) []string {
 		return []string{"IMAPGATE_LOGINCPU_IR=" + plainIR(testUser, testPass)}
 	}},
@@ -125,19 +131,33 @@ func benchSCRAM(b *testing.B, cfg *Config, mech string) []string {
 		"IMAPGATE_LOGINCPU_SCRAM_LOGIN=" + list[0].SCRAMLogin(), "IMAPGATE_LOGINCPU_SCRAM_PASS=" + secret}
 }
 
+// The client offers Go's default key exchanges (the hybrid
+// X25519MLKEM768 first, which imapgate accepts); for the bare handshake
+// and PLAIN pass-through also X25519 alone, as OpenSSL 3.0's clients do,
+// so that every login figure has its floor in the same run:
+//
+//	go test -run '^$' -bench 'LoginCPU/(bare|PLAIN-passthrough/)' -benchtime 2000x ./proxy/
 func BenchmarkLoginCPU(b *testing.B) {
 	for _, c := range loginCPUCases {
 		for _, resume := range []bool{false, true} {
-			name := c.name + "/full-handshake"
-			if resume {
-				name = c.name + "/resumed" // TLS 1.3 resumption: the mechanism's share shows
+			for _, x25519 := range []bool{false, true} {
+				if x25519 && !c.bare && c.name != "PLAIN-passthrough" {
+					continue
+				}
+				name := c.name + "/full-handshake"
+				if resume {
+					name = c.name + "/resumed" // TLS 1.3 resumption: the mechanism's share shows
+				}
+				if x25519 {
+					name += "-X25519"
+				}
+				b.Run(name, func(b *testing.B) { benchLoginCPU(b, c, resume, x25519) })
 			}
-			b.Run(name, func(b *testing.B) { benchLoginCPU(b, c, resume) })
 		}
 	}
 }
 
-func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
+func benchLoginCPU(b *testing.B, c loginCPUCase, resume, x25519 bool) {
 	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
 	if err != nil {
 		b.Fatal(err)
@@ -163,17 +183,22 @@ func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
 	upLn.Close() // the child serves it, from upFile
 	tc := tlsconf.ServerConfig(store, 0)
 	env := c.configure(b, cfg, tc)
-	srv := NewServer(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(ln, Listener{Name: "implicit", Mode: TLSImplicit, TLSConfig: tc})
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
+	if c.bare {
+		go serveBareHandshakes(ln, tc)
+		defer ln.Close()
+	} else {
+		srv := NewServer(cfg)
+		go srv.Serve(ln, Listener{Name: "implicit", Mode: TLSImplicit, TLSConfig: tc})
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+		}()
+	}
 	caFile := b.TempDir() + "/ca.pem"
 	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
 		b.Fatal(err)
@@ -185,7 +210,9 @@ func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
 		"IMAPGATE_LOGINCPU_PROXY="+ln.Addr().String(),
 		"IMAPGATE_LOGINCPU_CA="+caFile,
 		"IMAPGATE_LOGINCPU_N="+strconv.Itoa(b.N),
-		"IMAPGATE_LOGINCPU_RESUME="+strconv.FormatBool(resume))
+		"IMAPGATE_LOGINCPU_RESUME="+strconv.FormatBool(resume),
+		"IMAPGATE_LOGINCPU_BARE="+strconv.FormatBool(c.bare),
+		"IMAPGATE_LOGINCPU_X25519="+strconv.FormatBool(x25519))
 	cmd.ExtraFiles = []*os.File{upFile} // fd 3 in the child
 	cmd.Stderr = os.Stderr
 	before := cpuTime(b)
@@ -198,9 +225,38 @@ func benchLoginCPU(b *testing.B, c loginCPUCase, resume bool) {
 	}
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N), "cpu-µs/login")
 	var resumed int
-	fmt.Sscanf(string(out[strings.Index(string(out), "logins ok"):]), "logins ok, %d resumed", &resumed)
+	var curve string
+	fmt.Sscanf(string(out[strings.Index(string(out), "logins ok"):]), "logins ok, %d resumed, key exchange %s", &resumed, &curve)
 	if resume && resumed < b.N-1 { // the first login of a run has no ticket yet
 		b.Fatalf("%d of %d logins resumed their TLS session", resumed, b.N)
+	}
+	want := "X25519MLKEM768"
+	if x25519 {
+		want = "X25519"
+	}
+	if curve != want {
+		b.Fatalf("key exchange %q, want %q", curve, want)
+	}
+}
+
+// serveBareHandshakes is the floor's server: imapgate's TLS configuration
+// and nothing else, like `imapbench handshake-server`. The byte it writes
+// makes the client read the session ticket that follows the handshake.
+func serveBareHandshakes(ln net.Listener, tc *tls.Config) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go serveBareHandshake(tls.Server(c, tc))
+	}
+}
+
+func serveBareHandshake(c *tls.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if c.Handshake() == nil {
+		c.Write([]byte{'.'})
 	}
 }
 
@@ -237,6 +293,9 @@ func TestLoginCPUChild(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	tc := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if os.Getenv("IMAPGATE_LOGINCPU_X25519") == "true" {
+		tc.CurvePreferences = []tls.CurveID{tls.X25519}
+	}
 	if os.Getenv("IMAPGATE_LOGINCPU_RESUME") == "true" {
 		tc.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 	}
@@ -258,24 +317,50 @@ func TestLoginCPUChild(t *testing.T) {
 		}
 	}
 	resumed := 0
+	var curve tls.CurveID
 	for i := range n {
-		if err := childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR"), sc, &resumed); err != nil {
+		var err error
+		if os.Getenv("IMAPGATE_LOGINCPU_BARE") == "true" {
+			err = childHandshake(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, &resumed, &curve)
+		} else {
+			err = childLogin(os.Getenv("IMAPGATE_LOGINCPU_PROXY"), tc, mech, os.Getenv("IMAPGATE_LOGINCPU_IR"), sc, &resumed, &curve)
+		}
+		if err != nil {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
-	fmt.Printf("logins ok, %d resumed\n", resumed)
+	fmt.Printf("logins ok, %d resumed, key exchange %s\n", resumed, curve)
 }
 
-// childLogin connects, authenticates with mech and the initial response
-// ir (base64), or with SCRAM's conversation when sc is set, and logs out.
-func childLogin(addr string, tc *tls.Config, mech, ir string, sc *xdg.Client, resumed *int) error {
+// childHandshake is the floor's client: a handshake, and the server's byte.
+func childHandshake(addr string, tc *tls.Config, resumed *int, curve *tls.CurveID) error {
 	conn, err := tls.Dial("tcp", addr, tc)
 	if err != nil {
 		return err
 	}
-	if conn.ConnectionState().DidResume {
+	defer conn.Close()
+	st := conn.ConnectionState()
+	if st.DidResume {
 		*resumed++
 	}
+	*curve = st.CurveID
+	var b [1]byte
+	_, err = io.ReadFull(conn, b[:])
+	return err
+}
+
+// childLogin connects, authenticates with mech and the initial response
+// ir (base64), or with SCRAM's conversation when sc is set, and logs out.
+func childLogin(addr string, tc *tls.Config, mech, ir string, sc *xdg.Client, resumed *int, curve *tls.CurveID) error {
+	conn, err := tls.Dial("tcp", addr, tc)
+	if err != nil {
+		return err
+	}
+	st := conn.ConnectionState()
+	if st.DidResume {
+		*resumed++
+	}
+	*curve = st.CurveID
 	defer conn.Close()
 	r := bufio.NewReader(conn)
 	if _, err := imapwire.ReadLine(r, 4096); err != nil {
