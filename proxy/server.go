@@ -181,6 +181,9 @@ type Server struct {
 	freed chan struct{}
 	// acceptErrors counts accept failures Serve retried (AcceptErrors).
 	acceptErrors atomic.Uint64
+	// preauthPool holds the pre-auth readers and writers of ended
+	// pre-auth phases (*preauthBufs; see preauthBuffers).
+	preauthPool sync.Pool
 }
 
 // NewServer returns a Server using cfg.

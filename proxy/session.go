@@ -154,8 +154,12 @@ func (s *session) preauth() bool {
 	defer stop()
 
 	s.in = preauthReader{r: s.raw, left: maxPreauthBytes}
-	s.r = bufio.NewReaderSize(&s.in, 2048)
-	s.w = bufio.NewWriterSize(s.raw, 2048)
+	bufs := s.srv.preauthBuffers(&s.in, s.raw)
+	defer func() {
+		s.r, s.w, s.cr = nil, nil, commandReader{}
+		s.srv.releasePreauthBuffers(bufs)
+	}()
+	s.r, s.w = bufs.r, bufs.w
 	if s.l.Mode == TLSImplicit {
 		if !s.handshake() {
 			return false
@@ -177,6 +181,34 @@ func (s *session) preauth() bool {
 	stop()
 	s.cancel()
 	return s.startRelay()
+}
+
+// preauthBufs are a session's reader and writer before login (2 KiB
+// each), which the Server pools: the pre-auth exchange is a few hundred
+// bytes, and every login used to allocate both and drop them at the relay.
+type preauthBufs struct {
+	r *bufio.Reader
+	w *bufio.Writer
+}
+
+// preauthBuffers returns a reader of r and a writer to w, pooled.
+func (srv *Server) preauthBuffers(r io.Reader, w io.Writer) *preauthBufs {
+	b, _ := srv.preauthPool.Get().(*preauthBufs)
+	if b == nil {
+		return &preauthBufs{r: bufio.NewReaderSize(r, 2048), w: bufio.NewWriterSize(w, 2048)}
+	}
+	b.r.Reset(r)
+	b.w.Reset(w)
+	return b
+}
+
+// releasePreauthBuffers puts b back, holding no connection. What the
+// buffers still hold of the last session is never read again: a reader
+// and a writer start empty after Reset.
+func (srv *Server) releasePreauthBuffers(b *preauthBufs) {
+	b.r.Reset(nil)
+	b.w.Reset(nil)
+	srv.preauthPool.Put(b)
 }
 
 // finish ends the session exactly once: the session_end event, the

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/imapgate/imapgate/auth"
@@ -34,7 +35,7 @@ func (s *session) handshake() bool {
 	st := tc.ConnectionState()
 	ev.Result = ResultOK
 	ev.TLSVersion = tls.VersionName(st.Version)
-	ev.TLSCipher = tls.CipherSuiteName(st.CipherSuite)
+	ev.TLSCipher = cipherSuiteName(st.CipherSuite)
 	ev.SNI = st.ServerName
 	if st.NegotiatedProtocol == alpnACME {
 		// An ACME CA validating TLS-ALPN-01 (RFC 8737): the handshake
@@ -58,6 +59,33 @@ func (s *session) handshake() bool {
 	s.r.Reset(&s.in)
 	s.w.Reset(tc)
 	return true
+}
+
+// cipherSuiteName is tls.CipherSuiteName without its cost for the suites
+// a listener negotiates: crypto/tls builds its whole list of suites on
+// every call (some 20 allocations), once per login for the tls event.
+func cipherSuiteName(id uint16) string {
+	switch id {
+	case tls.TLS_AES_128_GCM_SHA256:
+		return "TLS_AES_128_GCM_SHA256"
+	case tls.TLS_AES_256_GCM_SHA384:
+		return "TLS_AES_256_GCM_SHA384"
+	case tls.TLS_CHACHA20_POLY1305_SHA256:
+		return "TLS_CHACHA20_POLY1305_SHA256"
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
+		return "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+	case tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:
+		return "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
+		return "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+	case tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
+		return "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+	case tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256:
+		return "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+	case tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+		return "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+	}
+	return tls.CipherSuiteName(id)
 }
 
 // tlsFailureReason turns a handshake error into its audit reason.
@@ -116,9 +144,17 @@ type handshakeConn struct {
 // servingConfig wraps a listener's TLS config for Serve: every handshake
 // uses the config base would (its own, or what its GetConfigForClient
 // returns), with a GetCertificate that also records the certificate it
-// chose in the handshake's handshakeConn. The wrapper itself is the config
-// crypto/tls keeps session ticket keys in, one per listener as before.
+// chose in the handshake's handshakeConn (hello.Conn). The wrapper itself
+// is the config crypto/tls keeps session ticket keys in, one per listener
+// as before.
+//
+// The recording copy of a config is made once and reused while base keeps
+// returning that config (crypto/tls forbids changing a Config once used,
+// so the copy stays true to it): a copy per handshake cost every login a
+// tls.Config's worth of allocation. A reload that stores a new config
+// gets a new copy at its first handshake.
 func servingConfig(base *tls.Config) *tls.Config {
+	var last atomic.Pointer[recordingConfig]
 	return &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		cfg := base
 		if base.GetConfigForClient != nil {
@@ -130,19 +166,36 @@ func servingConfig(base *tls.Config) *tls.Config {
 				cfg = c
 			}
 		}
-		hc, ok := hello.Conn.(*handshakeConn)
-		if !ok {
+		if _, ok := hello.Conn.(*handshakeConn); !ok {
 			return cfg, nil
 		}
-		rec := cfg.Clone()
-		rec.GetConfigForClient = nil
-		rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			c, err := chooseCertificate(cfg, hello)
-			hc.served = c
-			return c, err
+		if r := last.Load(); r != nil && r.of == cfg {
+			return r.rec, nil
 		}
-		return rec, nil
+		r := &recordingConfig{of: cfg, rec: recording(cfg)}
+		last.Store(r)
+		return r.rec, nil
 	}}
+}
+
+// recordingConfig is the recording copy (rec) of a config (of).
+type recordingConfig struct {
+	of, rec *tls.Config
+}
+
+// recording copies cfg with a GetCertificate that records its choice in
+// the handshake's handshakeConn.
+func recording(cfg *tls.Config) *tls.Config {
+	rec := cfg.Clone()
+	rec.GetConfigForClient = nil
+	rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := chooseCertificate(cfg, hello)
+		if hc, ok := hello.Conn.(*handshakeConn); ok {
+			hc.served = c
+		}
+		return c, err
+	}
+	return rec
 }
 
 // chooseCertificate is crypto/tls's choice of certificate for hello

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,5 +56,67 @@ func TestACMEChallengeHandshakeGetsNoGreeting(t *testing.T) {
 	}
 	if !strings.Contains(audit.String(), `"reason":"acme_challenge"`) {
 		t.Errorf("no tls event with reason acme_challenge:\n%s", audit.String())
+	}
+}
+
+// TestCipherSuiteNamesAreCryptoTLSs: the audit's tls_cipher words are
+// crypto/tls's names, for every suite it knows.
+func TestCipherSuiteNamesAreCryptoTLSs(t *testing.T) {
+	for _, c := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if got := cipherSuiteName(c.ID); got != c.Name {
+			t.Errorf("cipherSuiteName(%#04x) = %q, want %q", c.ID, got, c.Name)
+		}
+	}
+	if got, want := cipherSuiteName(0x1234), tls.CipherSuiteName(0x1234); got != want {
+		t.Errorf("unknown suite: %q, want %q", got, want)
+	}
+}
+
+// TestReloadedTLSConfigServesItsCertificateFromTheNextHandshake: a
+// listener whose config comes from GetConfigForClient (how serve reloads
+// certificates) serves the new config's certificate from the first
+// handshake after the swap, though Serve reuses its copy of a config
+// from handshake to handshake.
+func TestReloadedTLSConfigServesItsCertificateFromTheNextHandshake(t *testing.T) {
+	roots := x509.NewCertPool()
+	var configs [2]*tls.Config
+	for i := range configs {
+		cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots.AppendCertsFromPEM(certPEM)
+		store, err := tlsconf.LoadCertStore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.Add(cert)
+		configs[i] = tlsconf.ServerConfig(store, 0)
+	}
+	var live atomic.Pointer[tls.Config]
+	live.Store(configs[0])
+	tp := startProxy(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tp.srv.Serve(ln, Listener{Name: "live", Mode: TLSImplicit, TLSConfig: &tls.Config{
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return live.Load(), nil }}})
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	first := served()
+	if again := served(); !bytes.Equal(again, first) {
+		t.Fatal("the same config served two certificates")
+	}
+	live.Store(configs[1])
+	if after := served(); bytes.Equal(after, first) {
+		t.Error("after the config was swapped the handshake still served the old certificate")
 	}
 }
