@@ -421,6 +421,7 @@ func (s *session) startRelay() bool {
 		s.w.Write(b)
 		s.bytesOut += int64(n)
 	}
+	uc.dropReader()
 	if !s.flush() {
 		uc.Conn.Close()
 		return false

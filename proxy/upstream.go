@@ -155,7 +155,10 @@ type Upstream struct {
 	Master *MasterLogin
 
 	nextSource atomic.Uint64
-	failures   answerEstimate // how long the upstream takes to say NO
+	// buffers holds the readers and writers of finished exchanges
+	// (*upstreamBufs; see bufferConn).
+	buffers  sync.Pool
+	failures answerEstimate // how long the upstream takes to say NO
 }
 
 // DefaultLoginTimeout is the LoginTimeout used when it is zero: Dovecot
@@ -178,6 +181,48 @@ type UpstreamConn struct {
 	R *bufio.Reader
 	// Capabilities are the upstream's post-login capabilities.
 	Capabilities []string
+
+	// bufs is R's, and home the pool it goes back to (dropReader).
+	bufs *upstreamBufs
+	home *sync.Pool
+}
+
+// dropReader gives R's buffer back for the next login, once the caller
+// has copied the bytes R holds; R is nil afterwards. A caller that never
+// calls it leaves R to the garbage collector.
+func (uc *UpstreamConn) dropReader() {
+	if uc.home != nil {
+		uc.bufs.release(uc.home)
+	}
+	uc.R, uc.bufs, uc.home = nil, nil, nil
+}
+
+// upstreamBufs are an exchange's reader (4 KiB) and writer (1 KiB) on
+// its upstream connection, pooled per Upstream: a login moves a few
+// hundred bytes through them before the relay takes the connection.
+type upstreamBufs struct {
+	r *bufio.Reader
+	w *bufio.Writer
+}
+
+// bufferConn returns a reader and a writer on conn, pooled.
+func (u *Upstream) bufferConn(conn net.Conn) *upstreamBufs {
+	b, _ := u.buffers.Get().(*upstreamBufs)
+	if b == nil {
+		return &upstreamBufs{r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 1024)}
+	}
+	b.r.Reset(conn)
+	b.w.Reset(conn)
+	return b
+}
+
+// release puts b back into pool, holding no connection. What the
+// buffers still hold of the last exchange is never read again: a reader
+// and a writer start empty after Reset.
+func (b *upstreamBufs) release(pool *sync.Pool) {
+	b.r.Reset(nil)
+	b.w.Reset(nil)
+	pool.Put(b)
 }
 
 // connectTimeout bounds a login up to its credential, or a probe:
@@ -263,7 +308,8 @@ func (u *Upstream) connect(ctx context.Context, client ClientInfo) (_ *upstreamC
 		conn = tc
 	}
 	c.transport, c.conn = conn, conn
-	c.r, c.w = bufio.NewReaderSize(conn, 4096), bufio.NewWriterSize(conn, 1024)
+	c.bufs, c.home = u.bufferConn(conn), &u.buffers
+	c.r, c.w = c.bufs.r, c.bufs.w
 	if err := c.greeting(); err != nil {
 		return nil, err
 	}
@@ -367,7 +413,9 @@ func (u *Upstream) login(ctx context.Context, start time.Time, client ClientInfo
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable("login", err)
 	}
-	return &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps}, nil
+	uc = &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps, bufs: c.bufs, home: c.home}
+	c.bufs = nil // the caller's now (dropReader)
+	return uc, nil
 }
 
 // clientAnswer judges the upstream's answer to the client's own password.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
@@ -39,14 +40,23 @@ type upstreamClient struct {
 	// breaks it until stopWatching is called.
 	deadline     *connDeadline
 	stopWatching func() bool
+	// bufs are r's and w's, from home (the Upstream's pool); nil once
+	// handed over with the connection.
+	bufs *upstreamBufs
+	home *sync.Pool
 }
 
 // release ends the watch on the caller's context and, unless keep (the
-// connection is handed over), closes the connection.
+// connection is handed over), closes the connection and gives the
+// buffers back.
 func (c *upstreamClient) release(keep bool) {
 	c.stopWatching()
 	if !keep {
 		c.transport.Close()
+		if c.bufs != nil {
+			c.bufs.release(c.home)
+			c.bufs, c.r, c.w = nil, nil, nil
+		}
 	}
 }
 
