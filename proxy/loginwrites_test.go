@@ -6,6 +6,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,4 +120,50 @@ func (c *writeCountingConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
+}
+
+// TestSessionGoroutinesWaitBoundedThenLeave: after a burst of logins
+// the goroutines that served them wait for the next connection, at most
+// maxWaitingSessionGoroutines of them, and leave within a moment, so
+// that an idle proxy holds no session goroutine (README "Performance").
+// A login then still works: a waiting goroutine, or a new one, serves it.
+func TestSessionGoroutinesWaitBoundedThenLeave(t *testing.T) {
+	tp := startProxy(t, nil)
+	const logins = 3 * maxWaitingSessionGoroutines
+	var wg sync.WaitGroup
+	for range logins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := tp.dialImplicit(t)
+			c.send("a AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+			c.expect("a OK ")
+			c.send("b LOGOUT")
+			c.expectClosed()
+		}()
+	}
+	wg.Wait()
+	waitFor(t, func() bool { return tp.srv.Sessions() == 0 })
+	if n := sessionGoroutines(); n > maxWaitingSessionGoroutines {
+		t.Errorf("%d session goroutines wait after %d logins, want at most %d", n, logins, maxWaitingSessionGoroutines)
+	}
+	waitFor(t, func() bool { return sessionGoroutines() == 0 })
+	c := tp.dialImplicit(t)
+	c.send("a AUTHENTICATE PLAIN " + plainIR(testUser, testPass))
+	c.expect("a OK ")
+}
+
+// sessionGoroutines counts the goroutines waiting in
+// Server.awaitSession for a session (blocked in its select; one that
+// found enough waiting is on its way out, not counted).
+func sessionGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "proxy.(*Server).awaitSession(") && strings.Contains(g, " [select") {
+			n++
+		}
+	}
+	return n
 }

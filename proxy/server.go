@@ -181,6 +181,10 @@ type Server struct {
 	freed chan struct{}
 	// acceptErrors counts accept failures Serve retried (AcceptErrors).
 	acceptErrors atomic.Uint64
+	// handoff passes an accepted session to a session goroutine waiting
+	// in awaitSession; waitingSessionGoroutines counts those.
+	handoff                  chan *session
+	waitingSessionGoroutines atomic.Int32
 	// preauthPool holds the pre-auth readers and writers of ended
 	// pre-auth phases (*preauthBufs; see preauthBuffers).
 	preauthPool sync.Pool
@@ -188,7 +192,7 @@ type Server struct {
 
 // NewServer returns a Server using cfg.
 func NewServer(cfg *Config) *Server {
-	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, relays: newRelayShared()}
+	s := &Server{listeners: map[net.Listener]struct{}{}, sessions: map[*session]struct{}{}, relays: newRelayShared(), handoff: make(chan *session)}
 	s.relays.linger = cfg.parkAfter
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.cfg.Store(cfg)
@@ -250,8 +254,58 @@ func (s *Server) Serve(ln net.Listener, l Listener) error {
 			conn.Close()
 			return ErrServerClosed
 		}
-		go sess.serve()
+		s.startSession(sess)
 	}
+}
+
+// Session goroutines (README "Performance"): a goroutine whose session
+// has passed its pre-auth phase (to the relay, or to its end) waits a
+// moment for the next accepted connection rather than exiting, so the
+// stack the TLS handshake grew serves the next handshake instead of being
+// freed and grown again from its starting size, copy by copy. At most
+// maxWaitingSessionGoroutines wait, each for at most
+// sessionGoroutineWait, and none after Shutdown: an idle proxy keeps none.
+const (
+	maxWaitingSessionGoroutines = 8
+	sessionGoroutineWait        = 500 * time.Millisecond
+)
+
+// startSession hands sess to a waiting session goroutine, or starts one.
+func (s *Server) startSession(sess *session) {
+	select {
+	case s.handoff <- sess:
+	default:
+		go s.serveSessions(sess)
+	}
+}
+
+// serveSessions is a session goroutine: it serves sess up to the relay,
+// then the sessions startSession hands it while it waits.
+func (s *Server) serveSessions(sess *session) {
+	for sess != nil {
+		sess.serve()
+		sess = s.awaitSession()
+	}
+}
+
+// awaitSession waits for startSession's next session, unless enough
+// goroutines wait already; nil when none came in time or the server is
+// shutting down.
+func (s *Server) awaitSession() *session {
+	if s.waitingSessionGoroutines.Add(1) > maxWaitingSessionGoroutines {
+		s.waitingSessionGoroutines.Add(-1)
+		return nil
+	}
+	defer s.waitingSessionGoroutines.Add(-1)
+	t := time.NewTimer(sessionGoroutineWait)
+	defer t.Stop()
+	select {
+	case sess := <-s.handoff:
+		return sess
+	case <-t.C:
+	case <-s.base.Done():
+	}
+	return nil
 }
 
 // acceptFailures is one listener's failed accepts: the current run (how
