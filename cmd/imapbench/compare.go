@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -120,6 +122,21 @@ type compareOptions struct {
 	// login instead of forking one per login (see
 	// proxytest.DovecotOptions.ReuseProcesses).
 	ReuseProcesses bool
+	// StormSessions are the storm's sessions, set up, dropped and
+	// reconnected through the memory upstream's nginx and imapgate.
+	StormSessions int
+	// StormWithin bounds each storm's reconnect; StormSettle is how long
+	// after the setup and after the storm its memory is sampled.
+	StormWithin, StormSettle time.Duration
+	// NginxBacklog is the listen backlog of the storm's nginx (the
+	// memory upstream's): 0 leaves nginx's default (511).
+	NginxBacklog int
+	// Profile is a directory for CPU profiles of imapgate during each
+	// storm (metrics.pprof); if empty, none is taken.
+	Profile string
+	// Scenarios are the scenarios to run (compareScenarios); if nil,
+	// all of them.
+	Scenarios map[string]bool
 	// Imapgate is a built imapgate. If empty, ./cmd/imapgate of the
 	// repository is built into the run's directory.
 	Imapgate string
@@ -132,9 +149,23 @@ type compareOptions struct {
 // comparePassword is every generated user's password.
 const comparePassword = "compare-Secret!1"
 
+// compareScenarios are the scenarios of a comparison, in the order they
+// run, as --scenarios names them.
+var compareScenarios = []string{"idle", "fetch", "logins", "memory-logins", "floor", "storm", "latency"}
+
+// runs says whether the scenario is to run.
+func (o compareOptions) runs(scenario string) bool {
+	return o.Scenarios == nil || o.Scenarios[scenario]
+}
+
+// maxStormSessions is the storm's ceiling: a proxied session holds two
+// descriptors, and the proxies here may open 20,000 each.
+const maxStormSessions = 9500
+
 func defaultCompareOptions() compareOptions {
 	return compareOptions{
-		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 3 * time.Second,
+		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 30 * time.Second,
+		StormSessions: maxStormSessions, StormWithin: defaultStormWithin, StormSettle: defaultStormSettle, NginxBacklog: somaxconn(),
 		Users: 2000, Messages: 2000, MessageSize: 50_000,
 		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, ResumedLogins: true, ReuseProcesses: true, Count: 2000,
 		Concurrency: defaultConcurrency, Timeout: 10 * time.Second,
@@ -151,6 +182,7 @@ func quickCompareOptions() compareOptions {
 	// than one tick (TestCompareQuick failed about one run in three).
 	o.Users, o.Messages = 100, 800
 	o.Duration, o.Count = time.Second, 200
+	o.StormSessions, o.StormSettle = 200, time.Second
 	o.Quick = true
 	return o
 }
@@ -168,7 +200,8 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		asJSON   = fs.Bool("json", false, "print the result as JSON")
 		quiet    = fs.Bool("quiet", false, "no progress on stderr")
 		verbose  = fs.Bool("verbose", false, "the scenarios' own progress on stderr too")
-		maxTime  = fs.Duration("max-time", 20*time.Minute, "bound on the whole run")
+		maxTime  = fs.Duration("max-time", 30*time.Minute, "bound on the whole run")
+		scenList = fs.String("scenarios", "all", "scenarios to run, comma-separated")
 		imapgate = fs.String("imapgate", "", "a built imapgate `PATH` (default: build ./cmd/imapgate)")
 	)
 	fs.IntVar(&o.Rounds, "rounds", d.Rounds, "rounds of every scenario")
@@ -184,6 +217,10 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.ReuseProcesses, "reuse-processes", d.ReuseProcesses, "Dovecot's imap processes serve login after login instead of one fork per login")
 	fs.IntVar(&o.Count, "count", d.Count, "latency: NOOP round trips per round")
 	fs.DurationVar(&o.Timeout, "timeout", d.Timeout, "how long each step may wait for a server")
+	fs.IntVar(&o.StormSessions, "storm-sessions", d.StormSessions, "storm: sessions dropped and reconnected at once")
+	fs.DurationVar(&o.StormWithin, "storm-within", d.StormWithin, "storm: bound on each reconnect storm")
+	fs.IntVar(&o.NginxBacklog, "nginx-backlog", d.NginxBacklog, "storm: the listen backlog of the storm's nginx; 0 is nginx's default, 511")
+	fs.StringVar(&o.Profile, "profile", "", "storm: save a CPU profile of imapgate during each storm in `DIR`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -224,6 +261,8 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		keep("messages", &o.Messages, q.Messages)
 		keep("message-size", &o.MessageSize, q.MessageSize)
 		keep("count", &o.Count, q.Count)
+		keep("storm-sessions", &o.StormSessions, q.StormSessions)
+		o.StormSettle = q.StormSettle
 		keepD("hold", &o.Hold, q.Hold)
 		keepD("duration", &o.Duration, q.Duration)
 		if !set["max-time"] {
@@ -232,6 +271,10 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		o.Quick = true
 	}
 	var err error
+	if o.Scenarios, err = parseScenarios(*scenList); err != nil {
+		fmt.Fprintf(stderr, "imapbench compare: %v\n", err)
+		return 2
+	}
 	if o.Workers, err = parseWorkers(*workers); err == nil {
 		err = o.check()
 	}
@@ -281,6 +324,35 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// parseScenarios parses --scenarios: "all" (nil: every scenario) or
+// names of compareScenarios, comma-separated.
+func parseScenarios(s string) (map[string]bool, error) {
+	if strings.TrimSpace(s) == "all" {
+		return nil, nil
+	}
+	set := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(compareScenarios, f) {
+			return nil, fmt.Errorf("--scenarios: %q is not one of all, %s", f, strings.Join(compareScenarios, ", "))
+		}
+		set[f] = true
+	}
+	return set, nil
+}
+
+// somaxconn is net.core.somaxconn, the backlog Go listens with (4096 on
+// Linux 5.4 and later, when /proc cannot say).
+func somaxconn() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 4096
+}
+
 // parseWorkers parses "16,64".
 func parseWorkers(s string) ([]int, error) {
 	var ws []int
@@ -326,6 +398,12 @@ func (o compareOptions) check() error {
 		return fmt.Errorf("--count %d: want 1 to 1000000", o.Count)
 	case o.ResumedLogins && !o.MemoryLogins:
 		return errors.New("--resumed-logins needs --memory-logins")
+	case o.StormSessions < 1 || o.StormSessions > maxStormSessions:
+		return fmt.Errorf("--storm-sessions %d: want 1 to %d (the proxies' file limits: two descriptors per session)", o.StormSessions, maxStormSessions)
+	case o.StormWithin <= 0:
+		return errors.New("--storm-within must be positive")
+	case o.NginxBacklog < 0 || o.NginxBacklog > 65535:
+		return fmt.Errorf("--nginx-backlog %d: want 0 (nginx's default) to 65535", o.NginxBacklog)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -98,6 +99,15 @@ type compareSettings struct {
 	// login (service_count = 0) rather than one process per login.
 	ReuseProcesses bool `json:"dovecot_reuse_processes"`
 	Quick          bool `json:"quick"`
+	// The storm's sessions and bound, the listen backlog of its nginx
+	// (0: nginx's default, 511) and net.core.somaxconn, imapgate's; all
+	// zero without the storm.
+	StormSessions      int     `json:"storm_sessions,omitempty"`
+	StormWithinSeconds float64 `json:"storm_within_seconds,omitempty"`
+	NginxStormBacklog  int     `json:"nginx_storm_backlog,omitempty"`
+	Somaxconn          int     `json:"somaxconn,omitempty"`
+	// Scenarios are those --scenarios selected; empty: all.
+	Scenarios []string `json:"scenarios,omitempty"`
 }
 
 // compareRow is one figure: the median over the rounds of each
@@ -118,6 +128,8 @@ type compareRow struct {
 	// DirectNA says that direct has no value by definition (and so no
 	// imapgate/direct ratio): there is no proxy to measure.
 	DirectNA bool `json:"direct_na,omitempty"`
+	// RatioNA says the row is a count, which may be 0: no ratios.
+	RatioNA bool `json:"ratio_na,omitempty"`
 	// Rounds holds each contender's value of each round, in round order.
 	Rounds   map[string][]float64 `json:"rounds,omitempty"`
 	decimals int
@@ -126,12 +138,15 @@ type compareRow struct {
 // The figures' keys. Logins have one set per number of workers, one more
 // with the memory upstream and one more with it and resumed sessions.
 const (
-	figIdleRSS   = "idle_rss_kib_per_session"
-	figIdlePSS   = "idle_pss_kib_per_session"
-	figFetch     = "fetch_mb_per_s"
-	figNoopP50   = "noop_p50_us"
-	figNoopP99   = "noop_p99_us"
-	figNoopAdded = "noop_p50_added_us"
+	figIdleRSS = "idle_rss_kib_per_session"
+	// figIdleRSSSetup is the idle RSS per session 3 s after the last
+	// session was opened; figIdleRSS is at the end of the hold.
+	figIdleRSSSetup = "idle_rss_kib_per_session_3s"
+	figIdlePSS      = "idle_pss_kib_per_session"
+	figFetch        = "fetch_mb_per_s"
+	figNoopP50      = "noop_p50_us"
+	figNoopP99      = "noop_p99_us"
+	figNoopAdded    = "noop_p50_added_us"
 	// The fetch's CPU of the proxy's processes per MB, and the fetch
 	// through imapgate with TLS to Dovecot too (nginx cannot).
 	figFetchCPU            = "fetch_cpu_ms_per_mb"
@@ -143,6 +158,17 @@ const (
 	figFloorX25519         = "floor_cpu_us_x25519"
 	figFloorHybrid         = "floor_cpu_us_hybrid_offered"
 	figFloorResumed        = "floor_cpu_us_resumed"
+	// The storm's (compare_storm.go).
+	figStormAllBack       = "storm_seconds_all_back"
+	figStormP50           = "storm_reconnect_p50_ms"
+	figStormP99           = "storm_reconnect_p99_ms"
+	figStormNotOK         = "storm_attempts_not_ok"
+	figStormSessionsNotOK = "storm_sessions_not_ok"
+	figStormRefused       = "storm_logins_refused"
+	figStormPeakRSS       = "storm_peak_rss_mib"
+	figStormRSSSetup      = "storm_rss_kib_per_session_setup"
+	figStormRSSHeld       = "storm_rss_kib_per_session_held"
+	figStormRSSAfter      = "storm_rss_kib_per_session_after"
 )
 
 // figLoginCPU is the CPU time of the proxy's processes per login.
@@ -206,24 +232,31 @@ type figure struct {
 	decimals         int
 	directNA         bool
 	nginxNA          bool
+	// ratioNA marks a count, which may be 0: no ratios.
+	ratioNA bool
 	// minusDirect makes the row the figure of that key minus direct's.
 	minusDirect string
+	// scenario is the --scenarios name that measures it.
+	scenario string
 }
 
 // compareFigures are the table's rows: with the memory upstream's logins
 // after Dovecot's if memory is set, and the resumed ones after those if
 // resumed is set too. Direct has no TLS and so nothing to resume: its
-// cells of the resumed rows are n/a.
-func compareFigures(workers []int, memory, resumed bool) []figure {
+// cells of the resumed rows are n/a. The storm's rows, for stormSessions
+// sessions (none if 0), come before the latency's; direct's cells are
+// n/a (no proxy).
+func compareFigures(workers []int, memory, resumed bool, stormSessions int) []figure {
 	figs := []figure{
-		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
-		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
-		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
-		{key: figFetchCPU, label: "fetch CPU per MB", unit: "ms", decimals: 2, directNA: true},
-		{key: figFetchStartTLS, label: "fetch, upstream STARTTLS", unit: "MB/s", decimals: 0, nginxNA: true},
-		{key: figFetchStartTLSCPU, label: "fetch CPU per MB, upstream STARTTLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
-		{key: figFetchImplicitTLS, label: "fetch, upstream implicit TLS", unit: "MB/s", decimals: 0, nginxNA: true},
-		{key: figFetchImplicitTLSCPU, label: "fetch CPU per MB, upstream implicit TLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
+		{key: figIdleRSSSetup, label: "idle RSS per session 3 s after setup", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0, scenario: "fetch"},
+		{key: figFetchCPU, label: "fetch CPU per MB", unit: "ms", decimals: 2, directNA: true, scenario: "fetch"},
+		{key: figFetchStartTLS, label: "fetch, upstream STARTTLS", unit: "MB/s", decimals: 0, nginxNA: true, scenario: "fetch"},
+		{key: figFetchStartTLSCPU, label: "fetch CPU per MB, upstream STARTTLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true, scenario: "fetch"},
+		{key: figFetchImplicitTLS, label: "fetch, upstream implicit TLS", unit: "MB/s", decimals: 0, nginxNA: true, scenario: "fetch"},
+		{key: figFetchImplicitTLSCPU, label: "fetch CPU per MB, upstream implicit TLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true, scenario: "fetch"},
 	}
 	kinds := []loginsKind{loginsDovecot}
 	if memory {
@@ -234,21 +267,54 @@ func compareFigures(workers []int, memory, resumed bool) []figure {
 	}
 	for _, kind := range kinds {
 		suffix, na := kind.label(), kind == loginsMemoryResumed || kind == loginsMemoryHybrid
+		scenario := "memory-logins"
+		if kind == loginsDovecot {
+			scenario = "logins"
+		}
 		for _, w := range workers {
 			rate, p50, p99, cpu := loginFigures(w, kind)
 			figs = append(figs,
-				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na},
-				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
-				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
-				figure{key: cpu, label: fmt.Sprintf("CPU per login @%d%s", w, suffix), unit: "µs", decimals: 0, directNA: true},
+				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na, scenario: scenario},
+				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na, scenario: scenario},
+				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na, scenario: scenario},
+				figure{key: cpu, label: fmt.Sprintf("CPU per login @%d%s", w, suffix), unit: "µs", decimals: 0, directNA: true, scenario: scenario},
 			)
 		}
 	}
+	n := fmtCount(stormSessions)
+	storm := []figure{
+		{key: figStormAllBack, label: "storm: seconds until all " + n + " back", unit: "s", decimals: 2},
+		{key: figStormP50, label: "storm: reconnect p50", unit: "ms", decimals: 0},
+		{key: figStormP99, label: "storm: reconnect p99", unit: "ms", decimals: 0},
+		{key: figStormNotOK, label: "storm: attempts not OK", unit: "count", ratioNA: true},
+		{key: figStormSessionsNotOK, label: "storm: sessions with an attempt not OK", unit: "count", ratioNA: true},
+		{key: figStormRefused, label: "storm: right passwords refused", unit: "count", ratioNA: true},
+		{key: figStormPeakRSS, label: "storm: peak RSS", unit: "MiB", decimals: 1},
+		{key: figStormRSSSetup, label: "storm: RSS per session 3 s after setup (" + n + " sessions)", unit: "KiB", decimals: 1},
+		{key: figStormRSSHeld, label: "storm: RSS per session after the hold", unit: "KiB", decimals: 1},
+		{key: figStormRSSAfter, label: "storm: RSS per session 3 s after the storm", unit: "KiB", decimals: 1},
+	}
+	for _, f := range storm {
+		if stormSessions <= 0 {
+			break
+		}
+		f.directNA, f.scenario = true, "storm"
+		figs = append(figs, f)
+	}
 	return append(figs,
-		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0},
-		figure{key: figNoopP99, label: "NOOP p99", unit: "µs", decimals: 0},
-		figure{key: figNoopAdded, label: "NOOP p50 added over direct", unit: "µs", decimals: 0, directNA: true, minusDirect: figNoopP50},
+		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0, scenario: "latency"},
+		figure{key: figNoopP99, label: "NOOP p99", unit: "µs", decimals: 0, scenario: "latency"},
+		figure{key: figNoopAdded, label: "NOOP p50 added over direct", unit: "µs", decimals: 0, directNA: true, minusDirect: figNoopP50, scenario: "latency"},
 	)
+}
+
+// fmtCount writes n with a thousands comma: 9,500.
+func fmtCount(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // samples are the measured values: figure key -> contender -> one value
@@ -286,7 +352,7 @@ func buildRows(s samples, figs []figure) []compareRow {
 		return nil
 	}
 	for _, f := range figs {
-		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, NginxNA: f.nginxNA, decimals: f.decimals}
+		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, NginxNA: f.nginxNA, RatioNA: f.ratioNA, decimals: f.decimals}
 		if f.minusDirect != "" {
 			d := med(f.minusDirect, nameDirect)
 			diff := func(name string) *float64 {
@@ -308,10 +374,10 @@ func buildRows(s samples, figs []figure) []compareRow {
 			}
 			r.Rounds = s[f.key]
 		}
-		if !f.nginxNA {
+		if !f.nginxNA && !f.ratioNA {
 			r.ImapgateNginx = ratio(r.Imapgate, r.Nginx)
 		}
-		if !f.directNA {
+		if !f.directNA && !f.ratioNA {
 			r.ImapgateDirect = ratio(r.Imapgate, r.Direct)
 		}
 		rows = append(rows, r)
@@ -333,10 +399,16 @@ func (res *compareResult) missing() int {
 	for _, r := range res.Rows {
 		cells := []*float64{r.Imapgate}
 		if !r.NginxNA {
-			cells = append(cells, r.Nginx, r.ImapgateNginx)
+			cells = append(cells, r.Nginx)
+			if !r.RatioNA {
+				cells = append(cells, r.ImapgateNginx)
+			}
 		}
 		if !r.DirectNA {
-			cells = append(cells, r.Direct, r.ImapgateDirect)
+			cells = append(cells, r.Direct)
+			if !r.RatioNA {
+				cells = append(cells, r.ImapgateDirect)
+			}
 		}
 		for _, c := range cells {
 			if c == nil {
@@ -460,8 +532,8 @@ func (res *compareResult) writeTable(w io.Writer) error {
 			na(r.Direct, r.DirectNA, r.decimals),
 			na(r.Nginx, r.NginxNA, r.decimals),
 			na(r.Imapgate, false, r.decimals),
-			na(r.ImapgateNginx, r.NginxNA, 2),
-			na(r.ImapgateDirect, r.DirectNA, 2),
+			na(r.ImapgateNginx, r.NginxNA || r.RatioNA, 2),
+			na(r.ImapgateDirect, r.DirectNA || r.RatioNA, 2),
 		})
 	}
 	widths := make([]int, len(header))
