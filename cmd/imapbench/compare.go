@@ -33,13 +33,13 @@ import (
 // imapgate processes with TLS to Dovecot (STARTTLS, implicit TLS).
 
 const compareUsage = `Usage:
-  imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--resumed-logins=true] [--quick] [--json]
+  imapbench compare [--rounds 3] [--sessions 2000] [--storm-sessions 9500] [--scenarios LIST] [--quick] [--json]
 
 Starts, on loopback and in a temporary directory, Dovecot with a generated mailbox, nginx's
 mail proxy (Debian's nginx and libnginx-mod-mail, with an auth_http responder in imapbench) and
 imapgate (built from this repository: run from it), both with implicit TLS and the same ECDSA
-P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, fetch, logins
-and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
+P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, fetch, logins,
+the storm and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
 prints the medians and the ratios imapgate/nginx and imapgate/direct.
 
 Dovecot's login work (its auth and imap processes; by default a fork and exec per login, with
@@ -66,6 +66,16 @@ TLS on both legs: fetch runs also through two more imapgate processes with upstr
 whose nginx cells are n/a (nginx's mail proxy speaks plaintext to its upstream) and whose direct
 cells are the client with the same TLS straight to Dovecot: the ceiling of Dovecot's own TLS.
 
+The storm (imapbench storm, through the memory upstream's nginx and imapgate, each restarted for
+the round: Dovecot's process per session cannot hold that many here): --storm-sessions sessions set
+up 64 at a time (connect, TLS, AUTHENTICATE PLAIN, SELECT INBOX, IDLE), held --hold, dropped at
+once with RST (SO_LINGER 0) and reconnected at once, a failed attempt retried after 1 s, within
+--storm-within: seconds until all are back, p50/p99 of one reconnect, attempts not OK, right
+passwords refused, peak RSS, and RSS per session 3 s after the setup, after the hold and 3 s after
+the storm. Both proxies may open 20,000 files per process (each nginx worker:
+worker_rlimit_nofile and worker_connections 20000); nginx listens with backlog=net.core.somaxconn,
+the backlog Go gives imapgate, unless --nginx-backlog says otherwise.
+
 Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
 processes to read their memory.
 
@@ -73,7 +83,7 @@ Flags:
   --rounds N           rounds of every scenario (default 3)
   --sessions N         idle: sessions held at once (default 2000)
   --source-count N     source addresses 127.1.0.1 .. 127.1.0.N for every connection (default 16)
-  --hold D             idle: how long the sessions are held (default 3s)
+  --hold D             idle and storm: how long the sessions are held (default 30s)
   --users N            users user1..userN in Dovecot; sessions and logins spread over them (default 2000)
   --messages N         messages in user1's INBOX, fetched whole (default 2000)
   --message-size B     size of each of them (default 50000: 100 MB in all)
@@ -87,9 +97,20 @@ Flags:
                        Dovecot's imap processes serve login after login (service_count = 0) instead
                        of one fork and exec per login (default true)
   --count N            latency: NOOP round trips per round (default 2000)
+  --storm-sessions N   storm: sessions dropped and reconnected at once (default 9500, at most 9500)
+  --storm-within D     storm: bound on each storm's reconnect (default 2m)
+  --nginx-backlog N    storm: listen backlog of the storm's nginx (default net.core.somaxconn, as
+                       Go's; 0 is nginx's own default, 511)
+  --imapgate-upstream-logins N
+                       storm: max_upstream_logins and upstream_login_queue of the storm's imapgate
+                       (0: no cap; default: imapgate's, 64 and 64)
+  --profile DIR        storm: save a CPU profile of imapgate during each storm (30 s from the drop)
+                       in DIR, from its /debug/pprof/ (metrics.pprof)
+  --scenarios LIST     only these, comma-separated: idle, fetch, logins, memory-logins, floor,
+                       storm, latency (default all)
   --imapgate PATH      a built imapgate to use instead of building ./cmd/imapgate
-  --quick              tiny sizes and durations, one round (a smoke test; about 25s)
-  --max-time D         bound on the whole run (default 20m)
+  --quick              tiny sizes and durations, one round (a smoke test; about 50s)
+  --max-time D         bound on the whole run (default 30m)
   --timeout D          how long each step may wait for a server (default 10s)
   --json               print the result as JSON
   --quiet              no progress on stderr
@@ -131,6 +152,10 @@ type compareOptions struct {
 	// NginxBacklog is the listen backlog of the storm's nginx (the
 	// memory upstream's): 0 leaves nginx's default (511).
 	NginxBacklog int
+	// MaxUpstreamLogins, if not nil, is policy.max_upstream_logins (and
+	// upstream_login_queue) of the memory upstream's imapgate, the
+	// storm's; nil leaves imapgate's defaults.
+	MaxUpstreamLogins *int
 	// Profile is a directory for CPU profiles of imapgate during each
 	// storm (metrics.pprof); if empty, none is taken.
 	Profile string
@@ -220,6 +245,7 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.StormSessions, "storm-sessions", d.StormSessions, "storm: sessions dropped and reconnected at once")
 	fs.DurationVar(&o.StormWithin, "storm-within", d.StormWithin, "storm: bound on each reconnect storm")
 	fs.IntVar(&o.NginxBacklog, "nginx-backlog", d.NginxBacklog, "storm: the listen backlog of the storm's nginx; 0 is nginx's default, 511")
+	upstreamLogins := fs.Int("imapgate-upstream-logins", -1, "storm: max_upstream_logins and upstream_login_queue of the storm's imapgate (0: no cap); -1 leaves imapgate's defaults")
 	fs.StringVar(&o.Profile, "profile", "", "storm: save a CPU profile of imapgate during each storm in `DIR`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -286,6 +312,9 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o.Imapgate = *imapgate
+	if *upstreamLogins >= 0 {
+		o.MaxUpstreamLogins = upstreamLogins
+	}
 
 	level := slog.LevelInfo
 	if *quiet {

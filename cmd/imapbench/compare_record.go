@@ -56,6 +56,7 @@ func (c *comparison) settings() compareSettings {
 	if o.runs("storm") {
 		st.StormSessions, st.StormWithinSeconds, st.NginxStormBacklog = o.StormSessions, o.StormWithin.Seconds(), o.NginxBacklog
 		st.Somaxconn = somaxconn()
+		st.ImapgateUpstreamLogins = o.MaxUpstreamLogins
 	}
 	if o.Scenarios != nil {
 		for _, s := range compareScenarios {

@@ -225,7 +225,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		}
 	}()
 	log.Info("nginx is up", "addr", ngx.addr, "pids", joinInts(ngx.pids()))
-	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, upstreamTLS{}, false, cmp.tlsConf)
+	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, upstreamTLS{}, gateExtra{}, cmp.tlsConf)
 	if err != nil {
 		return res, err
 	}
@@ -246,7 +246,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		{stdir, d.Addr, upstreamTLS{Mode: "starttls", CAFile: d.CAFile}},
 		{imdir, d.ImplicitAddr, upstreamTLS{Mode: "implicit", CAFile: d.CAFile}},
 	} {
-		tg, gerr := startImapgate(ctx, gateBin, g.dir, g.addr, certFile, keyFile, g.up, false, cmp.tlsConf)
+		tg, gerr := startImapgate(ctx, gateBin, g.dir, g.addr, certFile, keyFile, g.up, gateExtra{}, cmp.tlsConf)
 		if gerr != nil {
 			return res, fmt.Errorf("imapgate with upstream.tls = %q: %w", g.up.Mode, gerr)
 		}
@@ -273,7 +273,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		// workers share a listen socket unevenly), and the backlog asked
 		// for (by default the same as Go's, net.core.somaxconn).
 		tune := nginxTuning{Backlog: o.NginxBacklog, WorkerConnections: 20000}
-		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, tune, o.Profile != "", cmp.tlsConf); err != nil {
+		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, tune, gateExtra{Profile: o.Profile != "", MaxUpstreamLogins: o.MaxUpstreamLogins}, cmp.tlsConf); err != nil {
 			return res, err
 		}
 		defer func() {

@@ -392,22 +392,36 @@ output = %q
 %s`, listen, certFile, keyFile, upstream, upTLS, filepath.Join(dir, "audit.log"), metricsConf)
 }
 
+// gateExtra is what an imapgate of compare has beyond the configuration
+// every one has. The zero value adds nothing.
+type gateExtra struct {
+	// Profile serves Go's profiles on a fresh port (metrics.listen with
+	// metrics.pprof).
+	Profile bool
+	// MaxUpstreamLogins, if not nil, sets policy.max_upstream_logins and
+	// policy.upstream_login_queue (nil: imapgate's defaults, 64 and 64).
+	MaxUpstreamLogins *int
+}
+
 // startImapgate writes the configuration and starts imapgate on a fresh
-// port; with profile set, its profiles are served on another
-// (metrics.listen with metrics.pprof).
-func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, up upstreamTLS, profile bool, tlsConf *tls.Config) (*imapgateServer, error) {
+// port, with extra's additions.
+func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, up upstreamTLS, extra gateExtra, tlsConf *tls.Config) (*imapgateServer, error) {
 	var err error
 	for range startTries {
 		g := &imapgateServer{bin: bin, dir: dir, config: filepath.Join(dir, "imapgate.toml")}
 		if g.addr, err = freeLoopbackPort(); err != nil {
 			return nil, err
 		}
-		if profile {
+		if extra.Profile {
 			if g.metrics, err = freeLoopbackPort(); err != nil {
 				return nil, err
 			}
 		}
 		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile, up, g.metrics)
+		if n := extra.MaxUpstreamLogins; n != nil {
+			conf = strings.Replace(conf, "max_connections_per_network = 0\n",
+				fmt.Sprintf("max_connections_per_network = 0\nmax_upstream_logins = %d\nupstream_login_queue = %d\n", *n, *n), 1)
+		}
 		if err = os.WriteFile(g.config, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}

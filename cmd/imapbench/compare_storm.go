@@ -27,7 +27,7 @@ func (c *comparison) storm(ctx context.Context, ct contender, round int) error {
 	}
 	var prof *cpuProfile
 	o := stormOptions{Target: ct.target, Sessions: c.o.StormSessions, Concurrency: c.o.Concurrency, Hold: c.o.Hold,
-		Settle: c.o.StormSettle, Within: c.o.StormWithin, PIDs: ct.server.pids(), Log: c.o.RunnerLog}
+		Settle: c.o.StormSettle, Within: c.o.StormWithin, PIDs: ct.server.pids(), CPUPIDs: ct.server.cpuPIDs(), Log: c.o.RunnerLog}
 	if g, ok := ct.server.(*imapgateServer); ok && c.o.Profile != "" && g.metrics != "" {
 		file := filepath.Join(c.o.Profile, fmt.Sprintf("imapgate-storm-round%d.pprof", round+1))
 		o.OnDrop = func() { prof = startCPUProfile(ctx, g.metrics, file, min(c.o.StormWithin, 30*time.Second)) }
@@ -62,6 +62,9 @@ func (c *comparison) storm(ctx context.Context, ct contender, round int) error {
 	c.samples.add(figStormNotOK, ct.name, float64(r.AttemptsNotOK))
 	c.samples.add(figStormSessionsNotOK, ct.name, float64(r.SessionsNotOK))
 	c.samples.add(figStormRefused, ct.name, float64(r.LoginsRefused))
+	if r.Back > 0 {
+		c.samples.add(figStormCPU, ct.name, r.CPUSeconds*1e6/float64(r.Back))
+	}
 	m := r.Memory
 	if m == nil {
 		return errors.New("no memory measurement")
@@ -73,7 +76,7 @@ func (c *comparison) storm(ctx context.Context, ct contender, round int) error {
 	c.samples.add(figStormRSSAfter, ct.name, kib(m.PerSessionAfterRSSBytes))
 	c.log.Info("storm", "round", round+1, "target", ct.name, "sessions", r.SetUp, "back", r.Back,
 		"seconds", fmt.Sprintf("%.2f", r.StormSeconds), "p50", fmtMicros(r.Reconnect.P50Micros), "p99", fmtMicros(r.Reconnect.P99Micros),
-		"attempts", r.Attempts, "not_ok", r.AttemptsNotOK, "refused", r.LoginsRefused, "errors", errorSummary(r.AttemptErrors),
+		"cpu_us_per_session", fmt.Sprintf("%.0f", r.CPUSeconds*1e6/float64(max(r.Back, 1))), "attempts", r.Attempts, "not_ok", r.AttemptsNotOK, "refused", r.LoginsRefused, "errors", errorSummary(r.AttemptErrors),
 		"peak_rss", fmtBytes(m.PeakRSSBytes), "rss_kib_per_session_setup", fmt.Sprintf("%.1f", kib(m.PerSessionSetupRSSBytes)),
 		"held", fmt.Sprintf("%.1f", kib(m.PerSessionHeldRSSBytes)), "after_storm", fmt.Sprintf("%.1f", kib(m.PerSessionAfterRSSBytes)),
 		"pids", joinInts(ct.server.pids()))

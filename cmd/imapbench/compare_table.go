@@ -106,6 +106,10 @@ type compareSettings struct {
 	StormWithinSeconds float64 `json:"storm_within_seconds,omitempty"`
 	NginxStormBacklog  int     `json:"nginx_storm_backlog,omitempty"`
 	Somaxconn          int     `json:"somaxconn,omitempty"`
+	// ImapgateUpstreamLogins is the storm's imapgate's
+	// max_upstream_logins and upstream_login_queue when set
+	// (--imapgate-upstream-logins); nil: imapgate's defaults.
+	ImapgateUpstreamLogins *int `json:"imapgate_storm_max_upstream_logins,omitempty"`
 	// Scenarios are those --scenarios selected; empty: all.
 	Scenarios []string `json:"scenarios,omitempty"`
 }
@@ -165,6 +169,7 @@ const (
 	figStormNotOK         = "storm_attempts_not_ok"
 	figStormSessionsNotOK = "storm_sessions_not_ok"
 	figStormRefused       = "storm_logins_refused"
+	figStormCPU           = "storm_cpu_us_per_session"
 	figStormPeakRSS       = "storm_peak_rss_mib"
 	figStormRSSSetup      = "storm_rss_kib_per_session_setup"
 	figStormRSSHeld       = "storm_rss_kib_per_session_held"
@@ -289,6 +294,7 @@ func compareFigures(workers []int, memory, resumed bool, stormSessions int) []fi
 		{key: figStormNotOK, label: "storm: attempts not OK", unit: "count", ratioNA: true},
 		{key: figStormSessionsNotOK, label: "storm: sessions with an attempt not OK", unit: "count", ratioNA: true},
 		{key: figStormRefused, label: "storm: right passwords refused", unit: "count", ratioNA: true},
+		{key: figStormCPU, label: "storm: proxy CPU per session back", unit: "µs", decimals: 0},
 		{key: figStormPeakRSS, label: "storm: peak RSS", unit: "MiB", decimals: 1},
 		{key: figStormRSSSetup, label: "storm: RSS per session 3 s after setup (" + n + " sessions)", unit: "KiB", decimals: 1},
 		{key: figStormRSSHeld, label: "storm: RSS per session after the hold", unit: "KiB", decimals: 1},
@@ -438,7 +444,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 			s.NginxWorkers, authRequests),
 		`imapgate: upstream.tls = "none", policy.failure_delay = "0s", connection limits 20000 (also per IP), audit log to a file`,
 		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB; %s", s.Users, s.Messages, s.MessageSize, mb, dovecotProcesses(s.ReuseProcesses)),
-		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
+		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, 3 s after the last session opened and at the end of the hold, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
 			s.Sessions, s.HoldSeconds),
 		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
 		fmt.Sprintf("logins: connect + full TLS handshake (no resumption) + AUTHENTICATE PLAIN + LOGOUT in a loop for %gs per run; logins/s, latency of a whole cycle", s.LoginSeconds),
@@ -460,6 +466,27 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 		if s.ResumedLogins {
 			notes = append(notes, resumedNotes(res)...)
 		}
+	}
+	if s.StormSessions > 0 {
+		backlog := fmt.Sprintf("backlog=%d, as Go's (net.core.somaxconn = %d)", s.NginxStormBacklog, s.Somaxconn)
+		if s.NginxStormBacklog == 0 {
+			backlog = fmt.Sprintf("nginx's default backlog (511; imapgate's, Go's, is net.core.somaxconn = %d)", s.Somaxconn)
+		} else if s.NginxStormBacklog != s.Somaxconn {
+			backlog = fmt.Sprintf("backlog=%d (imapgate's, Go's, is net.core.somaxconn = %d)", s.NginxStormBacklog, s.Somaxconn)
+		}
+		gateCaps := "imapgate keeps its default budgets (auth_failures_*, and max_upstream_logins 64 with a queue of 64 waiting at most 2 s, beyond which a login gets NO [UNAVAILABLE]); only its connection caps are raised"
+		if n := s.ImapgateUpstreamLogins; n != nil {
+			gateCaps = fmt.Sprintf("imapgate keeps its default failure budgets (auth_failures_*) but has max_upstream_logins = %d and upstream_login_queue = %d (--imapgate-upstream-logins; its default is 64 and 64; 0 is no cap) and raised connection caps", *n, *n)
+		}
+		notes = append(notes,
+			fmt.Sprintf("storm: through the memory upstream's nginx and imapgate (Dovecot's process per session cannot hold them here), each restarted for the round; %d sessions over the users and source addresses set up 64 at a time (connect, TLS, AUTHENTICATE PLAIN, SELECT INBOX, IDLE until + idling), held %gs, then every client socket closed at once with RST (SO_LINGER 0: a client gone behind a NAT or Wi-Fi loss, and no client TIME_WAIT), and every session reconnecting at once on its own goroutine; a failed attempt (connection error, timeout, NO, BAD, BYE) counts and is retried after 1 s, the storm given up after %gs",
+				s.StormSessions, s.HoldSeconds, s.StormWithinSeconds),
+			fmt.Sprintf("storm: seconds from the drop until the last session is back in IDLE (failed when not all came back); reconnect p50/p99 from the drop to one session's + idling, retries included; right passwords refused: attempts whose AUTHENTICATE got NO, BAD or BYE (every session has the right password); proxy CPU per session back: utime + stime of its processes (nginx's with its auth_http responder) from the drop until the last was back, divided by the sessions back, failed attempts' work included; peak RSS of the proxy's processes sampled every 100 ms during the storm (nginx: master + workers); RSS per session (sample - before setup) / sessions, 3 s after the last was set up, at the end of the hold and 3 s after the last came back; direct: nothing to measure"),
+			fmt.Sprintf("storm: the same descriptor limit for both, 20,000 per process (imapgate inherits imapbench's RLIMIT_NOFILE; nginx: worker_rlimit_nofile 20000 and worker_connections 20000 in each of its %d workers, so one worker may take every session); nginx listens with %s; %s", s.NginxWorkers, backlog, gateCaps),
+		)
+	}
+	if len(s.Scenarios) > 0 {
+		notes = append(notes, "scenarios: only "+strings.Join(s.Scenarios, ", ")+" (--scenarios); the other rows are left out")
 	}
 	notes = append(notes,
 		fmt.Sprintf("latency: one session, %d sequential NOOPs per round", s.NoopCount),

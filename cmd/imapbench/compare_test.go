@@ -565,3 +565,84 @@ func TestFloorIsPrintedBesideImapgatesCPUPerLogin(t *testing.T) {
 		}
 	}
 }
+
+// The storm's nginx gets the backlog asked for and room in each worker
+// for every session; the storm's imapgate serves its profiles and, when
+// asked, other upstream login caps.
+func TestStormServersHaveTheSameLimitsAndTheirOptions(t *testing.T) {
+	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem",
+		nginxTuning{Backlog: 4096, WorkerConnections: 20000})
+	for _, want := range []string{"listen 127.0.0.1:9993 backlog=4096 ssl;", "worker_connections 20000;", "worker_rlimit_nofile 20000;"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem", nginxTuning{}); strings.Contains(conf, "backlog") {
+		t.Errorf("nginx.conf without a backlog asked for sets one:\n%s", conf)
+	}
+	gate := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem", upstreamTLS{}, "127.0.0.1:9100")
+	for _, want := range []string{"[metrics]\nlisten = \"127.0.0.1:9100\"\npprof = true\n"} {
+		if !strings.Contains(gate, want) {
+			t.Errorf("imapgate.toml lacks %q:\n%s", want, gate)
+		}
+	}
+	if strings.Contains(gate, "max_upstream_logins") || strings.Contains(gate, "auth_failures") {
+		t.Errorf("imapgate.toml changes a budget or the upstream login cap:\n%s", gate)
+	}
+}
+
+// Counts (the storm's attempts not OK) may be 0 and have no ratios; a
+// storm that did not bring every session back has no "all back" figure.
+func TestStormRowsCountWithoutRatios(t *testing.T) {
+	s := samples{}
+	for _, name := range []string{nameNginx, nameImapgate} {
+		for _, key := range []string{figStormP50, figStormP99, figStormCPU, figStormPeakRSS, figStormRSSSetup, figStormRSSHeld, figStormRSSAfter} {
+			s.add(key, name, 10)
+		}
+		s.add(figStormNotOK, name, 0)
+		s.add(figStormSessionsNotOK, name, 0)
+		s.add(figStormRefused, name, 0)
+	}
+	s.add(figStormAllBack, nameNginx, 18)
+	var figs []figure
+	for _, f := range compareFigures([]int{16}, false, false, 9500) {
+		if f.scenario == "storm" {
+			figs = append(figs, f)
+		}
+	}
+	res := &compareResult{Rows: buildRows(s, figs)}
+	// imapgate's "all back" and its ratio: not all came back.
+	if got := res.missing(); got != 2 {
+		t.Errorf("missing() = %d, want 2", got)
+	}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"storm: seconds until all 9,500 back, s n/a 18.00 failed failed n/a",
+		"storm: right passwords refused, count n/a 0 0 n/a n/a",
+		"storm: peak RSS, MiB n/a 10.0 10.0 1.00 n/a",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCompareScenariosAreNamed(t *testing.T) {
+	if got, err := parseScenarios("storm, idle"); err != nil || !got["storm"] || !got["idle"] || len(got) != 2 {
+		t.Errorf("parseScenarios(storm, idle) = %v, %v", got, err)
+	}
+	if got, err := parseScenarios("all"); err != nil || got != nil {
+		t.Errorf("parseScenarios(all) = %v, %v; want nil: every scenario", got, err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"compare", "--scenarios", "storm,nap"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `"nap" is not one of all, idle, fetch`) {
+		t.Errorf("compare --scenarios storm,nap: %d, %q", code, errOut.String())
+	}
+	if code := run([]string{"compare", "--storm-sessions", "9501"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--storm-sessions 9501: want 1 to 9500") {
+		t.Errorf("compare --storm-sessions 9501: %d, %q", code, errOut.String())
+	}
+}

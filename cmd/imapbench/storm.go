@@ -49,6 +49,10 @@ type stormOptions struct {
 	// PIDs are the processes whose memory is measured, summed (nginx's
 	// master and workers). If empty, no memory is measured.
 	PIDs []int
+	// CPUPIDs are the processes whose CPU time (utime + stime) from the
+	// drop until the storm is over is measured, summed (nginx's with its
+	// auth_http responder). If empty, none is measured.
+	CPUPIDs []int
 	// ProcRoot is where /proc is. If empty, "/proc" is used.
 	ProcRoot string
 	// OnDrop, if set, is called right after every connection was dropped
@@ -105,8 +109,11 @@ type stormResult struct {
 	// LoginsRefused are the attempts whose AUTHENTICATE (or LOGIN) got
 	// NO, BAD or BYE: every session has the right password, so each one
 	// is a right password refused.
-	LoginsRefused int          `json:"logins_refused"`
-	Memory        *stormMemory `json:"memory,omitempty"` // nil without PIDs
+	LoginsRefused int `json:"logins_refused"`
+	// CPUSeconds is the CPU time of CPUPIDs from the drop until the
+	// storm was over; 0 without CPUPIDs.
+	CPUSeconds float64      `json:"cpu_seconds"`
+	Memory     *stormMemory `json:"memory,omitempty"` // nil without PIDs
 }
 
 // stormMemory is the measured processes' memory at each step of a storm.
@@ -233,14 +240,16 @@ func runStorm(ctx context.Context, o stormOptions) (stormResult, error) {
 	}
 
 	// The drop, and the storm.
-	sctx, cancel := context.WithTimeout(ctx, o.Within)
-	defer cancel()
 	peak := make(chan int64, 1)
 	samplerCtx, stopSampler := context.WithCancel(ctx)
+	defer stopSampler()
 	go sampleRSSPeak(samplerCtx, o.ProcRoot, o.PIDs, o.SampleEvery, peak)
 	r.log.Info("dropping every session at once", "sessions", res.SetUp, "how", stormDrop)
+	cpuBefore, cpuErr := readStormCPU(o.ProcRoot, o.CPUPIDs)
 	dropped := r.dropAll()
 	drop := time.Now()
+	sctx, cancel := context.WithDeadline(ctx, drop.Add(o.Within))
+	defer cancel()
 	if o.OnDrop != nil {
 		o.OnDrop()
 	}
@@ -252,6 +261,11 @@ func runStorm(ctx context.Context, o stormOptions) (stormResult, error) {
 		r.log.Info("storm", "back", r.back.Load(), "of", len(dropped), "attempts", r.attempts.Load(), "not_ok", r.notOK.Load())
 	})
 	stormDur := time.Since(drop)
+	cpuAfter, err := readStormCPU(o.ProcRoot, o.CPUPIDs)
+	if cpuErr = errors.Join(cpuErr, err); cpuErr != nil {
+		return res, fmt.Errorf("storm: CPU time: %w", cpuErr)
+	}
+	res.CPUSeconds = (cpuAfter - cpuBefore).Seconds()
 	stopSampler()
 	mem.PeakRSSBytes = <-peak
 	res.Back = int(r.back.Load())
@@ -298,6 +312,14 @@ func runStorm(ctx context.Context, o stormOptions) (stormResult, error) {
 		return res, fmt.Errorf("storm: interrupted: %w", context.Cause(ctx))
 	}
 	return res, nil
+}
+
+// readStormCPU is the CPU time of pids, 0 for none.
+func readStormCPU(procRoot string, pids []int) (time.Duration, error) {
+	if len(pids) == 0 {
+		return 0, nil
+	}
+	return readProcCPU(procRoot, pids)
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -482,6 +504,9 @@ func (res stormResult) writeTable(w io.Writer) error {
 	}
 	fmt.Fprintf(tw, "reconnect (drop to + idling)\tp50 %s  p99 %s  max %s\n", fmtMicros(res.Reconnect.P50Micros), fmtMicros(res.Reconnect.P99Micros), fmtMicros(res.Reconnect.MaxMicros))
 	fmt.Fprintf(tw, "attempts\t%d, %d not OK, from %d sessions; %d right passwords refused\n", res.Attempts, res.AttemptsNotOK, res.SessionsNotOK, res.LoginsRefused)
+	if res.CPUSeconds > 0 && res.Back > 0 {
+		fmt.Fprintf(tw, "CPU of the measured processes\t%.2fs during the storm, %s per session back\n", res.CPUSeconds, fmtMicros(res.CPUSeconds*1e6/float64(res.Back)))
+	}
 	for _, e := range res.AttemptErrors {
 		fmt.Fprintf(tw, "attempt error\t%d× %s\n", e.Count, e.Error)
 	}
