@@ -76,7 +76,8 @@ func (c *comparison) storm(ctx context.Context, ct contender, round int) error {
 	c.samples.add(figStormRSSAfter, ct.name, kib(m.PerSessionAfterRSSBytes))
 	c.log.Info("storm", "round", round+1, "target", ct.name, "sessions", r.SetUp, "back", r.Back,
 		"seconds", fmt.Sprintf("%.2f", r.StormSeconds), "p50", fmtMicros(r.Reconnect.P50Micros), "p99", fmtMicros(r.Reconnect.P99Micros),
-		"cpu_us_per_session", fmt.Sprintf("%.0f", r.CPUSeconds*1e6/float64(max(r.Back, 1))), "attempts", r.Attempts, "not_ok", r.AttemptsNotOK, "refused", r.LoginsRefused, "errors", errorSummary(r.AttemptErrors),
+		"cpu_us_per_session", fmt.Sprintf("%.0f", r.CPUSeconds*1e6/float64(max(r.Back, 1))), "cpu_s", fmt.Sprintf("%.2f", r.CPUSeconds),
+		"client_cpu_s", fmt.Sprintf("%.2f", r.ClientCPUSeconds), "attempts", r.Attempts, "not_ok", r.AttemptsNotOK, "refused", r.LoginsRefused, "errors", errorSummary(r.AttemptErrors),
 		"peak_rss", fmtBytes(m.PeakRSSBytes), "rss_kib_per_session_setup", fmt.Sprintf("%.1f", kib(m.PerSessionSetupRSSBytes)),
 		"held", fmt.Sprintf("%.1f", kib(m.PerSessionHeldRSSBytes)), "after_storm", fmt.Sprintf("%.1f", kib(m.PerSessionAfterRSSBytes)),
 		"pids", joinInts(ct.server.pids()))

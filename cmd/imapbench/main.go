@@ -52,6 +52,7 @@ Usage:
            attempt after --retry-delay, within --within: seconds until all are back, p50/p99 of one
            reconnect, attempts not OK by kind, right passwords refused, and the memory of --pid
            (per session 3 s after the setup, at the end of the hold, 3 s after the storm; peak RSS)
+           and its CPU time during the storm
   fetch    UID FETCH 1:* BODY.PEEK[] of INBOX, --rounds times: MB/s (1 MB = 1e6 bytes), median
   logins   connect + TLS + AUTHENTICATE PLAIN + LOGOUT in a loop: logins/s, p50, p99, errors
   latency  one session, --count sequential NOOPs: p50, p99, mean in microseconds
@@ -227,7 +228,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "storm":
 		var r stormResult
 		r, err = runStorm(ctx, stormOptions{Target: t, Sessions: *sessions, Concurrency: *concurrency, Hold: *hold,
-			Within: *within, RetryDelay: *retryDelay, PIDs: pidList, Log: log})
+			Within: *within, RetryDelay: *retryDelay, PIDs: pidList, CPUPIDs: pidList, Log: log})
 		res, failed = r, r.SetUp == 0 || r.Back == 0
 		if r.Requested == 0 {
 			res = nil

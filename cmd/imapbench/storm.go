@@ -112,8 +112,12 @@ type stormResult struct {
 	LoginsRefused int `json:"logins_refused"`
 	// CPUSeconds is the CPU time of CPUPIDs from the drop until the
 	// storm was over; 0 without CPUPIDs.
-	CPUSeconds float64      `json:"cpu_seconds"`
-	Memory     *stormMemory `json:"memory,omitempty"` // nil without PIDs
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// ClientCPUSeconds is this process's, the client's, over the same
+	// time: on a machine shared with the proxy, the client's handshakes
+	// take CPU from it.
+	ClientCPUSeconds float64      `json:"client_cpu_seconds"`
+	Memory           *stormMemory `json:"memory,omitempty"` // nil without PIDs
 }
 
 // stormMemory is the measured processes' memory at each step of a storm.
@@ -246,6 +250,7 @@ func runStorm(ctx context.Context, o stormOptions) (stormResult, error) {
 	go sampleRSSPeak(samplerCtx, o.ProcRoot, o.PIDs, o.SampleEvery, peak)
 	r.log.Info("dropping every session at once", "sessions", res.SetUp, "how", stormDrop)
 	cpuBefore, cpuErr := readStormCPU(o.ProcRoot, o.CPUPIDs)
+	selfBefore, _ := readStormCPU(o.ProcRoot, []int{os.Getpid()})
 	dropped := r.dropAll()
 	drop := time.Now()
 	sctx, cancel := context.WithDeadline(ctx, drop.Add(o.Within))
@@ -266,6 +271,9 @@ func runStorm(ctx context.Context, o stormOptions) (stormResult, error) {
 		return res, fmt.Errorf("storm: CPU time: %w", cpuErr)
 	}
 	res.CPUSeconds = (cpuAfter - cpuBefore).Seconds()
+	if selfAfter, err := readStormCPU(o.ProcRoot, []int{os.Getpid()}); err == nil && selfBefore > 0 {
+		res.ClientCPUSeconds = (selfAfter - selfBefore).Seconds()
+	}
 	stopSampler()
 	mem.PeakRSSBytes = <-peak
 	res.Back = int(r.back.Load())
@@ -506,6 +514,9 @@ func (res stormResult) writeTable(w io.Writer) error {
 	fmt.Fprintf(tw, "attempts\t%d, %d not OK, from %d sessions; %d right passwords refused\n", res.Attempts, res.AttemptsNotOK, res.SessionsNotOK, res.LoginsRefused)
 	if res.CPUSeconds > 0 && res.Back > 0 {
 		fmt.Fprintf(tw, "CPU of the measured processes\t%.2fs during the storm, %s per session back\n", res.CPUSeconds, fmtMicros(res.CPUSeconds*1e6/float64(res.Back)))
+	}
+	if res.ClientCPUSeconds > 0 {
+		fmt.Fprintf(tw, "CPU of the client (imapbench)\t%.2fs during the storm\n", res.ClientCPUSeconds)
 	}
 	for _, e := range res.AttemptErrors {
 		fmt.Fprintf(tw, "attempt error\t%d× %s\n", e.Count, e.Error)
