@@ -103,7 +103,7 @@ Flags:
                        Go's; 0 is nginx's own default, 511)
   --imapgate-upstream-logins N
                        storm: max_upstream_logins and upstream_login_queue of the storm's imapgate
-                       (0: no cap; default: imapgate's, 64 and 64)
+                       (0: no cap; default: imapgate's, 64 in flight, the queue unbounded)
   --profile DIR        storm: save a CPU profile of imapgate during each storm (30 s from the drop)
                        in DIR, from its /debug/pprof/ (metrics.pprof)
   --scenarios LIST     only these, comma-separated: idle, fetch, logins, memory-logins, floor,

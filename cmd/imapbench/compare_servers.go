@@ -399,7 +399,7 @@ type gateExtra struct {
 	// metrics.pprof).
 	Profile bool
 	// MaxUpstreamLogins, if not nil, sets policy.max_upstream_logins and
-	// policy.upstream_login_queue (nil: imapgate's defaults, 64 and 64).
+	// policy.upstream_login_queue (nil: imapgate's defaults: 64 in flight, the queue unbounded).
 	MaxUpstreamLogins *int
 }
 
