@@ -474,7 +474,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 		} else if s.NginxStormBacklog != s.Somaxconn {
 			backlog = fmt.Sprintf("backlog=%d (imapgate's, Go's, is net.core.somaxconn = %d)", s.NginxStormBacklog, s.Somaxconn)
 		}
-		gateCaps := "imapgate keeps its default budgets (auth_failures_*, and max_upstream_logins 64 with a queue of 64 waiting at most 2 s, beyond which a login gets NO [UNAVAILABLE]); only its connection caps are raised"
+		gateCaps := "imapgate keeps its default budgets (auth_failures_*, and max_upstream_logins 64, the others waiting their turn while logins keep finishing); only its connection caps are raised"
 		if n := s.ImapgateUpstreamLogins; n != nil {
 			gateCaps = fmt.Sprintf("imapgate keeps its default failure budgets (auth_failures_*) but has max_upstream_logins = %d and upstream_login_queue = %d (--imapgate-upstream-logins; its default is 64 and 64; 0 is no cap) and raised connection caps", *n, *n)
 		}
