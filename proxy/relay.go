@@ -322,33 +322,53 @@ const (
 const smallReadSize = 1024
 
 // copy is the relay's one copy loop: it copies from src to dst until a
-// read or a write fails, or a read has waited wait without a byte
-// (wait > 0: a quiet spell; noWait: src had nothing more buffered), which
-// returns (nil, nil). With waitForBytes only an error ends it.
+// read or a write fails, or src has been quiet for wait (wait > 0: no
+// byte read or written for that long; noWait: src had nothing more
+// buffered), which returns (nil, nil). With waitForBytes only an error
+// ends it.
 //
 // It reads into small, so thousands of sessions that exchanged a few lines
 // in the last seconds do not each hold 16 KiB; a read that fills it means
-// bulk data, and a pooled full-size buffer is used until a read comes back
-// short.
+// bulk data, and a pooled full-size buffer is used until the burst ends
+// (see shortBurst).
+//
+// A quiet spell is watched with one read deadline, set when copy starts
+// and moved only when it expires while bytes still flowed: a NOOP round
+// trip costs no deadline change (README "Performance").
 func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
-	if wait != waitForBytes {
-		if wait == noWait {
-			d.src.SetReadDeadline(pastDeadline)
-		}
+	var deadline time.Time // src's read deadline; zero: none
+	switch {
+	case wait == noWait:
+		deadline = pastDeadline
+	case wait > 0:
+		deadline = time.Now().Add(wait)
+	}
+	if !deadline.IsZero() {
+		d.src.SetReadDeadline(deadline)
 		defer d.src.SetReadDeadline(time.Time{})
 	}
+	lastActive := time.Now() // of the last read or write that moved bytes (wait > 0)
 	buf := small
-	var bulk *[]byte // from the pool while reads fill buf
+	var bulk *[]byte // from the pool while a burst lasts
 	defer func() {
 		if bulk != nil {
 			d.r.shared.buffers.Put(bulk)
 		}
 	}()
 	for {
-		if wait > 0 {
-			d.src.SetReadDeadline(time.Now().Add(wait))
-		}
 		nr, rerr := d.src.Read(buf)
+		if d.layered && rerr == nil && nr > 0 {
+			if bulk == nil && nr == len(buf) {
+				bulk = d.r.shared.buffers.Get().(*[]byte)
+				copy(*bulk, buf[:nr])
+				buf = *bulk
+			}
+			if bulk != nil && nr < len(buf) {
+				var more int
+				more, rerr = d.gather(buf[nr:], deadline)
+				nr += more
+			}
+		}
 		if nr > 0 {
 			d.r.touch()
 			nw, err := d.dst.Write(buf[:nr])
@@ -359,23 +379,80 @@ func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
 			if d.toClient {
 				d.atLineEnd.Store(endsResponseLine(buf[:nr]))
 			}
+			if wait > 0 {
+				lastActive = time.Now()
+			}
 		}
 		switch {
 		case rerr == nil:
 		case wait != waitForBytes && errors.Is(rerr, os.ErrDeadlineExceeded):
-			return nil, nil
+			if wait == noWait {
+				return nil, nil
+			}
+			next := lastActive.Add(wait)
+			if !time.Now().Before(next) {
+				return nil, nil
+			}
+			deadline = next // bytes moved since the deadline was set
+			d.src.SetReadDeadline(deadline)
+			continue
 		default:
 			return rerr, nil
 		}
 		switch {
-		case nr == len(buf) && bulk == nil:
+		case bulk == nil && nr == len(buf):
 			bulk = d.r.shared.buffers.Get().(*[]byte)
 			buf = *bulk
-		case nr < len(buf) && bulk != nil:
+		case bulk != nil && d.shortBurst(nr, len(buf), len(small)):
 			d.r.shared.buffers.Put(bulk)
 			bulk, buf = nil, small
 		}
 	}
+}
+
+// shortBurst reports whether a read of n bytes into a bulk buffer of size
+// full ends the burst, so the direction goes back to its small buffer. A
+// socket's read comes back short once the socket is drained. crypto/tls
+// returns one record per Read, and gather adds only the records it has
+// already read, so a TLS source's reads are short all through a FETCH from
+// an upstream whose records are smaller than 16 KiB (Dovecot's OpenSSL
+// writes about 4 KiB): there only a read that would have fit the small
+// buffer ends the burst.
+func (d *direction) shortBurst(n, full, small int) bool {
+	if d.layered {
+		return n <= small
+	}
+	return n < full
+}
+
+// gather reads into b what src (crypto/tls) holds above its socket:
+// decrypted bytes and the complete records it read ahead, without waiting
+// for the socket. crypto/tls returns at most one record per Read, and an
+// upstream whose records are small (OpenSSL servers write about 4 KiB)
+// would otherwise cost one write, one record and one system call toward
+// the client for each of them, twice over where a record begins in the
+// small buffer. It returns the bytes read and the error that ended
+// reading, nil when src had nothing more ready; it then restores the read
+// deadline copy runs with.
+func (d *direction) gather(b []byte, deadline time.Time) (n int, err error) {
+	if !deadline.Equal(pastDeadline) {
+		d.src.SetReadDeadline(pastDeadline)
+		defer d.src.SetReadDeadline(deadline)
+	}
+	for n < len(b) {
+		m, rerr := d.src.Read(b[n:])
+		n += m
+		if rerr != nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+				rerr = nil // nothing more is ready
+			}
+			return n, rerr
+		}
+		if m == 0 {
+			break
+		}
+	}
+	return n, nil
 }
 
 type parkResult int

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -438,4 +440,155 @@ func TestRelayedSessionOutlivesThePreauthWriteDeadline(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	c.send("b NOOP")
 	c.expect("b OK")
+}
+
+// TestRelayGathersSmallUpstreamRecordsIntoFewerWrites: an upstream over TLS
+// whose server writes 4 KiB records (Dovecot's OpenSSL does) sends a
+// 2 MiB FETCH. crypto/tls hands the relay one record per Read; the
+// client must still get every byte, in order, in at most one write toward
+// it per upstream record (it took two: the first 1 KiB of each record, then
+// the rest), and the tagged OK that follows the burst must not wait for
+// more bytes.
+func TestRelayGathersSmallUpstreamRecordsIntoFewerWrites(t *testing.T) {
+	forEachWaitMode(t, testRelayGathersSmallUpstreamRecords)
+}
+
+func testRelayGathersSmallUpstreamRecords(t *testing.T, shared func() *relayShared) {
+	phone, proxyClientSide, clientWrites := tlsPairCountingServerWrites(t)
+	proxyUpSide, server := upstreamTLSPair(t)
+	_, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, time.Minute)
+
+	const record = 4 << 10
+	fetch := make([]byte, 2<<20)
+	rand.Read(fetch)
+	const ok = "a OK FETCH completed\r\n"
+	before := clientWrites.Load()
+	go func() {
+		for off := 0; off < len(fetch); off += record {
+			server.Write(fetch[off : off+record]) // one record each
+		}
+		server.Write([]byte(ok))
+	}()
+	phone.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(fetch)+len(ok))
+	if _, err := io.ReadFull(phone, got); err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if !bytes.Equal(got[:len(fetch)], fetch) || string(got[len(fetch):]) != ok {
+		t.Fatal("client got the FETCH altered")
+	}
+	records := len(fetch)/record + 1
+	// The client's TLS splits its first 128 KiB into small records of its
+	// own (crypto/tls dynamic record sizing): a few more writes.
+	if n := clientWrites.Load() - before; n > int64(records)+32 {
+		t.Errorf("%d writes toward the client for %d upstream records, want at most one per record", n, records)
+	}
+	phone.Close()
+	server.Close()
+	<-done
+}
+
+// countingConn counts the writes to a TCP connection (under crypto/tls,
+// one per record) and, if deadlines is set, the read deadlines set on it.
+type countingConn struct {
+	*net.TCPConn
+	writes, deadlines *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.TCPConn.Write(b)
+}
+
+func (c countingConn) SetReadDeadline(t time.Time) error {
+	if c.deadlines != nil {
+		c.deadlines.Add(1)
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// tlsPairCountingServerWrites is tlsPair with the writes of the proxy's
+// side counted.
+func tlsPairCountingServerWrites(t testing.TB) (client, server *tls.Conn, writes *atomic.Int64) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	writes = new(atomic.Int64)
+	client = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	server = tls.Server(countingConn{b.(*net.TCPConn), writes, nil}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	handshakeBoth(t, client, server)
+	return client, server, writes
+}
+
+// upstreamTLSPair returns the proxy's TLS client toward an upstream and
+// that upstream's TLS server, which writes one record per Write (no
+// dynamic record sizing), as OpenSSL servers do.
+func upstreamTLSPair(t testing.TB) (proxyUpSide, server *tls.Conn) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	proxyUpSide = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
+	handshakeBoth(t, proxyUpSide, server)
+	return proxyUpSide, server
+}
+
+func handshakeBoth(t testing.TB, client, server *tls.Conn) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRelayRoundTripsMoveNoReadDeadline: a session exchanging commands
+// faster than its quiet spell (2 seconds before it parks) must not pay a
+// read deadline change per command: the deadline is set once and moved
+// only when it expires while bytes still flowed.
+func TestRelayRoundTripsMoveNoReadDeadline(t *testing.T) {
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	var writes, deadlines atomic.Int64
+	phone := tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	proxyClientSide := tls.Server(countingConn{b.(*net.TCPConn), &writes, &deadlines}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	handshakeBoth(t, phone, proxyClientSide)
+	proxyUpSide, server := tcpPair(t)
+	_, done := runRelay(t, proxyClientSide, proxyUpSide, time.Minute)
+	go echoLines(server)
+
+	const commands = 200
+	br := bufio.NewReader(phone)
+	before := deadlines.Load()
+	for i := range commands {
+		phone.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(phone, "a%d NOOP\r\n", i)
+		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("a%d NOOP\r\n", i) {
+			t.Fatalf("round trip %d: %q, %v", i, line, err)
+		}
+	}
+	if n := deadlines.Load() - before; n > 4 {
+		t.Errorf("%d read deadlines set for %d round trips, want a handful", n, commands)
+	}
+	phone.Close()
+	server.Close()
+	<-done
 }
