@@ -91,6 +91,9 @@ type direction struct {
 	dst, src net.Conn
 	rc       syscall.RawConn // src's socket; nil when it has none
 	layered  bool            // src buffers bytes above the socket (TLS)
+	// socket is the upstream socket under src's crypto/tls, whose reads
+	// gather can make fail instead of wait; nil for other sources.
+	socket   *upstreamSocket
 	n        *atomic.Int64
 	toClient bool
 	parked   bool   // in the parker's epoll set (guarded by r.mu)
@@ -107,7 +110,10 @@ func newRelay(client, upstream net.Conn, idle time.Duration, shared *relayShared
 	r.toCli = direction{r: r, dst: client, src: upstream, n: &r.out, toClient: true}
 	for _, d := range []*direction{&r.toUp, &r.toCli} {
 		d.rc = rawConnOf(d.src)
-		_, d.layered = d.src.(*tls.Conn)
+		if tc, ok := d.src.(*tls.Conn); ok {
+			d.layered = true
+			d.socket, _ = tc.NetConn().(*upstreamSocket)
+		}
 	}
 	r.toCli.atLineEnd.Store(true) // the proxy's own tagged OK came last
 	return r
@@ -426,16 +432,23 @@ func (d *direction) shortBurst(n, full, small int) bool {
 }
 
 // gather reads into b what src (crypto/tls) holds above its socket:
-// decrypted bytes and the complete records it read ahead, without waiting
-// for the socket. crypto/tls returns at most one record per Read, and an
-// upstream whose records are small (OpenSSL servers write about 4 KiB)
-// would otherwise cost one write, one record and one system call toward
-// the client for each of them, twice over where a record begins in the
-// small buffer. It returns the bytes read and the error that ended
-// reading, nil when src had nothing more ready; it then restores the read
-// deadline copy runs with.
+// decrypted bytes and the complete records it read ahead, and, from an
+// upstream socket, the records already in the socket, without waiting for
+// more. crypto/tls returns at most one record per Read, and an upstream
+// whose records are small (OpenSSL servers write 4 to 8 KiB) would
+// otherwise cost one write, one record and one system call toward the
+// client for each of them, twice over where a record begins in the small
+// buffer. It returns the bytes read and the error that ended reading, nil
+// when src had nothing more ready; it then restores the read deadline copy
+// runs with (deadline).
 func (d *direction) gather(b []byte, deadline time.Time) (n int, err error) {
-	if !deadline.Equal(pastDeadline) {
+	switch {
+	case d.socket != nil:
+		d.socket.noWait = true
+		defer func() { d.socket.noWait = false }()
+	case !deadline.Equal(pastDeadline):
+		// A read deadline in the past: crypto/tls returns what it holds
+		// and its read of the socket fails at once.
 		d.src.SetReadDeadline(pastDeadline)
 		defer d.src.SetReadDeadline(deadline)
 	}
@@ -443,7 +456,7 @@ func (d *direction) gather(b []byte, deadline time.Time) (n int, err error) {
 		m, rerr := d.src.Read(b[n:])
 		n += m
 		if rerr != nil {
-			if errors.Is(rerr, os.ErrDeadlineExceeded) {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) || errors.Is(rerr, errWouldWait) {
 				rerr = nil // nothing more is ready
 			}
 			return n, rerr
@@ -454,6 +467,63 @@ func (d *direction) gather(b []byte, deadline time.Time) (n int, err error) {
 	}
 	return n, nil
 }
+
+// upstreamSocket is the connection to the upstream under its crypto/tls
+// (implicit TLS or after STARTTLS). It reads like the connection it wraps,
+// except while noWait is set by the one goroutine that reads it (the
+// relay's direction toward the client, in gather): then a read that would
+// wait for bytes fails at once with errWouldWait, which crypto/tls treats
+// like a read deadline (what it read of a record stays buffered), so
+// crypto/tls takes the records already in the socket and no more.
+type upstreamSocket struct {
+	net.Conn
+	rc     syscall.RawConn // nil: noWait has no effect
+	noWait bool
+}
+
+// newUpstreamSocket wraps the upstream connection c before crypto/tls is
+// layered on it.
+func newUpstreamSocket(c net.Conn) *upstreamSocket {
+	s := &upstreamSocket{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		s.rc, _ = sc.SyscallConn()
+	}
+	return s
+}
+
+func (s *upstreamSocket) Read(b []byte) (int, error) {
+	if !s.noWait || s.rc == nil || len(b) == 0 {
+		return s.Conn.Read(b)
+	}
+	var n int
+	var err error
+	if cerr := s.rc.Read(func(fd uintptr) bool {
+		n, err = syscall.Read(int(fd), b)
+		return true // never wait
+	}); cerr != nil {
+		return 0, cerr // closed, or the read deadline passed
+	}
+	switch {
+	case errors.Is(err, syscall.EAGAIN):
+		return 0, errWouldWait
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// errWouldWait is an upstreamSocket's read in noWait mode that found no
+// bytes. It is a net.Error that is temporary, so that crypto/tls does not
+// keep it as the connection's error.
+var errWouldWait error = wouldWaitError{}
+
+type wouldWaitError struct{}
+
+func (wouldWaitError) Error() string   { return "relay: no bytes ready on the upstream socket" }
+func (wouldWaitError) Timeout() bool   { return true }
+func (wouldWaitError) Temporary() bool { return true }
 
 type parkResult int
 
@@ -545,6 +615,9 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 			c = t.NetConn()
 			continue
 		case *handshakeConn:
+			c = t.Conn
+			continue
+		case *upstreamSocket:
 			c = t.Conn
 			continue
 		case *proxyproto.Conn:
