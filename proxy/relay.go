@@ -498,8 +498,12 @@ func (s *upstreamSocket) Read(b []byte) (int, error) {
 	var n int
 	var err error
 	if cerr := s.rc.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), b)
-		return true // never wait
+		for {
+			n, err = syscall.Read(int(fd), b)
+			if err != syscall.EINTR {
+				return true // never wait
+			}
+		}
 	}); cerr != nil {
 		return 0, cerr // closed, or the read deadline passed
 	}
