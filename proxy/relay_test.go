@@ -265,6 +265,33 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	<-done
 }
 
+// BenchmarkRelayThroughputTLSUpstream is BenchmarkRelayThroughput with
+// TLS on both legs, the upstream writing 4 KiB records as Dovecot's
+// OpenSSL does.
+func BenchmarkRelayThroughputTLSUpstream(b *testing.B) {
+	phone, proxyClientSide := tlsPair(b)
+	proxyUpSide, server := upstreamTLSPair(b)
+	_, done := runRelay(b, proxyClientSide, proxyUpSide, time.Minute)
+	chunk := make([]byte, 256<<10)
+	rand.Read(chunk)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			for off := 0; off < len(chunk); off += 4 << 10 {
+				server.Write(chunk[off : off+4<<10])
+			}
+		}
+	}()
+	if _, err := io.CopyN(io.Discard, phone, int64(b.N)*int64(len(chunk))); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	server.Close()
+	phone.Close()
+	<-done
+}
+
 // TestIdleRelaysHoldNoGoroutines: with the parker, idle sessions cost no
 // goroutine, and an abort still ends parked sessions.
 func TestIdleRelaysHoldNoGoroutines(t *testing.T) {
