@@ -335,8 +335,11 @@ const smallReadSize = 1024
 //
 // It reads into small, so thousands of sessions that exchanged a few lines
 // in the last seconds do not each hold 16 KiB; a read that fills it means
-// bulk data, and a pooled full-size buffer is used until the burst ends
-// (see shortBurst).
+// bulk data, and a pooled full-size buffer is used until a read comes back
+// short. From a TLS source the bytes of a read that filled small are moved
+// to the full-size buffer and gathered with what follows before anything is
+// written, so a burst goes out in full writes however small the source's
+// records are (README "Performance").
 //
 // A quiet spell is watched with one read deadline, set when copy starts
 // and moved only when it expires while bytes still flowed: a NOOP round
@@ -409,26 +412,11 @@ func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
 		case bulk == nil && nr == len(buf):
 			bulk = d.r.shared.buffers.Get().(*[]byte)
 			buf = *bulk
-		case bulk != nil && d.shortBurst(nr, len(buf), len(small)):
+		case bulk != nil && nr < len(buf):
 			d.r.shared.buffers.Put(bulk)
 			bulk, buf = nil, small
 		}
 	}
-}
-
-// shortBurst reports whether a read of n bytes into a bulk buffer of size
-// full ends the burst, so the direction goes back to its small buffer. A
-// socket's read comes back short once the socket is drained. crypto/tls
-// returns one record per Read, and gather adds only the records it has
-// already read, so a TLS source's reads are short all through a FETCH from
-// an upstream whose records are smaller than 16 KiB (Dovecot's OpenSSL
-// writes about 4 KiB): there only a read that would have fit the small
-// buffer ends the burst.
-func (d *direction) shortBurst(n, full, small int) bool {
-	if d.layered {
-		return n <= small
-	}
-	return n < full
 }
 
 // gather reads into b what src (crypto/tls) holds above its socket:
