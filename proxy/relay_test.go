@@ -571,6 +571,9 @@ func upstreamTLSPair(t testing.TB) (proxyUpSide, server *tls.Conn) {
 	proxyUpSide = tls.Client(newUpstreamSocket(a), &tls.Config{RootCAs: roots, ServerName: "localhost"})
 	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
 	handshakeBoth(t, proxyUpSide, server)
+	if rawConnOf(proxyUpSide) == nil {
+		t.Fatal("rawConnOf finds no socket under the upstream's TLS: its direction could never park")
+	}
 	return proxyUpSide, server
 }
 
