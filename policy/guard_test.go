@@ -559,3 +559,52 @@ func TestAttemptsInFlightWaitNotRefused(t *testing.T) {
 		t.Fatalf("after three failures: %+v, want ip_rate_limited", d)
 	}
 }
+
+// TestSlotsWaitersKeepTheirPlaceWhileLoginsFinish: a storm of right
+// passwords after a blip queues far more logins than there are slots and
+// waits far longer in all than the wait; as long as logins keep
+// finishing (the upstream answers), none is refused. Once none finishes,
+// the rest are refused within the wait.
+func TestSlotsWaitersKeepTheirPlaceWhileLoginsFinish(t *testing.T) {
+	const waiters, hold, wait = 30, 15 * time.Millisecond, 60 * time.Millisecond
+	s := NewSlots(1, 0, wait) // queue 0: no bound of its own
+	ctx := context.Background()
+	first := s.Acquire(ctx)
+	results := make(chan bool, waiters)
+	for range waiters {
+		go func() {
+			r := s.Acquire(ctx)
+			if r != nil {
+				time.Sleep(hold) // the login's round trips
+				r()
+			}
+			results <- r != nil
+		}()
+	}
+	waitSlots(t, s, 1, waiters) // every one queued, whatever the number
+	start := time.Now()
+	first()
+	got := 0
+	for range waiters {
+		if <-results {
+			got++
+		}
+	}
+	if got != waiters {
+		t.Fatalf("%d of %d waiters got a slot while logins kept finishing every %v (wait %v)", got, waiters, hold, wait)
+	}
+	if d := time.Since(start); d < waiters*hold {
+		t.Fatalf("all done in %v: the logins did not wait their turn", d)
+	}
+
+	// A hung upstream: the one slot never comes back.
+	stuck := s.Acquire(ctx)
+	begin := time.Now()
+	if r := s.Acquire(ctx); r != nil {
+		t.Fatal("a waiter got a slot no login gave back")
+	}
+	if d := time.Since(begin); d < wait*3/4 || d > wait+time.Second {
+		t.Fatalf("refused after %v with no login finishing; want about %v", d, wait)
+	}
+	stuck()
+}

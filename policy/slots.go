@@ -6,12 +6,18 @@ import (
 	"time"
 )
 
-// Slots caps concurrent upstream logins. Up to Max logins run at once; up
-// to Queue more wait, first come first served, for at most Wait; anyone
-// beyond gets a refusal at once, so a login storm cannot pile onto the
-// legacy server and the client hears NO [UNAVAILABLE] quickly.
+// Slots caps concurrent upstream logins. Up to Max logins run at once;
+// up to Queue more wait, first come first served, and anyone beyond gets
+// a refusal at once, so a login storm cannot pile onto the legacy server.
 //
-// The zero value (and a nil *Slots) limits nothing.
+// A waiter keeps its place while the upstream makes progress: it is
+// refused only when no login has finished for Wait (since it began
+// waiting or since the last one finished, whichever is later). After a
+// Wi-Fi blip or a restart thousands of phones log in at once with the
+// right password; while logins keep finishing they all get their turn,
+// however long the queue, and a hung upstream (no login finishing) still
+// answers the waiters NO [UNAVAILABLE] within Wait (README "Upstream
+// protection").
 type Slots struct {
 	mu      sync.Mutex
 	max     int
@@ -19,14 +25,18 @@ type Slots struct {
 	wait    time.Duration
 	inUse   int
 	waiters []chan struct{} // FIFO; a slot is handed over by a send
+	// finished is when a login last gave its slot back: the upstream's
+	// progress, which waiters measure their wait from.
+	finished time.Time
 }
 
-// DefaultSlotWait is how long a login waits in the queue when the wait is
-// zero.
+// DefaultSlotWait is how long a login waits in the queue without any login
+// finishing, when the wait is zero.
 const DefaultSlotWait = 2 * time.Second
 
-// NewSlots returns Slots allowing max concurrent logins (0 = no limit),
-// queue waiters (0 = as many as max) each waiting up to wait (0 =
+// NewSlots returns Slots allowing max concurrent logins (0 = no limit)
+// and queue waiters (0 = no limit: the connection limits bound them),
+// each waiting while some login finishes at least every wait (0 =
 // DefaultSlotWait).
 func NewSlots(max, queue int, wait time.Duration) *Slots {
 	s := &Slots{}
@@ -37,9 +47,6 @@ func NewSlots(max, queue int, wait time.Duration) *Slots {
 // SetLimits changes the limits (on a config reload); logins in flight and
 // waiting keep their places.
 func (s *Slots) SetLimits(max, queue int, wait time.Duration) {
-	if queue <= 0 {
-		queue = max
-	}
 	if wait <= 0 {
 		wait = DefaultSlotWait
 	}
@@ -64,22 +71,32 @@ func (s *Slots) Acquire(ctx context.Context) (release func()) {
 		s.mu.Unlock()
 		return s.release
 	}
-	if len(s.waiters) >= s.queue {
+	if s.queue > 0 && len(s.waiters) >= s.queue {
 		s.mu.Unlock()
 		return nil
 	}
 	ch := make(chan struct{}, 1)
 	s.waiters = append(s.waiters, ch)
-	wait := s.wait
+	since := time.Now()
 	s.mu.Unlock()
 
-	t := time.NewTimer(wait)
+	t := time.NewTimer(s.patience(since))
 	defer t.Stop()
-	select {
-	case <-ch:
-		return s.release
-	case <-t.C:
-	case <-ctx.Done():
+	for waiting := true; waiting; {
+		select {
+		case <-ch:
+			return s.release
+		case <-t.C:
+			// A login finished meanwhile: the upstream is answering,
+			// so wait on, measured from then.
+			if d := s.patience(since); d > 0 {
+				t.Reset(d)
+				continue
+			}
+			waiting = false
+		case <-ctx.Done():
+			waiting = false
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -87,9 +104,23 @@ func (s *Slots) Acquire(ctx context.Context) (release func()) {
 		s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
 		return nil
 	}
-	// The slot was handed over while the wait ran out: pass it on.
-	s.releaseLocked()
+	// The slot was handed over while the wait ran out: pass it on (no
+	// login finished: the others' waits stay as they are).
+	s.passOnLocked()
 	return nil
+}
+
+// patience is how much longer a waiter that began waiting at since may
+// wait: until Wait after since or after the last login finished,
+// whichever is later.
+func (s *Slots) patience(since time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	from := since
+	if s.finished.After(from) {
+		from = s.finished
+	}
+	return time.Until(from.Add(s.wait))
 }
 
 func indexOf(list []chan struct{}, ch chan struct{}) int {
@@ -108,6 +139,12 @@ func (s *Slots) release() {
 }
 
 func (s *Slots) releaseLocked() {
+	s.finished = time.Now()
+	s.passOnLocked()
+}
+
+// passOnLocked frees a slot and hands it to the first waiter, if any.
+func (s *Slots) passOnLocked() {
 	s.inUse--
 	if len(s.waiters) > 0 && (s.max <= 0 || s.inUse < s.max) {
 		s.handOver()

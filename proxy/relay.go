@@ -91,6 +91,9 @@ type direction struct {
 	dst, src net.Conn
 	rc       syscall.RawConn // src's socket; nil when it has none
 	layered  bool            // src buffers bytes above the socket (TLS)
+	// socket is the upstream socket under src's crypto/tls, whose reads
+	// gather can make fail instead of wait; nil for other sources.
+	socket   *upstreamSocket
 	n        *atomic.Int64
 	toClient bool
 	parked   bool   // in the parker's epoll set (guarded by r.mu)
@@ -107,7 +110,10 @@ func newRelay(client, upstream net.Conn, idle time.Duration, shared *relayShared
 	r.toCli = direction{r: r, dst: client, src: upstream, n: &r.out, toClient: true}
 	for _, d := range []*direction{&r.toUp, &r.toCli} {
 		d.rc = rawConnOf(d.src)
-		_, d.layered = d.src.(*tls.Conn)
+		if tc, ok := d.src.(*tls.Conn); ok {
+			d.layered = true
+			d.socket, _ = tc.NetConn().(*upstreamSocket)
+		}
 	}
 	r.toCli.atLineEnd.Store(true) // the proxy's own tagged OK came last
 	return r
@@ -322,33 +328,56 @@ const (
 const smallReadSize = 1024
 
 // copy is the relay's one copy loop: it copies from src to dst until a
-// read or a write fails, or a read has waited wait without a byte
-// (wait > 0: a quiet spell; noWait: src had nothing more buffered), which
-// returns (nil, nil). With waitForBytes only an error ends it.
+// read or a write fails, or src has been quiet for wait (wait > 0: no
+// byte read or written for that long; noWait: src had nothing more
+// buffered), which returns (nil, nil). With waitForBytes only an error
+// ends it.
 //
 // It reads into small, so thousands of sessions that exchanged a few lines
 // in the last seconds do not each hold 16 KiB; a read that fills it means
 // bulk data, and a pooled full-size buffer is used until a read comes back
-// short.
+// short. From a TLS source the bytes of a read that filled small are moved
+// to the full-size buffer and gathered with what follows before anything is
+// written, so a burst goes out in full writes however small the source's
+// records are (README "Performance").
+//
+// A quiet spell is watched with one read deadline, set when copy starts
+// and moved only when it expires while bytes still flowed: a NOOP round
+// trip costs no deadline change (README "Performance").
 func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
-	if wait != waitForBytes {
-		if wait == noWait {
-			d.src.SetReadDeadline(pastDeadline)
-		}
+	var deadline time.Time // src's read deadline; zero: none
+	switch {
+	case wait == noWait:
+		deadline = pastDeadline
+	case wait > 0:
+		deadline = time.Now().Add(wait)
+	}
+	if !deadline.IsZero() {
+		d.src.SetReadDeadline(deadline)
 		defer d.src.SetReadDeadline(time.Time{})
 	}
+	lastActive := time.Now() // of the last read or write that moved bytes (wait > 0)
 	buf := small
-	var bulk *[]byte // from the pool while reads fill buf
+	var bulk *[]byte // from the pool while a burst lasts
 	defer func() {
 		if bulk != nil {
 			d.r.shared.buffers.Put(bulk)
 		}
 	}()
 	for {
-		if wait > 0 {
-			d.src.SetReadDeadline(time.Now().Add(wait))
-		}
 		nr, rerr := d.src.Read(buf)
+		if d.layered && rerr == nil && nr > 0 {
+			if bulk == nil && nr == len(buf) {
+				bulk = d.r.shared.buffers.Get().(*[]byte)
+				copy(*bulk, buf[:nr])
+				buf = *bulk
+			}
+			if bulk != nil && nr < len(buf) {
+				var more int
+				more, rerr = d.gather(buf[nr:], deadline)
+				nr += more
+			}
+		}
 		if nr > 0 {
 			d.r.touch()
 			nw, err := d.dst.Write(buf[:nr])
@@ -359,24 +388,134 @@ func (d *direction) copy(small []byte, wait time.Duration) (rerr, werr error) {
 			if d.toClient {
 				d.atLineEnd.Store(endsResponseLine(buf[:nr]))
 			}
+			if wait > 0 {
+				lastActive = time.Now()
+			}
 		}
 		switch {
 		case rerr == nil:
 		case wait != waitForBytes && errors.Is(rerr, os.ErrDeadlineExceeded):
-			return nil, nil
+			if wait == noWait {
+				return nil, nil
+			}
+			next := lastActive.Add(wait)
+			if !time.Now().Before(next) {
+				return nil, nil
+			}
+			deadline = next // bytes moved since the deadline was set
+			d.src.SetReadDeadline(deadline)
+			continue
 		default:
 			return rerr, nil
 		}
 		switch {
-		case nr == len(buf) && bulk == nil:
+		case bulk == nil && nr == len(buf):
 			bulk = d.r.shared.buffers.Get().(*[]byte)
 			buf = *bulk
-		case nr < len(buf) && bulk != nil:
+		case bulk != nil && nr < len(buf):
 			d.r.shared.buffers.Put(bulk)
 			bulk, buf = nil, small
 		}
 	}
 }
+
+// gather reads into b what src (crypto/tls) holds above its socket:
+// decrypted bytes and the complete records it read ahead, and, from an
+// upstream socket, the records already in the socket, without waiting for
+// more. crypto/tls returns at most one record per Read, and an upstream
+// whose records are small (OpenSSL servers write 4 to 8 KiB) would
+// otherwise cost one write, one record and one system call toward the
+// client for each of them, twice over where a record begins in the small
+// buffer. It returns the bytes read and the error that ended reading, nil
+// when src had nothing more ready; it then restores the read deadline copy
+// runs with (deadline).
+func (d *direction) gather(b []byte, deadline time.Time) (n int, err error) {
+	switch {
+	case d.socket != nil:
+		d.socket.noWait = true
+		defer func() { d.socket.noWait = false }()
+	case !deadline.Equal(pastDeadline):
+		// A read deadline in the past: crypto/tls returns what it holds
+		// and its read of the socket fails at once.
+		d.src.SetReadDeadline(pastDeadline)
+		defer d.src.SetReadDeadline(deadline)
+	}
+	for n < len(b) {
+		m, rerr := d.src.Read(b[n:])
+		n += m
+		if rerr != nil {
+			if errors.Is(rerr, os.ErrDeadlineExceeded) || errors.Is(rerr, errWouldWait) {
+				rerr = nil // nothing more is ready
+			}
+			return n, rerr
+		}
+		if m == 0 {
+			break
+		}
+	}
+	return n, nil
+}
+
+// upstreamSocket is the connection to the upstream under its crypto/tls
+// (implicit TLS or after STARTTLS). It reads like the connection it wraps,
+// except while noWait is set by the one goroutine that reads it (the
+// relay's direction toward the client, in gather): then a read that would
+// wait for bytes fails at once with errWouldWait, which crypto/tls treats
+// like a read deadline (what it read of a record stays buffered), so
+// crypto/tls takes the records already in the socket and no more.
+type upstreamSocket struct {
+	net.Conn
+	rc     syscall.RawConn // nil: noWait has no effect
+	noWait bool
+}
+
+// newUpstreamSocket wraps the upstream connection c before crypto/tls is
+// layered on it.
+func newUpstreamSocket(c net.Conn) *upstreamSocket {
+	s := &upstreamSocket{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		s.rc, _ = sc.SyscallConn()
+	}
+	return s
+}
+
+func (s *upstreamSocket) Read(b []byte) (int, error) {
+	if !s.noWait || s.rc == nil || len(b) == 0 {
+		return s.Conn.Read(b)
+	}
+	var n int
+	var err error
+	if cerr := s.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), b)
+			if err != syscall.EINTR {
+				return true // never wait
+			}
+		}
+	}); cerr != nil {
+		return 0, cerr // closed, or the read deadline passed
+	}
+	switch {
+	case errors.Is(err, syscall.EAGAIN):
+		return 0, errWouldWait
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// errWouldWait is an upstreamSocket's read in noWait mode that found no
+// bytes. It is a net.Error that is temporary, so that crypto/tls does not
+// keep it as the connection's error.
+var errWouldWait error = wouldWaitError{}
+
+type wouldWaitError struct{}
+
+func (wouldWaitError) Error() string   { return "relay: no bytes ready on the upstream socket" }
+func (wouldWaitError) Timeout() bool   { return true }
+func (wouldWaitError) Temporary() bool { return true }
 
 type parkResult int
 
@@ -468,6 +607,9 @@ func rawConnOf(c net.Conn) syscall.RawConn {
 			c = t.NetConn()
 			continue
 		case *handshakeConn:
+			c = t.Conn
+			continue
+		case *upstreamSocket:
 			c = t.Conn
 			continue
 		case *proxyproto.Conn:

@@ -7,12 +7,17 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/imapgate/imapgate/proxy/proxytest"
 	"github.com/imapgate/imapgate/tlsconf"
 )
 
@@ -260,6 +265,33 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	<-done
 }
 
+// BenchmarkRelayThroughputTLSUpstream is BenchmarkRelayThroughput with
+// TLS on both legs, the upstream writing 4 KiB records as Dovecot's
+// OpenSSL does.
+func BenchmarkRelayThroughputTLSUpstream(b *testing.B) {
+	phone, proxyClientSide := tlsPair(b)
+	proxyUpSide, server := upstreamTLSPair(b)
+	_, done := runRelay(b, proxyClientSide, proxyUpSide, time.Minute)
+	chunk := make([]byte, 256<<10)
+	rand.Read(chunk)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			for off := 0; off < len(chunk); off += 4 << 10 {
+				server.Write(chunk[off : off+4<<10])
+			}
+		}
+	}()
+	if _, err := io.CopyN(io.Discard, phone, int64(b.N)*int64(len(chunk))); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	server.Close()
+	phone.Close()
+	<-done
+}
+
 // TestIdleRelaysHoldNoGoroutines: with the parker, idle sessions cost no
 // goroutine, and an abort still ends parked sessions.
 func TestIdleRelaysHoldNoGoroutines(t *testing.T) {
@@ -438,4 +470,254 @@ func TestRelayedSessionOutlivesThePreauthWriteDeadline(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	c.send("b NOOP")
 	c.expect("b OK")
+}
+
+// TestRelayGathersSmallUpstreamRecordsIntoFewerWrites: an upstream over TLS
+// whose server writes 4 KiB records (Dovecot's OpenSSL does) sends a
+// 2 MiB FETCH. crypto/tls hands the relay one record per Read; the
+// client must still get every byte, in order, in at most one write toward
+// it per upstream record (it took two: the first 1 KiB of each record, then
+// the rest), and the tagged OK that follows the burst must not wait for
+// more bytes.
+func TestRelayGathersSmallUpstreamRecordsIntoFewerWrites(t *testing.T) {
+	forEachWaitMode(t, testRelayGathersSmallUpstreamRecords)
+}
+
+func testRelayGathersSmallUpstreamRecords(t *testing.T, shared func() *relayShared) {
+	phone, proxyClientSide, clientWrites := tlsPairCountingServerWrites(t)
+	proxyUpSide, server := upstreamTLSPair(t)
+	_, done := runRelayWith(shared(), proxyClientSide, proxyUpSide, time.Minute)
+
+	const record = 4 << 10
+	fetch := make([]byte, 2<<20)
+	rand.Read(fetch)
+	const ok = "a OK FETCH completed\r\n"
+	before := clientWrites.Load()
+	go func() {
+		for off := 0; off < len(fetch); off += record {
+			server.Write(fetch[off : off+record]) // one record each
+		}
+		server.Write([]byte(ok))
+	}()
+	phone.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(fetch)+len(ok))
+	if _, err := io.ReadFull(phone, got); err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if !bytes.Equal(got[:len(fetch)], fetch) || string(got[len(fetch):]) != ok {
+		t.Fatal("client got the FETCH altered")
+	}
+	records := len(fetch)/record + 1
+	if n := clientWrites.Load() - before; n > int64(records) {
+		t.Errorf("%d writes toward the client for %d upstream records, want at most one per record", n, records)
+	}
+	phone.Close()
+	server.Close()
+	<-done
+}
+
+// countingConn counts the writes to a TCP connection (under crypto/tls,
+// one per record) and, if deadlines is set, the read deadlines set on it.
+type countingConn struct {
+	*net.TCPConn
+	writes, deadlines *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.TCPConn.Write(b)
+}
+
+func (c countingConn) SetReadDeadline(t time.Time) error {
+	if c.deadlines != nil {
+		c.deadlines.Add(1)
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// tlsPairCountingServerWrites is tlsPair with the writes of the proxy's
+// side counted: one per record.
+func tlsPairCountingServerWrites(t testing.TB) (client, server *tls.Conn, writes *atomic.Int64) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	writes = new(atomic.Int64)
+	client = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	// No dynamic record sizing toward the client: one record per write
+	// of the relay, so the count is the relay's.
+	server = tls.Server(countingConn{b.(*net.TCPConn), writes, nil}, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
+	handshakeBoth(t, client, server)
+	return client, server, writes
+}
+
+// upstreamTLSPair returns the proxy's TLS client toward an upstream, over
+// an upstreamSocket as Upstream.connect makes it, and that upstream's TLS
+// server, which writes one record per Write (no dynamic record sizing), as
+// OpenSSL servers do.
+func upstreamTLSPair(t testing.TB) (proxyUpSide, server *tls.Conn) {
+	t.Helper()
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	proxyUpSide = tls.Client(newUpstreamSocket(a), &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
+	handshakeBoth(t, proxyUpSide, server)
+	if rawConnOf(proxyUpSide) == nil {
+		t.Fatal("rawConnOf finds no socket under the upstream's TLS: its direction could never park")
+	}
+	return proxyUpSide, server
+}
+
+func handshakeBoth(t testing.TB, client, server *tls.Conn) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRelayRoundTripsMoveNoReadDeadline: a session exchanging commands
+// faster than its quiet spell (2 seconds before it parks) must not pay a
+// read deadline change per command: the deadline is set once and moved
+// only when it expires while bytes still flowed.
+func TestRelayRoundTripsMoveNoReadDeadline(t *testing.T) {
+	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	a, b := tcpPair(t)
+	var writes, deadlines atomic.Int64
+	phone := tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+	proxyClientSide := tls.Server(countingConn{b.(*net.TCPConn), &writes, &deadlines}, &tls.Config{Certificates: []tls.Certificate{cert}})
+	handshakeBoth(t, phone, proxyClientSide)
+	proxyUpSide, server := tcpPair(t)
+	_, done := runRelay(t, proxyClientSide, proxyUpSide, time.Minute)
+	go echoLines(server)
+
+	const commands = 200
+	br := bufio.NewReader(phone)
+	before := deadlines.Load()
+	for i := range commands {
+		phone.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(phone, "a%d NOOP\r\n", i)
+		if line, err := br.ReadString('\n'); err != nil || line != fmt.Sprintf("a%d NOOP\r\n", i) {
+			t.Fatalf("round trip %d: %q, %v", i, line, err)
+		}
+	}
+	if n := deadlines.Load() - before; n > 4 {
+		t.Errorf("%d read deadlines set for %d round trips, want a handful", n, commands)
+	}
+	phone.Close()
+	server.Close()
+	<-done
+}
+
+// TestLargeFetchThroughTLSUpstreamArrivesIntact: a 2 MB FETCH from Dovecot
+// through the proxy with TLS on both legs (upstream STARTTLS and implicit
+// TLS, Dovecot's own OpenSSL records) reaches the client byte for byte as
+// Dovecot sends it to a client of its own.
+func TestLargeFetchThroughTLSUpstreamArrivesIntact(t *testing.T) {
+	d := proxytest.StartDovecot(t, proxytest.DovecotOptions{Messages: 20, MessageSize: 100 << 10})
+	const fetch = "f UID FETCH 1:* BODY.PEEK[]"
+
+	direct, err := net.Dial("tcp", d.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.Close() })
+	dc := &textClient{t: t, conn: direct, r: bufio.NewReader(direct)}
+	dc.expect("* OK ")
+	dc.send("l LOGIN user1 " + strconv.Quote(d.Users["user1"]))
+	dc.expect("l OK")
+	dc.send("s SELECT INBOX")
+	dc.expect("s OK")
+	dc.send(fetch)
+	want, _ := readResponse(t, dc.r, "f ")
+	if len(want) < 2e6 {
+		t.Fatalf("Dovecot's own FETCH is %d bytes, want a 2 MB mailbox", len(want))
+	}
+
+	for _, mode := range []UpstreamTLS{UpstreamSTARTTLS, UpstreamImplicit} {
+		t.Run(string(mode), func(t *testing.T) {
+			addr := d.Addr
+			if mode == UpstreamImplicit {
+				addr = d.ImplicitAddr
+			}
+			tp := startProxyTo(t, addr, mode, dovecotTLS(d), nil, nil)
+			c := tp.dialImplicit(t)
+			c.send("a AUTHENTICATE PLAIN " + plainIR("user1", d.Users["user1"]))
+			c.expect("a OK")
+			c.send("s SELECT INBOX")
+			c.expect("s OK")
+			c.send(fetch)
+			got, tagged := readResponse(t, c.r, "f ")
+			if !bytes.Equal(got, want) {
+				t.Fatalf("the client got %d bytes before the tagged line, Dovecot sends %d; first difference at %d",
+					len(got), len(want), firstDifference(got, want))
+			}
+			if !strings.HasPrefix(tagged, "f OK ") {
+				t.Fatalf("tagged answer %q", tagged)
+			}
+		})
+	}
+}
+
+// readResponse reads a command's whole response: the untagged responses,
+// literals included, and the tagged line (apart: Dovecot's says how long
+// the command took).
+func readResponse(t *testing.T, r *bufio.Reader, tag string) (untagged []byte, tagged string) {
+	t.Helper()
+	var all []byte
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(all), err)
+		}
+		if bytes.HasPrefix(line, []byte(tag)) {
+			return all, string(line)
+		}
+		all = append(all, line...)
+		if n, ok := literalSize(line); ok {
+			lit := make([]byte, n)
+			if _, err := io.ReadFull(r, lit); err != nil {
+				t.Fatalf("literal of %d bytes: %v", n, err)
+			}
+			all = append(all, lit...)
+		}
+	}
+}
+
+// literalSize is N when line ends with "{N}\r\n".
+func literalSize(line []byte) (int, bool) {
+	s := strings.TrimSuffix(string(line), "\r\n")
+	i := strings.LastIndexByte(s, '{')
+	if i < 0 || !strings.HasSuffix(s, "}") {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s[i+1 : len(s)-1])
+	return n, err == nil
+}
+
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

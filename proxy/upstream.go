@@ -301,7 +301,7 @@ func (u *Upstream) connect(ctx context.Context, client ClientInfo) (_ *upstreamC
 		}
 	}
 	if u.TLS == UpstreamImplicit {
-		tc := tls.Client(conn, u.tlsConfig())
+		tc := tls.Client(newUpstreamSocket(conn), u.tlsConfig())
 		if err := tc.HandshakeContext(connectCtx); err != nil {
 			return nil, unavailable("TLS handshake", err)
 		}

@@ -119,7 +119,7 @@ func (c *upstreamClient) startTLS(ctx context.Context, cfg *tls.Config) error {
 		// they came over TLS: the CVE-2011-0411 injection.
 		return protocolError("upstream sent %d bytes after STARTTLS OK", c.r.Buffered())
 	}
-	tc := tls.Client(c.conn, cfg)
+	tc := tls.Client(newUpstreamSocket(c.conn), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return unavailable("STARTTLS handshake", err)
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,13 +33,13 @@ import (
 // imapgate processes with TLS to Dovecot (STARTTLS, implicit TLS).
 
 const compareUsage = `Usage:
-  imapbench compare [--rounds 3] [--sessions 2000] [--memory-logins=true] [--resumed-logins=true] [--quick] [--json]
+  imapbench compare [--rounds 3] [--sessions 2000] [--storm-sessions 9500] [--scenarios LIST] [--quick] [--json]
 
 Starts, on loopback and in a temporary directory, Dovecot with a generated mailbox, nginx's
 mail proxy (Debian's nginx and libnginx-mod-mail, with an auth_http responder in imapbench) and
 imapgate (built from this repository: run from it), both with implicit TLS and the same ECDSA
-P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, fetch, logins
-and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
+P-256 certificate and both logging in to Dovecot in plaintext. Then runs idle, fetch, logins,
+the storm and latency against direct (plaintext to Dovecot), nginx and imapgate in alternating rounds and
 prints the medians and the ratios imapgate/nginx and imapgate/direct.
 
 Dovecot's login work (its auth and imap processes; by default a fork and exec per login, with
@@ -64,6 +66,16 @@ TLS on both legs: fetch runs also through two more imapgate processes with upstr
 whose nginx cells are n/a (nginx's mail proxy speaks plaintext to its upstream) and whose direct
 cells are the client with the same TLS straight to Dovecot: the ceiling of Dovecot's own TLS.
 
+The storm (imapbench storm, through the memory upstream's nginx and imapgate, each restarted for
+the round: Dovecot's process per session cannot hold that many here): --storm-sessions sessions set
+up 64 at a time (connect, TLS, AUTHENTICATE PLAIN, SELECT INBOX, IDLE), held --hold, dropped at
+once with RST (SO_LINGER 0) and reconnected at once, a failed attempt retried after 1 s, within
+--storm-within: seconds until all are back, p50/p99 of one reconnect, attempts not OK, right
+passwords refused, peak RSS, and RSS per session 3 s after the setup, after the hold and 3 s after
+the storm. Both proxies may open 20,000 files per process (each nginx worker:
+worker_rlimit_nofile and worker_connections 20000); nginx listens with backlog=net.core.somaxconn,
+the backlog Go gives imapgate, unless --nginx-backlog says otherwise.
+
 Everything it started is stopped, by PID, on exit and on Ctrl-C. Needs root or the owner of the
 processes to read their memory.
 
@@ -71,7 +83,7 @@ Flags:
   --rounds N           rounds of every scenario (default 3)
   --sessions N         idle: sessions held at once (default 2000)
   --source-count N     source addresses 127.1.0.1 .. 127.1.0.N for every connection (default 16)
-  --hold D             idle: how long the sessions are held (default 3s)
+  --hold D             idle and storm: how long the sessions are held (default 30s)
   --users N            users user1..userN in Dovecot; sessions and logins spread over them (default 2000)
   --messages N         messages in user1's INBOX, fetched whole (default 2000)
   --message-size B     size of each of them (default 50000: 100 MB in all)
@@ -85,9 +97,20 @@ Flags:
                        Dovecot's imap processes serve login after login (service_count = 0) instead
                        of one fork and exec per login (default true)
   --count N            latency: NOOP round trips per round (default 2000)
+  --storm-sessions N   storm: sessions dropped and reconnected at once (default 9500, at most 9500)
+  --storm-within D     storm: bound on each storm's reconnect (default 2m)
+  --nginx-backlog N    storm: listen backlog of the storm's nginx (default net.core.somaxconn, as
+                       Go's; 0 is nginx's own default, 511)
+  --imapgate-upstream-logins N
+                       storm: max_upstream_logins and upstream_login_queue of the storm's imapgate
+                       (0: no cap; default: imapgate's, 64 in flight, the queue unbounded)
+  --profile DIR        storm: save a CPU profile of imapgate during each storm (30 s from the drop)
+                       in DIR, from its /debug/pprof/ (metrics.pprof)
+  --scenarios LIST     only these, comma-separated: idle, fetch, logins, memory-logins, floor,
+                       storm, latency (default all)
   --imapgate PATH      a built imapgate to use instead of building ./cmd/imapgate
-  --quick              tiny sizes and durations, one round (a smoke test; about 25s)
-  --max-time D         bound on the whole run (default 20m)
+  --quick              tiny sizes and durations, one round (a smoke test; about 50s)
+  --max-time D         bound on the whole run (default 30m)
   --timeout D          how long each step may wait for a server (default 10s)
   --json               print the result as JSON
   --quiet              no progress on stderr
@@ -120,6 +143,25 @@ type compareOptions struct {
 	// login instead of forking one per login (see
 	// proxytest.DovecotOptions.ReuseProcesses).
 	ReuseProcesses bool
+	// StormSessions are the storm's sessions, set up, dropped and
+	// reconnected through the memory upstream's nginx and imapgate.
+	StormSessions int
+	// StormWithin bounds each storm's reconnect; StormSettle is how long
+	// after the setup and after the storm its memory is sampled.
+	StormWithin, StormSettle time.Duration
+	// NginxBacklog is the listen backlog of the storm's nginx (the
+	// memory upstream's): 0 leaves nginx's default (511).
+	NginxBacklog int
+	// MaxUpstreamLogins, if not nil, is policy.max_upstream_logins (and
+	// upstream_login_queue) of the memory upstream's imapgate, the
+	// storm's; nil leaves imapgate's defaults.
+	MaxUpstreamLogins *int
+	// Profile is a directory for CPU profiles of imapgate during each
+	// storm (metrics.pprof); if empty, none is taken.
+	Profile string
+	// Scenarios are the scenarios to run (compareScenarios); if nil,
+	// all of them.
+	Scenarios map[string]bool
 	// Imapgate is a built imapgate. If empty, ./cmd/imapgate of the
 	// repository is built into the run's directory.
 	Imapgate string
@@ -132,9 +174,23 @@ type compareOptions struct {
 // comparePassword is every generated user's password.
 const comparePassword = "compare-Secret!1"
 
+// compareScenarios are the scenarios of a comparison, in the order they
+// run, as --scenarios names them.
+var compareScenarios = []string{"idle", "fetch", "logins", "memory-logins", "floor", "storm", "latency"}
+
+// runs says whether the scenario is to run.
+func (o compareOptions) runs(scenario string) bool {
+	return o.Scenarios == nil || o.Scenarios[scenario]
+}
+
+// maxStormSessions is the storm's ceiling: a proxied session holds two
+// descriptors, and the proxies here may open 20,000 each.
+const maxStormSessions = 9500
+
 func defaultCompareOptions() compareOptions {
 	return compareOptions{
-		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 3 * time.Second,
+		Rounds: 3, Sessions: 2000, SourceCount: 16, Hold: 30 * time.Second,
+		StormSessions: maxStormSessions, StormWithin: defaultStormWithin, StormSettle: defaultStormSettle, NginxBacklog: somaxconn(),
 		Users: 2000, Messages: 2000, MessageSize: 50_000,
 		Duration: 5 * time.Second, Workers: []int{16, 64}, MemoryLogins: true, ResumedLogins: true, ReuseProcesses: true, Count: 2000,
 		Concurrency: defaultConcurrency, Timeout: 10 * time.Second,
@@ -151,6 +207,7 @@ func quickCompareOptions() compareOptions {
 	// than one tick (TestCompareQuick failed about one run in three).
 	o.Users, o.Messages = 100, 800
 	o.Duration, o.Count = time.Second, 200
+	o.StormSessions, o.StormSettle = 200, time.Second
 	o.Quick = true
 	return o
 }
@@ -168,7 +225,8 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		asJSON   = fs.Bool("json", false, "print the result as JSON")
 		quiet    = fs.Bool("quiet", false, "no progress on stderr")
 		verbose  = fs.Bool("verbose", false, "the scenarios' own progress on stderr too")
-		maxTime  = fs.Duration("max-time", 20*time.Minute, "bound on the whole run")
+		maxTime  = fs.Duration("max-time", 30*time.Minute, "bound on the whole run")
+		scenList = fs.String("scenarios", "all", "scenarios to run, comma-separated")
 		imapgate = fs.String("imapgate", "", "a built imapgate `PATH` (default: build ./cmd/imapgate)")
 	)
 	fs.IntVar(&o.Rounds, "rounds", d.Rounds, "rounds of every scenario")
@@ -184,6 +242,11 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.ReuseProcesses, "reuse-processes", d.ReuseProcesses, "Dovecot's imap processes serve login after login instead of one fork per login")
 	fs.IntVar(&o.Count, "count", d.Count, "latency: NOOP round trips per round")
 	fs.DurationVar(&o.Timeout, "timeout", d.Timeout, "how long each step may wait for a server")
+	fs.IntVar(&o.StormSessions, "storm-sessions", d.StormSessions, "storm: sessions dropped and reconnected at once")
+	fs.DurationVar(&o.StormWithin, "storm-within", d.StormWithin, "storm: bound on each reconnect storm")
+	fs.IntVar(&o.NginxBacklog, "nginx-backlog", d.NginxBacklog, "storm: the listen backlog of the storm's nginx; 0 is nginx's default, 511")
+	upstreamLogins := fs.Int("imapgate-upstream-logins", -1, "storm: max_upstream_logins and upstream_login_queue of the storm's imapgate (0: no cap); -1 leaves imapgate's defaults")
+	fs.StringVar(&o.Profile, "profile", "", "storm: save a CPU profile of imapgate during each storm in `DIR`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -224,6 +287,8 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		keep("messages", &o.Messages, q.Messages)
 		keep("message-size", &o.MessageSize, q.MessageSize)
 		keep("count", &o.Count, q.Count)
+		keep("storm-sessions", &o.StormSessions, q.StormSessions)
+		o.StormSettle = q.StormSettle
 		keepD("hold", &o.Hold, q.Hold)
 		keepD("duration", &o.Duration, q.Duration)
 		if !set["max-time"] {
@@ -232,6 +297,10 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		o.Quick = true
 	}
 	var err error
+	if o.Scenarios, err = parseScenarios(*scenList); err != nil {
+		fmt.Fprintf(stderr, "imapbench compare: %v\n", err)
+		return 2
+	}
 	if o.Workers, err = parseWorkers(*workers); err == nil {
 		err = o.check()
 	}
@@ -243,6 +312,9 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o.Imapgate = *imapgate
+	if *upstreamLogins >= 0 {
+		o.MaxUpstreamLogins = upstreamLogins
+	}
 
 	level := slog.LevelInfo
 	if *quiet {
@@ -279,6 +351,35 @@ func runCompare(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseScenarios parses --scenarios: "all" (nil: every scenario) or
+// names of compareScenarios, comma-separated.
+func parseScenarios(s string) (map[string]bool, error) {
+	if strings.TrimSpace(s) == "all" {
+		return nil, nil
+	}
+	set := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(compareScenarios, f) {
+			return nil, fmt.Errorf("--scenarios: %q is not one of all, %s", f, strings.Join(compareScenarios, ", "))
+		}
+		set[f] = true
+	}
+	return set, nil
+}
+
+// somaxconn is net.core.somaxconn, the backlog Go listens with (4096 on
+// Linux 5.4 and later, when /proc cannot say).
+func somaxconn() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 4096
 }
 
 // parseWorkers parses "16,64".
@@ -326,6 +427,12 @@ func (o compareOptions) check() error {
 		return fmt.Errorf("--count %d: want 1 to 1000000", o.Count)
 	case o.ResumedLogins && !o.MemoryLogins:
 		return errors.New("--resumed-logins needs --memory-logins")
+	case o.StormSessions < 1 || o.StormSessions > maxStormSessions:
+		return fmt.Errorf("--storm-sessions %d: want 1 to %d (the proxies' file limits: two descriptors per session)", o.StormSessions, maxStormSessions)
+	case o.StormWithin <= 0:
+		return errors.New("--storm-within must be positive")
+	case o.NginxBacklog < 0 || o.NginxBacklog > 65535:
+		return fmt.Errorf("--nginx-backlog %d: want 0 (nginx's default) to 65535", o.NginxBacklog)
 	}
 	return nil
 }

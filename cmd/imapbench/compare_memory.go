@@ -105,7 +105,9 @@ type memoryServers struct {
 // startMemoryServers starts them, in dir's subdirectories upstream,
 // nginx-memory and imapgate-memory. On an error, it stops what it
 // started.
-func startMemoryServers(ctx context.Context, dir string, users int, nginxBin, gateBin, certFile, keyFile string, tlsConf *tls.Config) (m *memoryServers, err error) {
+// The nginx gets tune (the storm's backlog and connections), imapgate
+// extra.
+func startMemoryServers(ctx context.Context, dir string, users int, nginxBin, gateBin, certFile, keyFile string, tune nginxTuning, extra gateExtra, tlsConf *tls.Config) (m *memoryServers, err error) {
 	m = &memoryServers{}
 	defer func() {
 		if err != nil {
@@ -125,10 +127,10 @@ func startMemoryServers(ctx context.Context, dir string, users int, nginxBin, ga
 	if m.auth, err = startAuthResponder(ctx, ndir, m.up.addr); err != nil {
 		return m, err
 	}
-	if m.ngx, err = startNginx(ctx, nginxBin, ndir, m.auth, certFile, keyFile, tlsConf); err != nil {
+	if m.ngx, err = startNginx(ctx, nginxBin, ndir, m.auth, certFile, keyFile, tune, tlsConf); err != nil {
 		return m, fmt.Errorf("the second nginx (memory upstream): %w", err)
 	}
-	if m.gate, err = startImapgate(ctx, gateBin, gdir, m.up.addr, certFile, keyFile, upstreamTLS{}, tlsConf); err != nil {
+	if m.gate, err = startImapgate(ctx, gateBin, gdir, m.up.addr, certFile, keyFile, upstreamTLS{}, extra, tlsConf); err != nil {
 		return m, fmt.Errorf("the second imapgate (memory upstream): %w", err)
 	}
 	return m, nil

@@ -51,7 +51,19 @@ func (c *comparison) settings() compareSettings {
 		Rounds: o.Rounds, Sessions: o.Sessions, SourceCount: o.SourceCount, HoldSeconds: o.Hold.Seconds(),
 		Users: o.Users, Messages: o.Messages, MessageSize: o.MessageSize,
 		LoginSeconds: o.Duration.Seconds(), Workers: o.Workers, NoopCount: o.Count,
-		NginxWorkers: nginxWorkers, MemoryLogins: c.memContenders != nil, Quick: o.Quick,
+		NginxWorkers: nginxWorkers, MemoryLogins: c.memContenders != nil && o.MemoryLogins, Quick: o.Quick,
+	}
+	if o.runs("storm") {
+		st.StormSessions, st.StormWithinSeconds, st.NginxStormBacklog = o.StormSessions, o.StormWithin.Seconds(), o.NginxBacklog
+		st.Somaxconn = somaxconn()
+		st.ImapgateUpstreamLogins = o.MaxUpstreamLogins
+	}
+	if o.Scenarios != nil {
+		for _, s := range compareScenarios {
+			if o.Scenarios[s] {
+				st.Scenarios = append(st.Scenarios, s)
+			}
+		}
 	}
 	st.ResumedLogins = st.MemoryLogins && o.ResumedLogins
 	st.ReuseProcesses = o.ReuseProcesses
@@ -65,7 +77,13 @@ func (c *comparison) settings() compareSettings {
 // authRequests and memAuthRequests are the logins the auth_http
 // responders of the two nginx answered.
 func (c *comparison) finish(authRequests, memAuthRequests int64) {
-	c.res.Rows = buildRows(c.samples, compareFigures(c.o.Workers, c.memContenders != nil, c.res.Settings.ResumedLogins))
+	var figs []figure
+	for _, f := range compareFigures(c.o.Workers, c.res.Settings.MemoryLogins, c.res.Settings.ResumedLogins, c.o.StormSessions) {
+		if c.o.runs(f.scenario) {
+			figs = append(figs, f)
+		}
+	}
+	c.res.Rows = buildRows(c.samples, figs)
 	c.res.Resumption = c.resumption()
 	c.res.Floor = c.floorFigures()
 	c.res.Notes = compareNotes(c.res, authRequests, memAuthRequests)

@@ -116,6 +116,14 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 	if limit, err := openFileLimit(); err == nil && uint64(o.Sessions)+fdReserve > limit {
 		return nil, fmt.Errorf("--sessions %d needs about %d open files, and RLIMIT_NOFILE is %d", o.Sessions, o.Sessions+fdReserve, limit)
 	}
+	if limit, err := openFileLimit(); err == nil && o.runs("storm") && uint64(o.StormSessions)+fdReserve > limit {
+		return nil, fmt.Errorf("--storm-sessions %d needs about %d open files, and RLIMIT_NOFILE is %d", o.StormSessions, o.StormSessions+fdReserve, limit)
+	}
+	if o.Profile != "" {
+		if err := os.MkdirAll(o.Profile, 0o755); err != nil {
+			return nil, fmt.Errorf("--profile: %w", err)
+		}
+	}
 	nginxBin, err := nginxBinary()
 	if err != nil {
 		return nil, err
@@ -207,7 +215,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 			err = errors.Join(err, cerr)
 		}
 	}()
-	ngx, err := startNginx(ctx, nginxBin, ndir, auth, certFile, keyFile, cmp.tlsConf)
+	ngx, err := startNginx(ctx, nginxBin, ndir, auth, certFile, keyFile, nginxTuning{}, cmp.tlsConf)
 	if err != nil {
 		return res, err
 	}
@@ -217,7 +225,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		}
 	}()
 	log.Info("nginx is up", "addr", ngx.addr, "pids", joinInts(ngx.pids()))
-	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, upstreamTLS{}, cmp.tlsConf)
+	gate, err := startImapgate(ctx, gateBin, gdir, d.Addr, certFile, keyFile, upstreamTLS{}, gateExtra{}, cmp.tlsConf)
 	if err != nil {
 		return res, err
 	}
@@ -238,7 +246,7 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 		{stdir, d.Addr, upstreamTLS{Mode: "starttls", CAFile: d.CAFile}},
 		{imdir, d.ImplicitAddr, upstreamTLS{Mode: "implicit", CAFile: d.CAFile}},
 	} {
-		tg, gerr := startImapgate(ctx, gateBin, g.dir, g.addr, certFile, keyFile, g.up, cmp.tlsConf)
+		tg, gerr := startImapgate(ctx, gateBin, g.dir, g.addr, certFile, keyFile, g.up, gateExtra{}, cmp.tlsConf)
 		if gerr != nil {
 			return res, fmt.Errorf("imapgate with upstream.tls = %q: %w", g.up.Mode, gerr)
 		}
@@ -258,9 +266,14 @@ func runComparison(ctx context.Context, o compareOptions) (res *compareResult, e
 			err = errors.Join(err, serr)
 		}
 	}()
-	if o.MemoryLogins {
+	if o.MemoryLogins || o.runs("storm") {
 		log.Info("starting the memory upstream (imapbench upstream), a second nginx and a second imapgate in front of it")
-		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, cmp.tlsConf); err != nil {
+		// The storm's nginx: as many connections per worker as the
+		// storm's sessions need should one worker take them all (nginx's
+		// workers share a listen socket unevenly), and the backlog asked
+		// for (by default the same as Go's, net.core.somaxconn).
+		tune := nginxTuning{Backlog: o.NginxBacklog, WorkerConnections: 20000}
+		if cmp.mem, err = startMemoryServers(ctx, dir, o.Users, nginxBin, gateBin, certFile, keyFile, tune, gateExtra{Profile: o.Profile != "", MaxUpstreamLogins: o.MaxUpstreamLogins}, cmp.tlsConf); err != nil {
 			return res, err
 		}
 		defer func() {
@@ -382,22 +395,33 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 	o := c.o
 	// Dovecot indexes user1's INBOX at its first SELECT and the page
 	// cache fills at the first FETCH: neither belongs to a contender.
-	c.log.Info("warming up: one fetch of the whole INBOX, direct")
-	if _, err := runFetch(ctx, fetchOptions{Target: c.contenders[0].target, Rounds: 1, Log: c.o.RunnerLog}); err != nil {
-		return fmt.Errorf("warm-up fetch: %w", err)
+	if o.runs("fetch") {
+		c.log.Info("warming up: one fetch of the whole INBOX, direct")
+		if _, err := runFetch(ctx, fetchOptions{Target: c.contenders[0].target, Rounds: 1, Log: c.o.RunnerLog}); err != nil {
+			return fmt.Errorf("warm-up fetch: %w", err)
+		}
 	}
 	type scenario struct {
 		name       string
 		contenders []contender
 		run        func(ctx context.Context, ct contender, round int) error
 	}
-	scenarios := []scenario{{"idle", c.contenders, c.idle}, {"fetch", append(slices.Clone(c.contenders), c.tlsUpstream...), c.fetch}}
+	var scenarios []scenario
+	if o.runs("idle") {
+		scenarios = append(scenarios, scenario{"idle", c.contenders, c.idle})
+	}
+	if o.runs("fetch") {
+		scenarios = append(scenarios, scenario{"fetch", append(slices.Clone(c.contenders), c.tlsUpstream...), c.fetch})
+	}
 	for _, w := range o.Workers {
+		if !o.runs("logins") {
+			break
+		}
 		scenarios = append(scenarios, scenario{fmt.Sprintf("logins@%d", w), c.contenders, func(ctx context.Context, ct contender, round int) error {
 			return c.logins(ctx, ct, round, w, loginsDovecot)
 		}})
 	}
-	if c.memContenders != nil {
+	if c.memContenders != nil && o.MemoryLogins && o.runs("memory-logins") {
 		for _, w := range o.Workers {
 			scenarios = append(scenarios, scenario{fmt.Sprintf("memory logins@%d", w), c.memContenders, func(ctx context.Context, ct contender, round int) error {
 				return c.logins(ctx, ct, round, w, loginsMemory)
@@ -417,8 +441,18 @@ func (c *comparison) runScenarios(ctx context.Context) error {
 			}
 		}
 	}
-	scenarios = append(scenarios, scenario{"floor", []contender{{name: floorContender}}, c.floor})
-	scenarios = append(scenarios, scenario{"latency", c.contenders, c.latency})
+	if o.runs("floor") {
+		scenarios = append(scenarios, scenario{"floor", []contender{{name: floorContender}}, c.floor})
+	}
+	if o.runs("storm") {
+		// nginx and imapgate in front of the memory upstream: Dovecot's
+		// process per session cannot hold the storm's sessions here, and
+		// direct has no proxy to measure.
+		scenarios = append(scenarios, scenario{"storm", c.memContenders[1:], c.storm})
+	}
+	if o.runs("latency") {
+		scenarios = append(scenarios, scenario{"latency", c.contenders, c.latency})
+	}
 	for _, s := range scenarios {
 		for round := range o.Rounds {
 			for i := range s.contenders {

@@ -38,6 +38,7 @@ func (c *comparison) idle(ctx context.Context, ct contender, round int) error {
 		return errors.New("no memory measurement: no session opened")
 	}
 	rss, pss := float64(r.Memory.PerSessionRSSBytes)/1024, float64(r.Memory.PerSessionPSSBytes)/1024
+	c.samples.add(figIdleRSSSetup, ct.name, float64(r.Memory.PerSessionSetupRSSBytes)/1024)
 	c.samples.add(figIdleRSS, ct.name, rss)
 	c.samples.add(figIdlePSS, ct.name, pss)
 	c.log.Info("idle", "round", round+1, "target", ct.name, "sessions", r.Opened, "rss_kib_per_session", fmt.Sprintf("%.1f", rss),

@@ -157,11 +157,32 @@ type nginxServer struct {
 	auth *authResponder
 }
 
+// nginxTuning is what a run changes in nginx's event and listen
+// settings. The zero value is the configuration every scenario but the
+// storm uses.
+type nginxTuning struct {
+	// Backlog is the listen socket's backlog (listen ... backlog=N). If
+	// zero, nginx's own default is used: 511 on Linux, where Go (so
+	// imapgate) listens with net.core.somaxconn.
+	Backlog int
+	// WorkerConnections is each worker's worker_connections. If zero,
+	// 10000 is used: 5,000 proxied sessions per worker (each holds two).
+	WorkerConnections int
+}
+
 // nginxConfig renders nginx.conf: nginx's defaults but for what the run
-// needs (loopback addresses, files in dir, enough connections). The mail
-// proxy's buffer (proxy_buffer, one page) and timeouts stay as a user
-// would find them.
-func nginxConfig(dir, listen, authAddr, certFile, keyFile string) string {
+// needs (loopback addresses, files in dir, enough connections, and tune).
+// The mail proxy's buffer (proxy_buffer, one page) and timeouts stay as a
+// user would find them. Every worker may open 20,000 files
+// (worker_rlimit_nofile), as imapgate's one process may.
+func nginxConfig(dir, listen, authAddr, certFile, keyFile string, tune nginxTuning) string {
+	conns := tune.WorkerConnections
+	if conns == 0 {
+		conns = 10000
+	}
+	if tune.Backlog > 0 {
+		listen += fmt.Sprintf(" backlog=%d", tune.Backlog)
+	}
 	return fmt.Sprintf(`# Written by imapbench compare.
 load_module %s;
 daemon off;
@@ -172,7 +193,7 @@ pid %s;
 error_log %s warn;
 
 events {
-    worker_connections 10000;
+    worker_connections %d;
 }
 
 mail {
@@ -189,7 +210,7 @@ mail {
     }
 }
 `, nginxMailModule, nginxWorkers, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"),
-		authAddr, listen, certFile, keyFile)
+		conns, authAddr, listen, certFile, keyFile)
 }
 
 // nginxBinary finds nginx and its mail module.
@@ -218,14 +239,14 @@ func lookSbin(name string) (string, error) {
 }
 
 // startNginx writes the configuration and starts nginx, on a fresh port.
-func startNginx(ctx context.Context, bin, dir string, auth *authResponder, certFile, keyFile string, tlsConf *tls.Config) (*nginxServer, error) {
+func startNginx(ctx context.Context, bin, dir string, auth *authResponder, certFile, keyFile string, tune nginxTuning, tlsConf *tls.Config) (*nginxServer, error) {
 	var err error
 	for range startTries {
 		n := &nginxServer{bin: bin, dir: dir, auth: auth}
 		if n.addr, err = freeLoopbackPort(); err != nil {
 			return nil, err
 		}
-		conf := nginxConfig(dir, n.addr, auth.addr, certFile, keyFile)
+		conf := nginxConfig(dir, n.addr, auth.addr, certFile, keyFile, tune)
 		if err = os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
@@ -315,7 +336,10 @@ func (n *nginxServer) stop() error {
 // upstream TLS of its upstreamTLS.
 type imapgateServer struct {
 	bin, dir, addr, config string
-	proc                   *child
+	// metrics is metrics.listen, serving Go's profiles (metrics.pprof);
+	// "" when the run does not profile.
+	metrics string
+	proc    *child
 }
 
 // upstreamTLS is how an imapgate of compare reaches its upstream. The
@@ -331,10 +355,16 @@ type upstreamTLS struct {
 // imapgateConfig renders imapgate.toml: defaults but for the addresses,
 // the certificate, a plaintext upstream as nginx's (or up's TLS), no
 // failure delay and connection limits above any run's sessions.
-func imapgateConfig(dir, listen, upstream, certFile, keyFile string, up upstreamTLS) string {
+// With metrics set, it also serves /metrics and Go's profiles
+// (metrics.pprof) there.
+func imapgateConfig(dir, listen, upstream, certFile, keyFile string, up upstreamTLS, metrics string) string {
 	upTLS := `tls = "none"`
 	if up.Mode != "" {
 		upTLS = fmt.Sprintf("tls = %q\nserver_name = \"localhost\"\nca_file = %q", up.Mode, up.CAFile)
+	}
+	metricsConf := ""
+	if metrics != "" {
+		metricsConf = fmt.Sprintf("\n[metrics]\nlisten = %q\npprof = true\n", metrics)
 	}
 	return fmt.Sprintf(`# Written by imapbench compare.
 shutdown_timeout = "5s"
@@ -359,19 +389,39 @@ max_connections_per_network = 0
 
 [audit]
 output = %q
-`, listen, certFile, keyFile, upstream, upTLS, filepath.Join(dir, "audit.log"))
+%s`, listen, certFile, keyFile, upstream, upTLS, filepath.Join(dir, "audit.log"), metricsConf)
+}
+
+// gateExtra is what an imapgate of compare has beyond the configuration
+// every one has. The zero value adds nothing.
+type gateExtra struct {
+	// Profile serves Go's profiles on a fresh port (metrics.listen with
+	// metrics.pprof).
+	Profile bool
+	// MaxUpstreamLogins, if not nil, sets policy.max_upstream_logins and
+	// policy.upstream_login_queue (nil: imapgate's defaults: 64 in flight, the queue unbounded).
+	MaxUpstreamLogins *int
 }
 
 // startImapgate writes the configuration and starts imapgate on a fresh
-// port.
-func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, up upstreamTLS, tlsConf *tls.Config) (*imapgateServer, error) {
+// port, with extra's additions.
+func startImapgate(ctx context.Context, bin, dir, upstream, certFile, keyFile string, up upstreamTLS, extra gateExtra, tlsConf *tls.Config) (*imapgateServer, error) {
 	var err error
 	for range startTries {
 		g := &imapgateServer{bin: bin, dir: dir, config: filepath.Join(dir, "imapgate.toml")}
 		if g.addr, err = freeLoopbackPort(); err != nil {
 			return nil, err
 		}
-		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile, up)
+		if extra.Profile {
+			if g.metrics, err = freeLoopbackPort(); err != nil {
+				return nil, err
+			}
+		}
+		conf := imapgateConfig(dir, g.addr, upstream, certFile, keyFile, up, g.metrics)
+		if n := extra.MaxUpstreamLogins; n != nil {
+			conf = strings.Replace(conf, "max_connections_per_network = 0\n",
+				fmt.Sprintf("max_connections_per_network = 0\nmax_upstream_logins = %d\nupstream_login_queue = %d\n", *n, *n), 1)
+		}
 		if err = os.WriteFile(g.config, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -98,6 +99,19 @@ type compareSettings struct {
 	// login (service_count = 0) rather than one process per login.
 	ReuseProcesses bool `json:"dovecot_reuse_processes"`
 	Quick          bool `json:"quick"`
+	// The storm's sessions and bound, the listen backlog of its nginx
+	// (0: nginx's default, 511) and net.core.somaxconn, imapgate's; all
+	// zero without the storm.
+	StormSessions      int     `json:"storm_sessions,omitempty"`
+	StormWithinSeconds float64 `json:"storm_within_seconds,omitempty"`
+	NginxStormBacklog  int     `json:"nginx_storm_backlog,omitempty"`
+	Somaxconn          int     `json:"somaxconn,omitempty"`
+	// ImapgateUpstreamLogins is the storm's imapgate's
+	// max_upstream_logins and upstream_login_queue when set
+	// (--imapgate-upstream-logins); nil: imapgate's defaults.
+	ImapgateUpstreamLogins *int `json:"imapgate_storm_max_upstream_logins,omitempty"`
+	// Scenarios are those --scenarios selected; empty: all.
+	Scenarios []string `json:"scenarios,omitempty"`
 }
 
 // compareRow is one figure: the median over the rounds of each
@@ -118,6 +132,8 @@ type compareRow struct {
 	// DirectNA says that direct has no value by definition (and so no
 	// imapgate/direct ratio): there is no proxy to measure.
 	DirectNA bool `json:"direct_na,omitempty"`
+	// RatioNA says the row is a count, which may be 0: no ratios.
+	RatioNA bool `json:"ratio_na,omitempty"`
 	// Rounds holds each contender's value of each round, in round order.
 	Rounds   map[string][]float64 `json:"rounds,omitempty"`
 	decimals int
@@ -126,12 +142,15 @@ type compareRow struct {
 // The figures' keys. Logins have one set per number of workers, one more
 // with the memory upstream and one more with it and resumed sessions.
 const (
-	figIdleRSS   = "idle_rss_kib_per_session"
-	figIdlePSS   = "idle_pss_kib_per_session"
-	figFetch     = "fetch_mb_per_s"
-	figNoopP50   = "noop_p50_us"
-	figNoopP99   = "noop_p99_us"
-	figNoopAdded = "noop_p50_added_us"
+	figIdleRSS = "idle_rss_kib_per_session"
+	// figIdleRSSSetup is the idle RSS per session 3 s after the last
+	// session was opened; figIdleRSS is at the end of the hold.
+	figIdleRSSSetup = "idle_rss_kib_per_session_3s"
+	figIdlePSS      = "idle_pss_kib_per_session"
+	figFetch        = "fetch_mb_per_s"
+	figNoopP50      = "noop_p50_us"
+	figNoopP99      = "noop_p99_us"
+	figNoopAdded    = "noop_p50_added_us"
 	// The fetch's CPU of the proxy's processes per MB, and the fetch
 	// through imapgate with TLS to Dovecot too (nginx cannot).
 	figFetchCPU            = "fetch_cpu_ms_per_mb"
@@ -143,6 +162,18 @@ const (
 	figFloorX25519         = "floor_cpu_us_x25519"
 	figFloorHybrid         = "floor_cpu_us_hybrid_offered"
 	figFloorResumed        = "floor_cpu_us_resumed"
+	// The storm's (compare_storm.go).
+	figStormAllBack       = "storm_seconds_all_back"
+	figStormP50           = "storm_reconnect_p50_ms"
+	figStormP99           = "storm_reconnect_p99_ms"
+	figStormNotOK         = "storm_attempts_not_ok"
+	figStormSessionsNotOK = "storm_sessions_not_ok"
+	figStormRefused       = "storm_logins_refused"
+	figStormCPU           = "storm_cpu_us_per_session"
+	figStormPeakRSS       = "storm_peak_rss_mib"
+	figStormRSSSetup      = "storm_rss_kib_per_session_setup"
+	figStormRSSHeld       = "storm_rss_kib_per_session_held"
+	figStormRSSAfter      = "storm_rss_kib_per_session_after"
 )
 
 // figLoginCPU is the CPU time of the proxy's processes per login.
@@ -206,24 +237,31 @@ type figure struct {
 	decimals         int
 	directNA         bool
 	nginxNA          bool
+	// ratioNA marks a count, which may be 0: no ratios.
+	ratioNA bool
 	// minusDirect makes the row the figure of that key minus direct's.
 	minusDirect string
+	// scenario is the --scenarios name that measures it.
+	scenario string
 }
 
 // compareFigures are the table's rows: with the memory upstream's logins
 // after Dovecot's if memory is set, and the resumed ones after those if
 // resumed is set too. Direct has no TLS and so nothing to resume: its
-// cells of the resumed rows are n/a.
-func compareFigures(workers []int, memory, resumed bool) []figure {
+// cells of the resumed rows are n/a. The storm's rows, for stormSessions
+// sessions (none if 0), come before the latency's; direct's cells are
+// n/a (no proxy).
+func compareFigures(workers []int, memory, resumed bool, stormSessions int) []figure {
 	figs := []figure{
-		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true},
-		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true},
-		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0},
-		{key: figFetchCPU, label: "fetch CPU per MB", unit: "ms", decimals: 2, directNA: true},
-		{key: figFetchStartTLS, label: "fetch, upstream STARTTLS", unit: "MB/s", decimals: 0, nginxNA: true},
-		{key: figFetchStartTLSCPU, label: "fetch CPU per MB, upstream STARTTLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
-		{key: figFetchImplicitTLS, label: "fetch, upstream implicit TLS", unit: "MB/s", decimals: 0, nginxNA: true},
-		{key: figFetchImplicitTLSCPU, label: "fetch CPU per MB, upstream implicit TLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true},
+		{key: figIdleRSSSetup, label: "idle RSS per session 3 s after setup", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figIdleRSS, label: "idle RSS per session", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figIdlePSS, label: "idle PSS per session", unit: "KiB", decimals: 1, directNA: true, scenario: "idle"},
+		{key: figFetch, label: "fetch", unit: "MB/s", decimals: 0, scenario: "fetch"},
+		{key: figFetchCPU, label: "fetch CPU per MB", unit: "ms", decimals: 2, directNA: true, scenario: "fetch"},
+		{key: figFetchStartTLS, label: "fetch, upstream STARTTLS", unit: "MB/s", decimals: 0, nginxNA: true, scenario: "fetch"},
+		{key: figFetchStartTLSCPU, label: "fetch CPU per MB, upstream STARTTLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true, scenario: "fetch"},
+		{key: figFetchImplicitTLS, label: "fetch, upstream implicit TLS", unit: "MB/s", decimals: 0, nginxNA: true, scenario: "fetch"},
+		{key: figFetchImplicitTLSCPU, label: "fetch CPU per MB, upstream implicit TLS", unit: "ms", decimals: 2, nginxNA: true, directNA: true, scenario: "fetch"},
 	}
 	kinds := []loginsKind{loginsDovecot}
 	if memory {
@@ -234,21 +272,55 @@ func compareFigures(workers []int, memory, resumed bool) []figure {
 	}
 	for _, kind := range kinds {
 		suffix, na := kind.label(), kind == loginsMemoryResumed || kind == loginsMemoryHybrid
+		scenario := "memory-logins"
+		if kind == loginsDovecot {
+			scenario = "logins"
+		}
 		for _, w := range workers {
 			rate, p50, p99, cpu := loginFigures(w, kind)
 			figs = append(figs,
-				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na},
-				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
-				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na},
-				figure{key: cpu, label: fmt.Sprintf("CPU per login @%d%s", w, suffix), unit: "µs", decimals: 0, directNA: true},
+				figure{key: rate, label: fmt.Sprintf("logins @%d workers%s", w, suffix), unit: "/s", decimals: 0, directNA: na, scenario: scenario},
+				figure{key: p50, label: fmt.Sprintf("login p50 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na, scenario: scenario},
+				figure{key: p99, label: fmt.Sprintf("login p99 @%d%s", w, suffix), unit: "ms", decimals: 2, directNA: na, scenario: scenario},
+				figure{key: cpu, label: fmt.Sprintf("CPU per login @%d%s", w, suffix), unit: "µs", decimals: 0, directNA: true, scenario: scenario},
 			)
 		}
 	}
+	n := fmtCount(stormSessions)
+	storm := []figure{
+		{key: figStormAllBack, label: "storm: seconds until all " + n + " back", unit: "s", decimals: 2},
+		{key: figStormP50, label: "storm: reconnect p50", unit: "ms", decimals: 0},
+		{key: figStormP99, label: "storm: reconnect p99", unit: "ms", decimals: 0},
+		{key: figStormNotOK, label: "storm: attempts not OK", unit: "count", ratioNA: true},
+		{key: figStormSessionsNotOK, label: "storm: sessions with an attempt not OK", unit: "count", ratioNA: true},
+		{key: figStormRefused, label: "storm: right passwords refused", unit: "count", ratioNA: true},
+		{key: figStormCPU, label: "storm: proxy CPU per session back", unit: "µs", decimals: 0},
+		{key: figStormPeakRSS, label: "storm: peak RSS", unit: "MiB", decimals: 1},
+		{key: figStormRSSSetup, label: "storm: RSS per session 3 s after setup (" + n + " sessions)", unit: "KiB", decimals: 1},
+		{key: figStormRSSHeld, label: "storm: RSS per session after the hold", unit: "KiB", decimals: 1},
+		{key: figStormRSSAfter, label: "storm: RSS per session 3 s after the storm", unit: "KiB", decimals: 1},
+	}
+	for _, f := range storm {
+		if stormSessions <= 0 {
+			break
+		}
+		f.directNA, f.scenario = true, "storm"
+		figs = append(figs, f)
+	}
 	return append(figs,
-		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0},
-		figure{key: figNoopP99, label: "NOOP p99", unit: "µs", decimals: 0},
-		figure{key: figNoopAdded, label: "NOOP p50 added over direct", unit: "µs", decimals: 0, directNA: true, minusDirect: figNoopP50},
+		figure{key: figNoopP50, label: "NOOP p50", unit: "µs", decimals: 0, scenario: "latency"},
+		figure{key: figNoopP99, label: "NOOP p99", unit: "µs", decimals: 0, scenario: "latency"},
+		figure{key: figNoopAdded, label: "NOOP p50 added over direct", unit: "µs", decimals: 0, directNA: true, minusDirect: figNoopP50, scenario: "latency"},
 	)
+}
+
+// fmtCount writes n with a thousands comma: 9,500.
+func fmtCount(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // samples are the measured values: figure key -> contender -> one value
@@ -286,7 +358,7 @@ func buildRows(s samples, figs []figure) []compareRow {
 		return nil
 	}
 	for _, f := range figs {
-		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, NginxNA: f.nginxNA, decimals: f.decimals}
+		r := compareRow{Key: f.key, Figure: f.label, Unit: f.unit, DirectNA: f.directNA, NginxNA: f.nginxNA, RatioNA: f.ratioNA, decimals: f.decimals}
 		if f.minusDirect != "" {
 			d := med(f.minusDirect, nameDirect)
 			diff := func(name string) *float64 {
@@ -308,10 +380,10 @@ func buildRows(s samples, figs []figure) []compareRow {
 			}
 			r.Rounds = s[f.key]
 		}
-		if !f.nginxNA {
+		if !f.nginxNA && !f.ratioNA {
 			r.ImapgateNginx = ratio(r.Imapgate, r.Nginx)
 		}
-		if !f.directNA {
+		if !f.directNA && !f.ratioNA {
 			r.ImapgateDirect = ratio(r.Imapgate, r.Direct)
 		}
 		rows = append(rows, r)
@@ -333,10 +405,16 @@ func (res *compareResult) missing() int {
 	for _, r := range res.Rows {
 		cells := []*float64{r.Imapgate}
 		if !r.NginxNA {
-			cells = append(cells, r.Nginx, r.ImapgateNginx)
+			cells = append(cells, r.Nginx)
+			if !r.RatioNA {
+				cells = append(cells, r.ImapgateNginx)
+			}
 		}
 		if !r.DirectNA {
-			cells = append(cells, r.Direct, r.ImapgateDirect)
+			cells = append(cells, r.Direct)
+			if !r.RatioNA {
+				cells = append(cells, r.ImapgateDirect)
+			}
 		}
 		for _, c := range cells {
 			if c == nil {
@@ -366,7 +444,7 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 			s.NginxWorkers, authRequests),
 		`imapgate: upstream.tls = "none", policy.failure_delay = "0s", connection limits 20000 (also per IP), audit log to a file`,
 		fmt.Sprintf("Dovecot: %d users (user%%d); user1's INBOX holds %d messages of %d bytes (%.1f MB), every other INBOX one message of 1 KB; %s", s.Users, s.Messages, s.MessageSize, mb, dovecotProcesses(s.ReuseProcesses)),
-		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
+		fmt.Sprintf("idle: %d sessions (AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1 header, IDLE) over the users, held %gs; memory of the proxy's processes only (nginx: master + workers), (held - before) / sessions, 3 s after the last session opened and at the end of the hold, RSS from /proc/PID/status, PSS from smaps_rollup; each round on a freshly started proxy; direct: nothing to measure",
 			s.Sessions, s.HoldSeconds),
 		"fetch: UID FETCH 1:* BODY.PEEK[] of user1's INBOX once per round (after one unmeasured warm-up fetch, direct); MB/s of IMAP bytes, 1 MB = 1e6 bytes",
 		fmt.Sprintf("logins: connect + full TLS handshake (no resumption) + AUTHENTICATE PLAIN + LOGOUT in a loop for %gs per run; logins/s, latency of a whole cycle", s.LoginSeconds),
@@ -388,6 +466,27 @@ func compareNotes(res *compareResult, authRequests, memAuthRequests int64) []str
 		if s.ResumedLogins {
 			notes = append(notes, resumedNotes(res)...)
 		}
+	}
+	if s.StormSessions > 0 {
+		backlog := fmt.Sprintf("backlog=%d, as Go's (net.core.somaxconn = %d)", s.NginxStormBacklog, s.Somaxconn)
+		if s.NginxStormBacklog == 0 {
+			backlog = fmt.Sprintf("nginx's default backlog (511; imapgate's, Go's, is net.core.somaxconn = %d)", s.Somaxconn)
+		} else if s.NginxStormBacklog != s.Somaxconn {
+			backlog = fmt.Sprintf("backlog=%d (imapgate's, Go's, is net.core.somaxconn = %d)", s.NginxStormBacklog, s.Somaxconn)
+		}
+		gateCaps := "imapgate keeps its default budgets (auth_failures_*, and max_upstream_logins 64, the others waiting their turn while logins keep finishing); only its connection caps are raised"
+		if n := s.ImapgateUpstreamLogins; n != nil {
+			gateCaps = fmt.Sprintf("imapgate keeps its default failure budgets (auth_failures_*) but has max_upstream_logins = %d and upstream_login_queue = %d (--imapgate-upstream-logins; its default is 64 and 64; 0 is no cap) and raised connection caps", *n, *n)
+		}
+		notes = append(notes,
+			fmt.Sprintf("storm: through the memory upstream's nginx and imapgate (Dovecot's process per session cannot hold them here), each restarted for the round; %d sessions over the users and source addresses set up 64 at a time (connect, TLS, AUTHENTICATE PLAIN, SELECT INBOX, IDLE until + idling), held %gs, then every client socket closed at once with RST (SO_LINGER 0: a client gone behind a NAT or Wi-Fi loss, and no client TIME_WAIT), and every session reconnecting at once on its own goroutine; a failed attempt (connection error, timeout, NO, BAD, BYE) counts and is retried after 1 s, the storm given up after %gs",
+				s.StormSessions, s.HoldSeconds, s.StormWithinSeconds),
+			fmt.Sprintf("storm: seconds from the drop until the last session is back in IDLE (failed when not all came back); reconnect p50/p99 from the drop to one session's + idling, retries included; right passwords refused: attempts whose AUTHENTICATE got NO, BAD or BYE (every session has the right password); proxy CPU per session back: utime + stime of its processes (nginx's with its auth_http responder) from the drop until the last was back, divided by the sessions back, failed attempts' work included; peak RSS of the proxy's processes sampled every 100 ms during the storm (nginx: master + workers); RSS per session (sample - before setup) / sessions, 3 s after the last was set up, at the end of the hold and 3 s after the last came back; direct: nothing to measure"),
+			fmt.Sprintf("storm: the same descriptor limit for both, 20,000 per process (imapgate inherits imapbench's RLIMIT_NOFILE; nginx: worker_rlimit_nofile 20000 and worker_connections 20000 in each of its %d workers, so one worker may take every session); nginx listens with %s; %s", s.NginxWorkers, backlog, gateCaps),
+		)
+	}
+	if len(s.Scenarios) > 0 {
+		notes = append(notes, "scenarios: only "+strings.Join(s.Scenarios, ", ")+" (--scenarios); the other rows are left out")
 	}
 	notes = append(notes,
 		fmt.Sprintf("latency: one session, %d sequential NOOPs per round", s.NoopCount),
@@ -460,8 +559,8 @@ func (res *compareResult) writeTable(w io.Writer) error {
 			na(r.Direct, r.DirectNA, r.decimals),
 			na(r.Nginx, r.NginxNA, r.decimals),
 			na(r.Imapgate, false, r.decimals),
-			na(r.ImapgateNginx, r.NginxNA, 2),
-			na(r.ImapgateDirect, r.DirectNA, 2),
+			na(r.ImapgateNginx, r.NginxNA || r.RatioNA, 2),
+			na(r.ImapgateDirect, r.DirectNA || r.RatioNA, 2),
 		})
 	}
 	widths := make([]int, len(header))

@@ -56,13 +56,26 @@ func TestCompareQuick(t *testing.T) {
 		t.Logf("problem: %s", p) // the load of a shared machine may cause some; cells are what count
 	}
 
-	want := compareFigures([]int{16, 64}, true, true)
+	want := compareFigures([]int{16, 64}, true, true, quickCompareOptions().StormSessions)
 	if len(res.Rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %+v", len(res.Rows), len(want), res.Rows)
 	}
 	for i, r := range res.Rows {
 		if r.Key != want[i].key {
 			t.Errorf("row %d is %q, want %q", i, r.Key, want[i].key)
+		}
+		if r.RatioNA {
+			// A count (the storm's attempts not OK): 0 is a figure, and
+			// there are no ratios.
+			for col, v := range map[string]*float64{"imapgate": r.Imapgate, "nginx": r.Nginx} {
+				if v == nil || *v < 0 {
+					t.Errorf("%s, %s: %v, want a count", r.Figure, col, fmtCell(v))
+				}
+			}
+			if r.ImapgateNginx != nil || r.ImapgateDirect != nil || r.Direct != nil {
+				t.Errorf("%s: a count, yet has ratios or a direct cell: %+v", r.Figure, r)
+			}
+			continue
 		}
 		cells := map[string]*float64{"imapgate": r.Imapgate}
 		if r.NginxNA {
@@ -84,6 +97,37 @@ func TestCompareQuick(t *testing.T) {
 				t.Errorf("%s, %s: %v, want a figure above 0", r.Figure, col, fmtCell(v))
 			}
 		}
+	}
+	// The storm: with the default brute-force budgets on, every one of
+	// the quick storm's sessions came back and no right password was
+	// refused, through either proxy; one reconnect took no longer than
+	// the storm.
+	rows := map[string]compareRow{}
+	for _, r := range res.Rows {
+		rows[r.Key] = r
+	}
+	for _, name := range []string{nameNginx, nameImapgate} {
+		cell := func(key string) float64 {
+			r := rows[key]
+			v := map[string]*float64{nameNginx: r.Nginx, nameImapgate: r.Imapgate}[name]
+			if v == nil {
+				return math.NaN()
+			}
+			return *v
+		}
+		back, p50, p99 := cell(figStormAllBack), cell(figStormP50), cell(figStormP99)
+		if !(p50 > 0 && p50 <= p99 && p99 <= back*1000+1) {
+			t.Errorf("storm through %s: all back after %vs, reconnect p50 %v ms, p99 %v ms: want 0 < p50 <= p99 <= all back", name, back, p50, p99)
+		}
+		if refused := cell(figStormRefused); refused != 0 {
+			t.Errorf("storm through %s: %v right passwords refused, want none (problems: %q)", name, refused, res.Problems)
+		}
+		if peak, setup := cell(figStormPeakRSS), cell(figStormRSSSetup); !(peak > 1 && setup > 0 && setup*float64(res.Settings.StormSessions)/1024 < peak) {
+			t.Errorf("storm through %s: peak RSS %v MiB, %v KiB per session after setup: want the sessions' memory within the peak", name, peak, setup)
+		}
+	}
+	if res.Settings.StormSessions != quickCompareOptions().StormSessions || res.Settings.NginxStormBacklog != somaxconn() {
+		t.Errorf("settings %+v: want the quick storm's sessions and nginx's backlog at somaxconn", res.Settings)
 	}
 	for _, s := range []string{res.Versions.Nginx, res.Versions.Dovecot, res.Versions.Imapgate} {
 		if s == "" || strings.HasPrefix(s, "?") {
@@ -196,7 +240,7 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 	}
 	s.add(figIdleRSS, nameNginx, 24)
 	s.add(figIdleRSS, nameImapgate, 12)
-	rows := buildRows(s, compareFigures([]int{16}, false, false))
+	rows := buildRows(s, compareFigures([]int{16}, false, false, 0))
 	byKey := map[string]compareRow{}
 	for _, r := range rows {
 		byKey[r.Key] = r
@@ -231,7 +275,8 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 	// NOOP p99 (5), idle PSS (3); fetch CPU (3: direct is n/a); fetch
 	// with a TLS upstream (2 rows of 3: nginx is n/a) and its CPU (2
 	// rows of 1: imapgate's only); CPU per login (3).
-	if got, want := res.missing(), 5+15+5+3+3+2*3+2*1+3; got != want {
+	// And idle RSS 3 s after setup (3).
+	if got, want := res.missing(), 5+15+5+3+3+2*3+2*1+3+3; got != want {
 		t.Errorf("missing() = %d, want %d", got, want)
 	}
 	var out bytes.Buffer
@@ -254,7 +299,7 @@ func TestCompareRowsTakeMediansAndRatios(t *testing.T) {
 }
 
 func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
-	if got, want := len(compareFigures([]int{16, 64}, true, false)), len(compareFigures([]int{16, 64}, false, false))+16; got != want {
+	if got, want := len(compareFigures([]int{16, 64}, true, false, 0)), len(compareFigures([]int{16, 64}, false, false, 0))+16; got != want {
 		t.Errorf("%d rows with the memory logins, want %d", got, want)
 	}
 	s := samples{}
@@ -265,7 +310,7 @@ func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
 	s.add(rate, nameNginx, 1000)
 	s.add(rate, nameImapgate, 2500)
 	s.add(p50, nameImapgate, 6)
-	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, true, false))}
+	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, true, false, 0))}
 	keys := map[string]bool{}
 	for _, r := range res.Rows {
 		if keys[r.Key] {
@@ -305,10 +350,10 @@ func TestMemoryLoginsHaveTheirOwnRowsAfterDovecots(t *testing.T) {
 // with direct n/a, and the notes give each proxy's resumed handshakes
 // and name one that resumed none.
 func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
-	if got, want := len(compareFigures([]int{16, 64}, true, true)), len(compareFigures([]int{16, 64}, true, false))+8; got != want {
+	if got, want := len(compareFigures([]int{16, 64}, true, true, 0)), len(compareFigures([]int{16, 64}, true, false, 0))+8; got != want {
 		t.Errorf("%d rows with the resumed logins, want %d", got, want)
 	}
-	if got, want := len(compareFigures([]int{16}, false, true)), len(compareFigures([]int{16}, false, false)); got != want {
+	if got, want := len(compareFigures([]int{16}, false, true, 0)), len(compareFigures([]int{16}, false, false, 0)); got != want {
 		t.Errorf("%d rows with resumed but no memory logins, want %d", got, want)
 	}
 	s := samples{}
@@ -326,7 +371,7 @@ func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
 		s.add(k, nameImapgate, 4)
 	}
 	res := &compareResult{
-		Rows:     buildRows(s, compareFigures([]int{16}, true, true)),
+		Rows:     buildRows(s, compareFigures([]int{16}, true, true, 0)),
 		Settings: compareSettings{MemoryLogins: true, ResumedLogins: true, Workers: []int{16, 64}},
 		Resumption: []resumeCount{
 			{Workers: 16, Contender: nameNginx, Logins: 1000, Resumed: 0},
@@ -376,7 +421,7 @@ func TestResumedLoginsHaveTheirOwnRowsWithoutDirect(t *testing.T) {
 }
 
 func TestNginxConfigLoadsTheMailModuleAndStaysInItsDirectory(t *testing.T) {
-	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem")
+	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem", nginxTuning{})
 	for _, want := range []string{
 		"load_module /usr/lib/nginx/modules/ngx_mail_module.so;",
 		"daemon off;", "master_process on;", "worker_processes 2;", "worker_rlimit_nofile 20000;",
@@ -394,7 +439,7 @@ func TestNginxConfigLoadsTheMailModuleAndStaysInItsDirectory(t *testing.T) {
 }
 
 func TestImapgateConfigIsPlaintextUpstreamWithoutDelay(t *testing.T) {
-	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem", upstreamTLS{})
+	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem", upstreamTLS{}, "")
 	for _, want := range []string{
 		`address = "127.0.0.1:9993"`, `tls = "implicit"`, `address = "127.0.0.1:143"`, `tls = "none"`,
 		`failure_delay = "0s"`, "max_connections = 20000", "max_connections_per_ip = 20000",
@@ -440,7 +485,7 @@ func TestCompareRejectsBadCommandLines(t *testing.T) {
 // straight to Dovecot.
 func TestTLSUpstreamFetchRowsHaveNginxNAAndDirectsFetch(t *testing.T) {
 	conf := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:993", "/tmp/run/cert.pem", "/tmp/run/key.pem",
-		upstreamTLS{Mode: "implicit", CAFile: "/tmp/dovecot/cert.pem"})
+		upstreamTLS{Mode: "implicit", CAFile: "/tmp/dovecot/cert.pem"}, "")
 	for _, want := range []string{`address = "127.0.0.1:993"`, `tls = "implicit"`, `server_name = "localhost"`, `ca_file = "/tmp/dovecot/cert.pem"`} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("imapgate.toml lacks %q:\n%s", want, conf)
@@ -459,7 +504,7 @@ func TestTLSUpstreamFetchRowsHaveNginxNAAndDirectsFetch(t *testing.T) {
 	s.add(figFetchStartTLSCPU, nameImapgate, 6)
 	s.add(figFetchStartTLS, nameDirect, 300)
 	s.add(figFetchStartTLS, nameNginx, 1) // not measured; ignored if it were
-	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, false, false))}
+	res := &compareResult{Rows: buildRows(s, compareFigures([]int{16}, false, false, 0))}
 	var out bytes.Buffer
 	if err := res.writeTable(&out); err != nil {
 		t.Fatal(err)
@@ -518,5 +563,86 @@ func TestFloorIsPrintedBesideImapgatesCPUPerLogin(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// The storm's nginx gets the backlog asked for and room in each worker
+// for every session; the storm's imapgate serves its profiles and, when
+// asked, other upstream login caps.
+func TestStormServersHaveTheSameLimitsAndTheirOptions(t *testing.T) {
+	conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem",
+		nginxTuning{Backlog: 4096, WorkerConnections: 20000})
+	for _, want := range []string{"listen 127.0.0.1:9993 backlog=4096 ssl;", "worker_connections 20000;", "worker_rlimit_nofile 20000;"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if conf := nginxConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:8080", "/tmp/run/cert.pem", "/tmp/run/key.pem", nginxTuning{}); strings.Contains(conf, "backlog") {
+		t.Errorf("nginx.conf without a backlog asked for sets one:\n%s", conf)
+	}
+	gate := imapgateConfig("/tmp/run", "127.0.0.1:9993", "127.0.0.1:143", "/tmp/run/cert.pem", "/tmp/run/key.pem", upstreamTLS{}, "127.0.0.1:9100")
+	for _, want := range []string{"[metrics]\nlisten = \"127.0.0.1:9100\"\npprof = true\n"} {
+		if !strings.Contains(gate, want) {
+			t.Errorf("imapgate.toml lacks %q:\n%s", want, gate)
+		}
+	}
+	if strings.Contains(gate, "max_upstream_logins") || strings.Contains(gate, "auth_failures") {
+		t.Errorf("imapgate.toml changes a budget or the upstream login cap:\n%s", gate)
+	}
+}
+
+// Counts (the storm's attempts not OK) may be 0 and have no ratios; a
+// storm that did not bring every session back has no "all back" figure.
+func TestStormRowsCountWithoutRatios(t *testing.T) {
+	s := samples{}
+	for _, name := range []string{nameNginx, nameImapgate} {
+		for _, key := range []string{figStormP50, figStormP99, figStormCPU, figStormPeakRSS, figStormRSSSetup, figStormRSSHeld, figStormRSSAfter} {
+			s.add(key, name, 10)
+		}
+		s.add(figStormNotOK, name, 0)
+		s.add(figStormSessionsNotOK, name, 0)
+		s.add(figStormRefused, name, 0)
+	}
+	s.add(figStormAllBack, nameNginx, 18)
+	var figs []figure
+	for _, f := range compareFigures([]int{16}, false, false, 9500) {
+		if f.scenario == "storm" {
+			figs = append(figs, f)
+		}
+	}
+	res := &compareResult{Rows: buildRows(s, figs)}
+	// imapgate's "all back" and its ratio: not all came back.
+	if got := res.missing(); got != 2 {
+		t.Errorf("missing() = %d, want 2", got)
+	}
+	var out bytes.Buffer
+	if err := res.writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{
+		"storm: seconds until all 9,500 back, s n/a 18.00 failed failed n/a",
+		"storm: right passwords refused, count n/a 0 0 n/a n/a",
+		"storm: peak RSS, MiB n/a 10.0 10.0 1.00 n/a",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCompareScenariosAreNamed(t *testing.T) {
+	if got, err := parseScenarios("storm, idle"); err != nil || !got["storm"] || !got["idle"] || len(got) != 2 {
+		t.Errorf("parseScenarios(storm, idle) = %v, %v", got, err)
+	}
+	if got, err := parseScenarios("all"); err != nil || got != nil {
+		t.Errorf("parseScenarios(all) = %v, %v; want nil: every scenario", got, err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"compare", "--scenarios", "storm,nap"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `"nap" is not one of all, idle, fetch`) {
+		t.Errorf("compare --scenarios storm,nap: %d, %q", code, errOut.String())
+	}
+	if code := run([]string{"compare", "--storm-sessions", "9501"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "--storm-sessions 9501: want 1 to 9500") {
+		t.Errorf("compare --storm-sessions 9501: %d, %q", code, errOut.String())
 	}
 }

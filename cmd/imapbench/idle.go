@@ -55,11 +55,16 @@ type idleResult struct {
 type idleMemory struct {
 	PIDs     []int     `json:"pids"`
 	Baseline memSample `json:"baseline"` // before the first session opened
-	Held     memSample `json:"held"`     // at the end of the hold
-	Peak     memSample `json:"peak"`     // the largest of the samples taken each second of the hold
+	// AfterSetup is 3 s (idleSettle) into the hold, or at its end if it
+	// is shorter: right after the storm of opens.
+	AfterSetup memSample `json:"after_setup"`
+	Held       memSample `json:"held"` // at the end of the hold
+	Peak       memSample `json:"peak"` // the largest of the samples taken each second of the hold
 	// PerSession is (Held - Baseline) / Opened.
 	PerSessionRSSBytes int64 `json:"per_session_rss_bytes"`
 	PerSessionPSSBytes int64 `json:"per_session_pss_bytes"`
+	// PerSessionSetupRSSBytes is (AfterSetup - Baseline) / Opened.
+	PerSessionSetupRSSBytes int64 `json:"per_session_setup_rss_bytes"`
 }
 
 const (
@@ -68,6 +73,9 @@ const (
 	defaultHold        = 10 * time.Second
 	// fdReserve is the open files kept for everything but the sessions.
 	fdReserve = 64
+	// idleSettle is when, after the last session opened, the memory "3 s
+	// after setup" is sampled.
+	idleSettle = 3 * time.Second
 )
 
 // idleSession is one session in IDLE.
@@ -157,16 +165,17 @@ func runIdle(ctx context.Context, o idleOptions) (idleResult, error) {
 	var errs []error
 	if ctx.Err() == nil && res.Opened > 0 {
 		r.log.Info("holding sessions in IDLE", "opened", res.Opened, "failed", res.Failed, "hold", o.Hold)
-		held, peak, dur, err := r.hold(ctx)
+		early, held, peak, dur, err := r.hold(ctx)
 		res.HoldSeconds = dur.Seconds()
 		if err != nil {
 			errs = append(errs, err)
 		} else if res.Memory != nil && ctx.Err() == nil { // the final sample was taken
 			m := res.Memory
-			m.Held, m.Peak = held, peak
+			m.AfterSetup, m.Held, m.Peak = early, held, peak
 			if res.Opened > 0 {
 				m.PerSessionRSSBytes = (held.RSSBytes - m.Baseline.RSSBytes) / int64(res.Opened)
 				m.PerSessionPSSBytes = (held.PSSBytes - m.Baseline.PSSBytes) / int64(res.Opened)
+				m.PerSessionSetupRSSBytes = (early.RSSBytes - m.Baseline.RSSBytes) / int64(res.Opened)
 			}
 		}
 	}
@@ -262,15 +271,19 @@ func openIdleSession(ctx context.Context, t target, i int) (s idleSession, empty
 	return idleSession{c: c, tag: tag}, exists == 0, nil
 }
 
-// hold waits o.Hold, sampling memory each second, and returns the last
-// sample (taken at the end), the largest one and how long it held.
-func (r *idleRun) hold(ctx context.Context) (last, peak memSample, held time.Duration, err error) {
+// hold waits o.Hold, sampling memory each second, and returns the sample
+// taken idleSettle into it (the last one if the hold is shorter), the
+// last sample (taken at the end), the largest one and how long it held.
+func (r *idleRun) hold(ctx context.Context) (early, last, peak memSample, held time.Duration, err error) {
 	start := time.Now()
 	end := start.Add(r.o.Hold)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	timer := time.NewTimer(r.o.Hold)
 	defer timer.Stop()
+	settle := time.NewTimer(idleSettle)
+	defer settle.Stop()
+	settled := false
 	sample := func() error {
 		if len(r.o.PIDs) == 0 {
 			return nil
@@ -285,16 +298,27 @@ func (r *idleRun) hold(ctx context.Context) (last, peak memSample, held time.Dur
 	for {
 		select {
 		case <-ctx.Done():
-			return last, peak, time.Since(start), nil
+			return early, last, peak, time.Since(start), nil
 		case <-timer.C:
 			err := sample()
-			return last, peak, time.Since(start), err
+			if !settled {
+				early = last
+			}
+			return early, last, peak, time.Since(start), err
+		case <-settle.C:
+			if end.Sub(time.Now()) < 100*time.Millisecond {
+				continue // the final sample is due, and serves
+			}
+			if err := sample(); err != nil {
+				return early, last, peak, time.Since(start), err
+			}
+			early, settled = last, true
 		case now := <-tick.C:
 			if end.Sub(now) < 100*time.Millisecond {
 				continue // the final sample is due
 			}
 			if err := sample(); err != nil {
-				return last, peak, time.Since(start), err
+				return early, last, peak, time.Since(start), err
 			}
 		}
 	}
@@ -371,10 +395,12 @@ func (res idleResult) writeTable(w io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "\tRSS\tPSS\t\n")
 		fmt.Fprintf(tw, "baseline\t%s\t%s\t\n", fmtBytes(m.Baseline.RSSBytes), fmtBytes(m.Baseline.PSSBytes))
+		fmt.Fprintf(tw, "3 s after setup\t%s\t%s\t\n", fmtBytes(m.AfterSetup.RSSBytes), fmtBytes(m.AfterSetup.PSSBytes))
 		fmt.Fprintf(tw, "held\t%s\t%s\t\n", fmtBytes(m.Held.RSSBytes), fmtBytes(m.Held.PSSBytes))
 		fmt.Fprintf(tw, "peak\t%s\t%s\t\n", fmtBytes(m.Peak.RSSBytes), fmtBytes(m.Peak.PSSBytes))
 		fmt.Fprintf(tw, "held - baseline\t%s\t%s\t\n", fmtBytes(m.Held.RSSBytes-m.Baseline.RSSBytes), fmtBytes(m.Held.PSSBytes-m.Baseline.PSSBytes))
 		fmt.Fprintf(tw, "per session\t%s\t%s\t\n", fmtBytes(m.PerSessionRSSBytes), fmtBytes(m.PerSessionPSSBytes))
+		fmt.Fprintf(tw, "per session 3 s after setup\t%s\t\t\n", fmtBytes(m.PerSessionSetupRSSBytes))
 		return tw.Flush()
 	}
 	return nil

@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,7 @@ const usage = `imapbench: IMAP load and measurement for imapgate (or any IMAP se
 
 Usage:
   imapbench idle    --addr HOST:PORT [--sessions 1000] [--hold 10s] [--concurrency 64] [--pid PID[,PID...]]
+  imapbench storm   --addr HOST:PORT [--sessions 1000] [--hold 30s] [--within 120s] [--retry-delay 1s] [--pid PID[,PID...]]
   imapbench fetch   --addr HOST:PORT [--rounds 3]
   imapbench logins  --addr HOST:PORT [--workers 16] [--duration 5s] [--resume] [--max-logins 1000000]
   imapbench latency --addr HOST:PORT [--count 2000]
@@ -45,6 +47,12 @@ Usage:
 
   idle     open N sessions (TLS, AUTHENTICATE PLAIN, SELECT INBOX, FETCH 1, IDLE), hold them,
            and report the memory per session of --pid (VmRSS and Pss, summed over the pids)
+  storm    set up N sessions (TLS, AUTHENTICATE PLAIN, SELECT INBOX, IDLE), hold them, drop them
+           all at once (RST: SO_LINGER 0) and reconnect them all at once, each retrying a failed
+           attempt after --retry-delay, within --within: seconds until all are back, p50/p99 of one
+           reconnect, attempts not OK by kind, right passwords refused, and the memory of --pid
+           (per session 3 s after the setup, at the end of the hold, 3 s after the storm; peak RSS)
+           and its CPU time during the storm
   fetch    UID FETCH 1:* BODY.PEEK[] of INBOX, --rounds times: MB/s (1 MB = 1e6 bytes), median
   logins   connect + TLS + AUTHENTICATE PLAIN + LOGOUT in a loop: logins/s, p50, p99, errors
   latency  one session, --count sequential NOOPs: p50, p99, mean in microseconds
@@ -116,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
-	case "idle", "fetch", "logins", "latency":
+	case "idle", "storm", "fetch", "logins", "latency":
 	default:
 		fmt.Fprintf(stderr, "imapbench: unknown scenario %q\n\n", cmd)
 		io.WriteString(stderr, usage)
@@ -139,6 +147,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxLogins   = fs.Int("max-logins", defaultMaxLogins, "logins: at most this many login cycles")
 		resume      = fs.Bool("resume", false, "logins: resume TLS sessions (a session cache shared by the workers)")
 		count       = fs.Int("count", defaultCount, "latency: NOOP round trips")
+		within      = fs.Duration("within", defaultStormWithin, "storm: bound on the reconnect storm")
+		retryDelay  = fs.Duration("retry-delay", defaultRetryDelay, "storm: wait after a failed reconnect attempt")
 	)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -148,13 +158,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	only := map[string]string{
-		"sessions": "idle", "concurrency": "idle", "hold": "idle", "pid": "idle", "rounds": "fetch",
+		"sessions": "idle storm", "concurrency": "idle storm", "hold": "idle storm", "pid": "idle storm", "rounds": "fetch",
 		"workers": "logins", "duration": "logins", "max-logins": "logins", "resume": "logins", "count": "latency",
+		"within": "storm", "retry-delay": "storm",
 	}
 	var misplaced error
+	setFlags := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) {
-		if s, ok := only[f.Name]; ok && s != cmd && misplaced == nil {
-			misplaced = fmt.Errorf("imapbench %s: --%s is a flag of %s", cmd, f.Name, s)
+		setFlags[f.Name] = true
+		if s, ok := only[f.Name]; ok && !slices.Contains(strings.Fields(s), cmd) && misplaced == nil {
+			misplaced = fmt.Errorf("imapbench %s: --%s is a flag of %s", cmd, f.Name, strings.ReplaceAll(s, " ", " and "))
 		}
 	})
 	if misplaced != nil {
@@ -171,8 +184,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "imapbench %s: %v\n", cmd, err)
 		return 2
 	}
-	if cmd == "idle" && *hold >= cf.maxTime {
-		fmt.Fprintf(stderr, "imapbench idle: --hold %v does not fit in --max-time %v\n", *hold, cf.maxTime)
+	if cmd == "storm" && !setFlags["hold"] {
+		*hold = defaultStormHold
+	}
+	if cmd == "storm" && (*within <= 0 || *retryDelay <= 0) {
+		fmt.Fprintln(stderr, "imapbench storm: --within and --retry-delay must be positive")
+		return 2
+	}
+	if (cmd == "idle" || cmd == "storm") && *hold >= cf.maxTime {
+		fmt.Fprintf(stderr, "imapbench %s: --hold %v does not fit in --max-time %v\n", cmd, *hold, cf.maxTime)
 		return 2
 	}
 
@@ -202,6 +222,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var r idleResult
 		r, err = runIdle(ctx, idleOptions{Target: t, Sessions: *sessions, Concurrency: *concurrency, Hold: *hold, PIDs: pidList, Log: log})
 		res, failed = r, r.Opened == 0
+		if r.Requested == 0 {
+			res = nil
+		}
+	case "storm":
+		var r stormResult
+		r, err = runStorm(ctx, stormOptions{Target: t, Sessions: *sessions, Concurrency: *concurrency, Hold: *hold,
+			Within: *within, RetryDelay: *retryDelay, PIDs: pidList, CPUPIDs: pidList, Log: log})
+		res, failed = r, r.SetUp == 0 || r.Back == 0
 		if r.Requested == 0 {
 			res = nil
 		}

@@ -115,12 +115,15 @@ type PolicyConfig struct {
 	UserRealms []string `toml:"user_realms"`
 
 	// UpstreamLoginQueue is how many logins may wait for one of the
-	// max_upstream_logins slots.
-	// Default: 0 (as many as max_upstream_logins).
+	// max_upstream_logins slots; beyond it, NO [UNAVAILABLE] at once.
+	// Default: 0 (no bound of its own: every connection may wait, and
+	// max_connections bounds the connections).
 	UpstreamLoginQueue int `toml:"upstream_login_queue"`
 
-	// UpstreamLoginWait is how long a login waits in that queue before
-	// NO [UNAVAILABLE]. It must be more than 0.
+	// UpstreamLoginWait is how long a login waits in that queue with no
+	// login finishing at the upstream before NO [UNAVAILABLE]: while
+	// logins keep finishing, the waiters keep their places. It must be
+	// more than 0.
 	// Default: 2s.
 	UpstreamLoginWait Duration `toml:"upstream_login_wait"`
 
