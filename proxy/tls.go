@@ -55,8 +55,10 @@ func (s *session) handshake() bool {
 	s.conn = tc
 	s.isTLS = true
 	s.in.r = tc
-	s.r.Reset(&s.in)
-	s.w.Reset(tc)
+	if s.r != nil { // STARTTLS: the plaintext phase's buffers carry on
+		s.r.Reset(&s.in)
+		s.w.Reset(tc)
+	}
 	return true
 }
 
