@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"net"
 	"runtime"
 	"runtime/pprof"
 	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/tlsconf"
 )
 
 // TestSessionsWaitingForTheirHandshakeHoldNoBuffers: in a storm of
@@ -51,4 +55,45 @@ func goroutinesIn(fn string) int {
 	var b bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&b, 2)
 	return bytes.Count(b.Bytes(), []byte(fn+"("))
+}
+
+// TestHandshakesShareOneRecordingConfig: crypto/tls keeps the config of a
+// handshake for the life of its connection, so thousands of idle sessions
+// must share one copy of the listener's config, while each handshake
+// still records the certificate it was served (for channel binding).
+func TestHandshakesShareOneRecordingConfig(t *testing.T) {
+	cert, _, err := tlsconf.SelfSigned(time.Hour, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listener := &tls.Config{Certificates: []tls.Certificate{cert}}
+	serving := servingConfig(listener)
+	phone, laptop := &handshakeConn{}, &handshakeConn{}
+	configFor := func(hc *handshakeConn) *tls.Config {
+		cfg, err := serving.GetConfigForClient(&tls.ClientHelloInfo{Conn: hc, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cfg.GetCertificate(&tls.ClientHelloInfo{Conn: hc, ServerName: "localhost"}); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if a, b := configFor(phone), configFor(laptop); a != b {
+		t.Error("two handshakes on one listener got two copies of its config")
+	}
+	if phone.served == nil || laptop.served == nil {
+		t.Errorf("served certificates not recorded: phone %v, laptop %v", phone.served, laptop.served)
+	}
+
+	// A reload gives the listener a new config: its handshakes get a
+	// copy of that one.
+	reloaded := &tls.Config{Certificates: []tls.Certificate{cert}}
+	live := listener
+	serving = servingConfig(&tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return live, nil }})
+	before := configFor(phone)
+	live = reloaded
+	if after := configFor(laptop); after == before {
+		t.Error("a handshake after the reload got the old config's copy")
+	}
 }
