@@ -154,13 +154,16 @@ func (s *session) preauth() bool {
 	defer stop()
 
 	s.in = preauthReader{r: s.raw, left: maxPreauthBytes}
-	s.r = bufio.NewReaderSize(&s.in, 2048)
-	s.w = bufio.NewWriterSize(s.raw, 2048)
 	if s.l.Mode == TLSImplicit {
 		if !s.handshake() {
 			return false
 		}
 	}
+	// The buffers only once the handshake is done: in a storm of
+	// reconnecting phones most sessions wait for their handshake, and
+	// would hold 4 KiB each for nothing (README "Performance").
+	s.r = bufio.NewReaderSize(&s.in, 2048)
+	s.w = bufio.NewWriterSize(s.conn, 2048)
 	s.cr = commandReader{r: s.r, w: s.w, onLiteral: s.onLiteral}
 	s.reply("* OK [CAPABILITY " + s.capabilities() + "] IMAP server ready.")
 	if !s.flush() {

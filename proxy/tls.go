@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/imapgate/imapgate/auth"
@@ -55,8 +56,10 @@ func (s *session) handshake() bool {
 	s.conn = tc
 	s.isTLS = true
 	s.in.r = tc
-	s.r.Reset(&s.in)
-	s.w.Reset(tc)
+	if s.r != nil { // STARTTLS: the plaintext phase's buffers carry on
+		s.r.Reset(&s.in)
+		s.w.Reset(tc)
+	}
 	return true
 }
 
@@ -118,7 +121,13 @@ type handshakeConn struct {
 // returns), with a GetCertificate that also records the certificate it
 // chose in the handshake's handshakeConn. The wrapper itself is the config
 // crypto/tls keeps session ticket keys in, one per listener as before.
+//
+// crypto/tls keeps the config a handshake used for the life of the
+// connection, so the recording copy is made once per config base yields,
+// not once per connection: hours of idle sessions do not each hold a copy
+// (README "Performance"). A reload yields a new config, hence a new copy.
 func servingConfig(base *tls.Config) *tls.Config {
+	var last atomic.Pointer[recordingConfig]
 	return &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		cfg := base
 		if base.GetConfigForClient != nil {
@@ -130,19 +139,36 @@ func servingConfig(base *tls.Config) *tls.Config {
 				cfg = c
 			}
 		}
-		hc, ok := hello.Conn.(*handshakeConn)
-		if !ok {
+		if _, ok := hello.Conn.(*handshakeConn); !ok {
 			return cfg, nil
 		}
-		rec := cfg.Clone()
-		rec.GetConfigForClient = nil
-		rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			c, err := chooseCertificate(cfg, hello)
-			hc.served = c
-			return c, err
+		if rc := last.Load(); rc != nil && rc.of == cfg {
+			return rc.rec, nil
 		}
-		return rec, nil
+		rc := newRecordingConfig(cfg)
+		last.Store(rc)
+		return rc.rec, nil
 	}}
+}
+
+// recordingConfig is the copy of a config (of) that servingConfig's
+// handshakes use: of with a GetCertificate that also records the
+// certificate it chose in the handshake's handshakeConn.
+type recordingConfig struct {
+	of, rec *tls.Config
+}
+
+func newRecordingConfig(cfg *tls.Config) *recordingConfig {
+	rec := cfg.Clone()
+	rec.GetConfigForClient = nil
+	rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := chooseCertificate(cfg, hello)
+		if hc, ok := hello.Conn.(*handshakeConn); ok {
+			hc.served = c
+		}
+		return c, err
+	}
+	return &recordingConfig{of: cfg, rec: rec}
 }
 
 // chooseCertificate is crypto/tls's choice of certificate for hello
