@@ -154,17 +154,22 @@ func (s *session) preauth() bool {
 	defer stop()
 
 	s.in = preauthReader{r: s.raw, left: maxPreauthBytes}
-	bufs := s.srv.preauthBuffers(&s.in, s.raw)
-	defer func() {
-		s.r, s.w, s.cr = nil, nil, commandReader{}
-		s.srv.releasePreauthBuffers(bufs)
-	}()
-	s.r, s.w = bufs.r, bufs.w
 	if s.l.Mode == TLSImplicit {
 		if !s.handshake() {
 			return false
 		}
 	}
+	// The buffers only once the handshake is done: in a storm of
+	// reconnecting phones most sessions wait for their handshake, and
+	// would hold 4 KiB each for nothing (README "Performance"). They
+	// come from the Server's pool and go back when the pre-auth phase
+	// ends.
+	bufs := s.srv.preauthBuffers(&s.in, s.conn)
+	defer func() {
+		s.r, s.w, s.cr = nil, nil, commandReader{}
+		s.srv.releasePreauthBuffers(bufs)
+	}()
+	s.r, s.w = bufs.r, bufs.w
 	s.cr = commandReader{r: s.r, w: s.w, onLiteral: s.onLiteral}
 	s.reply("* OK [CAPABILITY " + s.capabilities() + "] IMAP server ready.")
 	if !s.flush() {

@@ -56,8 +56,10 @@ func (s *session) handshake() bool {
 	s.conn = tc
 	s.isTLS = true
 	s.in.r = tc
-	s.r.Reset(&s.in)
-	s.w.Reset(tc)
+	if s.r != nil { // STARTTLS: the plaintext phase's buffers carry on
+		s.r.Reset(&s.in)
+		s.w.Reset(tc)
+	}
 	return true
 }
 
@@ -144,15 +146,13 @@ type handshakeConn struct {
 // servingConfig wraps a listener's TLS config for Serve: every handshake
 // uses the config base would (its own, or what its GetConfigForClient
 // returns), with a GetCertificate that also records the certificate it
-// chose in the handshake's handshakeConn (hello.Conn). The wrapper itself
-// is the config crypto/tls keeps session ticket keys in, one per listener
-// as before.
+// chose in the handshake's handshakeConn. The wrapper itself is the config
+// crypto/tls keeps session ticket keys in, one per listener as before.
 //
-// The recording copy of a config is made once and reused while base keeps
-// returning that config (crypto/tls forbids changing a Config once used,
-// so the copy stays true to it): a copy per handshake cost every login a
-// tls.Config's worth of allocation. A reload that stores a new config
-// gets a new copy at its first handshake.
+// crypto/tls keeps the config a handshake used for the life of the
+// connection, so the recording copy is made once per config base yields,
+// not once per connection: hours of idle sessions do not each hold a copy
+// (README "Performance"). A reload yields a new config, hence a new copy.
 func servingConfig(base *tls.Config) *tls.Config {
 	var last atomic.Pointer[recordingConfig]
 	return &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -169,23 +169,23 @@ func servingConfig(base *tls.Config) *tls.Config {
 		if _, ok := hello.Conn.(*handshakeConn); !ok {
 			return cfg, nil
 		}
-		if r := last.Load(); r != nil && r.of == cfg {
-			return r.rec, nil
+		if rc := last.Load(); rc != nil && rc.of == cfg {
+			return rc.rec, nil
 		}
-		r := &recordingConfig{of: cfg, rec: recording(cfg)}
-		last.Store(r)
-		return r.rec, nil
+		rc := newRecordingConfig(cfg)
+		last.Store(rc)
+		return rc.rec, nil
 	}}
 }
 
-// recordingConfig is the recording copy (rec) of a config (of).
+// recordingConfig is the copy of a config (of) that servingConfig's
+// handshakes use: of with a GetCertificate that also records the
+// certificate it chose in the handshake's handshakeConn.
 type recordingConfig struct {
 	of, rec *tls.Config
 }
 
-// recording copies cfg with a GetCertificate that records its choice in
-// the handshake's handshakeConn.
-func recording(cfg *tls.Config) *tls.Config {
+func newRecordingConfig(cfg *tls.Config) *recordingConfig {
 	rec := cfg.Clone()
 	rec.GetConfigForClient = nil
 	rec.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -195,7 +195,7 @@ func recording(cfg *tls.Config) *tls.Config {
 		}
 		return c, err
 	}
-	return rec
+	return &recordingConfig{of: cfg, rec: rec}
 }
 
 // chooseCertificate is crypto/tls's choice of certificate for hello

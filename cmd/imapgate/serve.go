@@ -115,7 +115,7 @@ func serveReloading(ctx context.Context, path string, stderr io.Writer, reload <
 		go serveMetrics(watchCtx, mln, metricsHandler(m, h, cfg.Metrics.Pprof), log)
 		log.Info("serving metrics", "address", mln.Addr().String())
 	}
-	go trimMemory(watchCtx, 5*time.Second, 4<<20, log)
+	go trimMemory(watchCtx, trimEvery, trimFloor, log)
 	if cfg.Admin.Socket != "" {
 		aln, err := listenAdmin(cfg.Admin.Socket)
 		if err != nil {
