@@ -244,33 +244,21 @@ func testRelayIdleTimeoutCountsBothDirections(t *testing.T, shared func() *relay
 // BenchmarkRelayThroughput measures the copy loop: TLS to the client,
 // plain TCP from the upstream, as with a legacy server on a trusted network.
 func BenchmarkRelayThroughput(b *testing.B) {
-	phone, proxyClientSide := tlsPair(b)
-	proxyUpSide, server := tcpPair(b)
-	_, done := runRelay(b, proxyClientSide, proxyUpSide, time.Minute)
-	chunk := make([]byte, 256<<10)
-	rand.Read(chunk)
-	b.SetBytes(int64(len(chunk)))
-	b.ResetTimer()
-	go func() {
-		for i := 0; i < b.N; i++ {
-			server.Write(chunk)
-		}
-	}()
-	if _, err := io.CopyN(io.Discard, phone, int64(b.N)*int64(len(chunk))); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	server.Close()
-	phone.Close()
-	<-done
+	benchRelayThroughput(b, tcpPair, 256<<10)
 }
 
 // BenchmarkRelayThroughputTLSUpstream is BenchmarkRelayThroughput with
 // TLS on both legs, the upstream writing 4 KiB records as Dovecot's
 // OpenSSL does.
 func BenchmarkRelayThroughputTLSUpstream(b *testing.B) {
+	benchRelayThroughput(b, func(t testing.TB) (net.Conn, net.Conn) { return upstreamTLSPair(t) }, 4<<10)
+}
+
+// benchRelayThroughput relays 256 KiB chunks from an upstream connected
+// by upstreamPair, written record bytes at a time, to a TLS client.
+func benchRelayThroughput(b *testing.B, upstreamPair func(testing.TB) (net.Conn, net.Conn), record int) {
 	phone, proxyClientSide := tlsPair(b)
-	proxyUpSide, server := upstreamTLSPair(b)
+	proxyUpSide, server := upstreamPair(b)
 	_, done := runRelay(b, proxyClientSide, proxyUpSide, time.Minute)
 	chunk := make([]byte, 256<<10)
 	rand.Read(chunk)
@@ -278,8 +266,8 @@ func BenchmarkRelayThroughputTLSUpstream(b *testing.B) {
 	b.ResetTimer()
 	go func() {
 		for i := 0; i < b.N; i++ {
-			for off := 0; off < len(chunk); off += 4 << 10 {
-				server.Write(chunk[off : off+4<<10])
+			for off := 0; off < len(chunk); off += record {
+				server.Write(chunk[off : off+record])
 			}
 		}
 	}()

@@ -185,9 +185,9 @@ type Server struct {
 	// in awaitSession; waitingSessionGoroutines counts those.
 	handoff                  chan *session
 	waitingSessionGoroutines atomic.Int32
-	// preauthPool holds the pre-auth readers and writers of ended
-	// pre-auth phases (*preauthBufs; see preauthBuffers).
-	preauthPool sync.Pool
+	// preauthBufs holds the readers and writers (2 KiB each) of ended
+	// pre-auth phases.
+	preauthBufs bufPool
 }
 
 // NewServer returns a Server using cfg.

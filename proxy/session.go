@@ -164,10 +164,10 @@ func (s *session) preauth() bool {
 	// would hold 4 KiB each for nothing (README "Performance"). They
 	// come from the Server's pool and go back when the pre-auth phase
 	// ends.
-	bufs := s.srv.preauthBuffers(&s.in, s.conn)
+	bufs := s.srv.preauthBufs.get(&s.in, s.conn, 2048, 2048)
 	defer func() {
 		s.r, s.w, s.cr = nil, nil, commandReader{}
-		s.srv.releasePreauthBuffers(bufs)
+		bufs.release()
 	}()
 	s.r, s.w = bufs.r, bufs.w
 	s.cr = commandReader{r: s.r, w: s.w, onLiteral: s.onLiteral}
@@ -186,34 +186,6 @@ func (s *session) preauth() bool {
 	stop()
 	s.cancel()
 	return s.startRelay()
-}
-
-// preauthBufs are a session's reader and writer before login (2 KiB
-// each), which the Server pools: the pre-auth exchange is a few hundred
-// bytes, and every login used to allocate both and drop them at the relay.
-type preauthBufs struct {
-	r *bufio.Reader
-	w *bufio.Writer
-}
-
-// preauthBuffers returns a reader of r and a writer to w, pooled.
-func (srv *Server) preauthBuffers(r io.Reader, w io.Writer) *preauthBufs {
-	b, _ := srv.preauthPool.Get().(*preauthBufs)
-	if b == nil {
-		return &preauthBufs{r: bufio.NewReaderSize(r, 2048), w: bufio.NewWriterSize(w, 2048)}
-	}
-	b.r.Reset(r)
-	b.w.Reset(w)
-	return b
-}
-
-// releasePreauthBuffers puts b back, holding no connection. What the
-// buffers still hold of the last session is never read again: a reader
-// and a writer start empty after Reset.
-func (srv *Server) releasePreauthBuffers(b *preauthBufs) {
-	b.r.Reset(nil)
-	b.w.Reset(nil)
-	srv.preauthPool.Put(b)
 }
 
 // finish ends the session exactly once: the session_end event, the

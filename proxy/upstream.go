@@ -155,9 +155,9 @@ type Upstream struct {
 	Master *MasterLogin
 
 	nextSource atomic.Uint64
-	// buffers holds the readers and writers of finished exchanges
-	// (*upstreamBufs; see bufferConn).
-	buffers  sync.Pool
+	// buffers holds the readers (4 KiB) and writers (1 KiB) of finished
+	// exchanges.
+	buffers  bufPool
 	failures answerEstimate // how long the upstream takes to say NO
 }
 
@@ -182,47 +182,18 @@ type UpstreamConn struct {
 	// Capabilities are the upstream's post-login capabilities.
 	Capabilities []string
 
-	// bufs is R's, and home the pool it goes back to (dropReader).
-	bufs *upstreamBufs
-	home *sync.Pool
+	// bufs is R's, which goes back to its pool (dropReader).
+	bufs *bufPair
 }
 
 // dropReader gives R's buffer back for the next login, once the caller
 // has copied the bytes R holds; R is nil afterwards. A caller that never
 // calls it leaves R to the garbage collector.
 func (uc *UpstreamConn) dropReader() {
-	if uc.home != nil {
-		uc.bufs.release(uc.home)
+	if uc.bufs != nil {
+		uc.bufs.release()
 	}
-	uc.R, uc.bufs, uc.home = nil, nil, nil
-}
-
-// upstreamBufs are an exchange's reader (4 KiB) and writer (1 KiB) on
-// its upstream connection, pooled per Upstream: a login moves a few
-// hundred bytes through them before the relay takes the connection.
-type upstreamBufs struct {
-	r *bufio.Reader
-	w *bufio.Writer
-}
-
-// bufferConn returns a reader and a writer on conn, pooled.
-func (u *Upstream) bufferConn(conn net.Conn) *upstreamBufs {
-	b, _ := u.buffers.Get().(*upstreamBufs)
-	if b == nil {
-		return &upstreamBufs{r: bufio.NewReaderSize(conn, 4096), w: bufio.NewWriterSize(conn, 1024)}
-	}
-	b.r.Reset(conn)
-	b.w.Reset(conn)
-	return b
-}
-
-// release puts b back into pool, holding no connection. What the
-// buffers still hold of the last exchange is never read again: a reader
-// and a writer start empty after Reset.
-func (b *upstreamBufs) release(pool *sync.Pool) {
-	b.r.Reset(nil)
-	b.w.Reset(nil)
-	pool.Put(b)
+	uc.R, uc.bufs = nil, nil
 }
 
 // connectTimeout bounds a login up to its credential, or a probe:
@@ -308,7 +279,7 @@ func (u *Upstream) connect(ctx context.Context, client ClientInfo) (_ *upstreamC
 		conn = tc
 	}
 	c.transport, c.conn = conn, conn
-	c.bufs, c.home = u.bufferConn(conn), &u.buffers
+	c.bufs = u.buffers.get(conn, conn, 4096, 1024)
 	c.r, c.w = c.bufs.r, c.bufs.w
 	if err := c.greeting(); err != nil {
 		return nil, err
@@ -413,7 +384,7 @@ func (u *Upstream) login(ctx context.Context, start time.Time, client ClientInfo
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable("login", err)
 	}
-	uc = &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps, bufs: c.bufs, home: c.home}
+	uc = &UpstreamConn{Conn: c.conn, R: c.r, Capabilities: c.caps, bufs: c.bufs}
 	c.bufs = nil // the caller's now (dropReader)
 	return uc, nil
 }

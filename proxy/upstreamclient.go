@@ -12,7 +12,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/imapgate/imapgate/proxy/internal/imapwire"
 )
@@ -40,10 +39,9 @@ type upstreamClient struct {
 	// breaks it until stopWatching is called.
 	deadline     *connDeadline
 	stopWatching func() bool
-	// bufs are r's and w's, from home (the Upstream's pool); nil once
-	// handed over with the connection.
-	bufs *upstreamBufs
-	home *sync.Pool
+	// bufs are r's and w's, from the Upstream's pool; nil once handed
+	// over with the connection.
+	bufs *bufPair
 }
 
 // release ends the watch on the caller's context and, unless keep (the
@@ -54,7 +52,7 @@ func (c *upstreamClient) release(keep bool) {
 	if !keep {
 		c.transport.Close()
 		if c.bufs != nil {
-			c.bufs.release(c.home)
+			c.bufs.release()
 			c.bufs, c.r, c.w = nil, nil, nil
 		}
 	}
