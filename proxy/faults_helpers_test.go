@@ -71,7 +71,11 @@ func (c *textClient) login(tag, user, pass string) (string, time.Duration) {
 // waitEvent waits up to 10s for an audit event that match accepts.
 func (tp *testProxy) waitEvent(t testing.TB, what string, match func(Event) bool) Event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// Longer than any wait the proxy itself runs (clientGoneDrain, 10 s,
+	// is the longest): a test that asserts how long something took does
+	// so itself, and this bound only keeps a missing event from hanging.
+	const within = 2 * clientGoneDrain
+	deadline := time.Now().Add(within)
 	for {
 		for _, e := range tp.audit.events(t) {
 			if match(e) {
@@ -79,7 +83,7 @@ func (tp *testProxy) waitEvent(t testing.TB, what string, match func(Event) bool
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s event within 10s; audit log:\n%s", what, tp.audit.String())
+			t.Fatalf("no %s event within %v; audit log:\n%s", what, within, tp.audit.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
