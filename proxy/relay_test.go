@@ -45,6 +45,14 @@ func tcpPair(t testing.TB) (a, b net.Conn) {
 
 // tlsPair returns a TLS client and the proxy-side TLS server over TCP.
 func tlsPair(t testing.TB) (client, server *tls.Conn) {
+	a, b := tcpPair(t)
+	return tlsOver(t, a, b, nil)
+}
+
+// tlsOver runs a TLS handshake between a client on a and a server on b
+// with a fresh self-signed certificate for localhost, the server's config
+// changed by tune if not nil, and returns both ends.
+func tlsOver(t testing.TB, a, b net.Conn, tune func(*tls.Config)) (client, server *tls.Conn) {
 	t.Helper()
 	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
 	if err != nil {
@@ -52,19 +60,20 @@ func tlsPair(t testing.TB) (client, server *tls.Conn) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(certPEM)
-	a, b := tcpPair(t)
+	sc := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if tune != nil {
+		tune(sc)
+	}
 	client = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
-	errc := make(chan error, 1)
-	go func() { errc <- client.Handshake() }()
-	if err := server.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	server = tls.Server(b, sc)
+	handshakeBoth(t, client, server)
 	return client, server
 }
+
+// oneRecordPerWrite turns off dynamic record sizing: one record per
+// Write, so counted writes are the relay's (and an upstream writes like
+// OpenSSL servers do).
+func oneRecordPerWrite(c *tls.Config) { c.DynamicRecordSizingDisabled = true }
 
 // runRelay relays between the proxy's client side and upstream side.
 func runRelay(tb testing.TB, client, upstream net.Conn, idle time.Duration) (*relay, chan struct{}) {
@@ -524,22 +533,12 @@ func (c countingConn) SetReadDeadline(t time.Time) error {
 }
 
 // tlsPairCountingServerWrites is tlsPair with the writes of the proxy's
-// side counted: one per record.
+// side counted: one per record (no dynamic record sizing toward the
+// client, so the count is the relay's).
 func tlsPairCountingServerWrites(t testing.TB) (client, server *tls.Conn, writes *atomic.Int64) {
-	t.Helper()
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
 	a, b := tcpPair(t)
 	writes = new(atomic.Int64)
-	client = tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-	// No dynamic record sizing toward the client: one record per write
-	// of the relay, so the count is the relay's.
-	server = tls.Server(countingConn{b.(*net.TCPConn), writes, nil}, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
-	handshakeBoth(t, client, server)
+	client, server = tlsOver(t, a, countingConn{b.(*net.TCPConn), writes, nil}, oneRecordPerWrite)
 	return client, server, writes
 }
 
@@ -549,16 +548,8 @@ func tlsPairCountingServerWrites(t testing.TB) (client, server *tls.Conn, writes
 // OpenSSL servers do.
 func upstreamTLSPair(t testing.TB) (proxyUpSide, server *tls.Conn) {
 	t.Helper()
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
 	a, b := tcpPair(t)
-	proxyUpSide = tls.Client(newUpstreamSocket(a), &tls.Config{RootCAs: roots, ServerName: "localhost"})
-	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}, DynamicRecordSizingDisabled: true})
-	handshakeBoth(t, proxyUpSide, server)
+	proxyUpSide, server = tlsOver(t, newUpstreamSocket(a), b, oneRecordPerWrite)
 	if rawConnOf(proxyUpSide) == nil {
 		t.Fatal("rawConnOf finds no socket under the upstream's TLS: its direction could never park")
 	}
@@ -582,17 +573,9 @@ func handshakeBoth(t testing.TB, client, server *tls.Conn) {
 // read deadline change per command: the deadline is set once and moved
 // only when it expires while bytes still flowed.
 func TestRelayRoundTripsMoveNoReadDeadline(t *testing.T) {
-	cert, certPEM, err := tlsconf.SelfSigned(time.Hour, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
 	a, b := tcpPair(t)
 	var writes, deadlines atomic.Int64
-	phone := tls.Client(a, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-	proxyClientSide := tls.Server(countingConn{b.(*net.TCPConn), &writes, &deadlines}, &tls.Config{Certificates: []tls.Certificate{cert}})
-	handshakeBoth(t, phone, proxyClientSide)
+	phone, proxyClientSide := tlsOver(t, a, countingConn{b.(*net.TCPConn), &writes, &deadlines}, nil)
 	proxyUpSide, server := tcpPair(t)
 	_, done := runRelay(t, proxyClientSide, proxyUpSide, time.Minute)
 	go echoLines(server)

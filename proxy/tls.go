@@ -63,32 +63,28 @@ func (s *session) handshake() bool {
 	return true
 }
 
-// cipherSuiteName is tls.CipherSuiteName without its cost for the suites
-// a listener negotiates: crypto/tls builds its whole list of suites on
-// every call (some 20 allocations), once per login for the tls event.
+// cipherSuiteName is tls.CipherSuiteName without its cost: crypto/tls
+// builds its whole list of suites on every call (some 20 allocations),
+// once per login for the tls event. The names are crypto/tls's own, read
+// once into suiteNames.
 func cipherSuiteName(id uint16) string {
-	switch id {
-	case tls.TLS_AES_128_GCM_SHA256:
-		return "TLS_AES_128_GCM_SHA256"
-	case tls.TLS_AES_256_GCM_SHA384:
-		return "TLS_AES_256_GCM_SHA384"
-	case tls.TLS_CHACHA20_POLY1305_SHA256:
-		return "TLS_CHACHA20_POLY1305_SHA256"
-	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
-		return "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
-	case tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:
-		return "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-	case tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
-		return "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
-	case tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
-		return "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
-	case tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256:
-		return "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
-	case tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
-		return "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+	if name, ok := suiteNames[id]; ok {
+		return name
 	}
 	return tls.CipherSuiteName(id)
 }
+
+// suiteNames maps crypto/tls's cipher suites to their names. It is made
+// once and only read.
+var suiteNames = func() map[uint16]string {
+	m := map[uint16]string{}
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, cs := range list {
+			m[cs.ID] = cs.Name
+		}
+	}
+	return m
+}()
 
 // tlsFailureReason turns a handshake error into its audit reason.
 func tlsFailureReason(err error) string {
