@@ -110,11 +110,20 @@ func TestSIGHUPReloadsTheWholeConfig(t *testing.T) {
 	if user2["upstream"] != d.ImplicitAddr {
 		t.Errorf("a login after the reload went to %v, want the new upstream %s", user2["upstream"], d.ImplicitAddr)
 	}
-	sawDenied := false
-	for _, e := range g2.events(t) {
-		sawDenied = sawDenied || (e["client_ip"] == "127.0.0.77" && e["result"] == "refused")
+	// The refusal is written by the audit writer after the connection
+	// closed: wait for it as for user2's login, but say what is missing.
+	sawDenied := func() bool {
+		for _, e := range g2.events(t) {
+			if e["client_ip"] == "127.0.0.77" && e["result"] == "refused" {
+				return true
+			}
+		}
+		return false
 	}
-	if !sawDenied {
+	for deadline := time.Now().Add(10 * time.Second); !sawDenied() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !sawDenied() {
 		t.Error("the reopened audit file has no refusal of the newly denied network")
 	}
 
